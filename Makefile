@@ -1,0 +1,89 @@
+# tessera build. `make` builds build/tessera and build/libtessera.a;
+# `make test` runs every test (a normal build, then ASan+UBSan);
+# `make SAN=1` builds the sanitizer variant into build-san/.
+CC      ?= cc
+SAN     ?= 0
+WERROR  ?= 0
+OPT     ?= -O2
+
+ifeq ($(SAN),1)
+  B       := build-san
+  CC      := clang
+  OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+  LDSAN   := -fsanitize=address,undefined
+else
+  B       := build
+  LDSAN   :=
+endif
+
+PKGS    := libpcre2-8 libutf8proc jansson libcrypto
+CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpedantic $(OPT) -g -pthread \
+           -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+ifeq ($(WERROR),1)
+  CFLAGS += -Werror
+endif
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lutf8proc -ljansson -lcrypto) -lm -pthread
+
+# SIMD kernels are compiled per file for their instruction set and chosen at
+# run time, so the binary still runs on CPUs without them.
+FLAGS_avx512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mfma -mf16c
+FLAGS_avx2   := -mavx2 -mfma -mf16c
+
+LIB_SRC := $(shell find src -name '*.c' -not -path 'src/cli/*' | sort)
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/obj/%.o)
+CLI_OBJ := $(CLI_SRC:%.c=$(B)/obj/%.o)
+UNIT    := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
+GOLDEN  := $(patsubst tests/golden/%.c,$(B)/tests/%,$(wildcard tests/golden/test_*.c))
+TOOLS   := $(patsubst tools/%.c,$(B)/tools/%,$(wildcard tools/*.c))
+BENCH   := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+
+all: deps $(B)/tessera $(B)/libtessera.a $(TOOLS)
+
+deps:
+	@bash scripts/deps.sh
+
+$(B)/libtessera.a: $(LIB_OBJ)
+	@mkdir -p $(@D)
+	ar rcs $@ $^
+
+$(B)/tessera: $(CLI_OBJ) $(B)/libtessera.a
+	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(B)/libtessera.a $(LDLIBS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(FLAGS_$(lastword $(subst _, ,$(basename $(notdir $<))))) -MMD -MP -c $< -o $@
+
+$(B)/tests/%: tests/unit/%.c $(B)/libtessera.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDSAN) -o $@ $< $(B)/libtessera.a $(LDLIBS)
+
+$(B)/tests/%: tests/golden/%.c $(B)/libtessera.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDSAN) -o $@ $< $(B)/libtessera.a $(LDLIBS)
+
+$(B)/tools/%: tools/%.c $(B)/libtessera.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) $(LDSAN) -o $@ $< $(B)/libtessera.a $(LDLIBS)
+
+$(B)/bench/%: bench/%.c $(B)/libtessera.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests $(LDSAN) -o $@ $< $(B)/libtessera.a $(LDLIBS)
+
+tests: $(UNIT) $(GOLDEN) $(B)/tessera
+bench: $(BENCH) $(B)/tessera $(TOOLS)
+
+# The whole suite: the optimised build runs everything, then the sanitizer
+# build runs the same tests (TS_TEST_LIGHT trims the slowest model sweeps).
+test: deps
+	@bash scripts/deps.sh --test
+	$(MAKE) tests
+	bash tests/run.sh $(UNIT) $(GOLDEN) tests/cli/*.sh
+	$(MAKE) SAN=1 tests
+	TS_TEST_LIGHT=1 TS_BUILD=build-san bash tests/run.sh $(patsubst $(B)/%,build-san/%,$(UNIT) $(GOLDEN)) tests/cli/*.sh
+
+clean:
+	rm -rf build build-san
+
+.PHONY: all deps tests test bench clean
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

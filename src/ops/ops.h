@@ -1,0 +1,94 @@
+/* The op table: every kernel the forward pass uses, behind function pointers
+ * so that a backend (CPU reference, CPU SIMD, CUDA) can be swapped without
+ * touching the model code.
+ *
+ * Conventions: activations are row-major f32; a "row" is one token. Weight
+ * matrices keep the checkpoint's dtype and layout ([out][in], as Hugging Face
+ * stores nn.Linear). KV is stored per KV head in fixed-size blocks (paged),
+ * never expanded to query heads. */
+#ifndef TS_OPS_OPS_H
+#define TS_OPS_OPS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "io/safetensors.h"
+
+/* A weight matrix view: data[rows][cols] in dtype (F32, F16 or BF16). */
+typedef struct ts_wmat {
+    const void *data;
+    ts_dtype dtype;
+    int rows; /* output features */
+    int cols; /* input features */
+} ts_wmat;
+
+/* Precision of matrix products. F32: activations stay f32, weights are
+ * widened to f32 (results match a float64 reference to ~1e-6). BF16:
+ * activations are rounded to bf16 and multiplied with bf16 dot products
+ * (2x the arithmetic rate; ~1e-3 relative error), used for large prefills. */
+typedef enum ts_prec { TS_PREC_F32 = 0, TS_PREC_BF16 } ts_prec;
+
+/* One sequence's part of an attention call. */
+typedef struct ts_attn_seq {
+    int q_start;            /* first row of this sequence in q / out */
+    int n_q;                /* its query rows */
+    int n_kv;               /* KV slots it attends to (cached + new) */
+    const int32_t *blocks;  /* block table: slot t is in block blocks[t / block_size],
+                               row t % block_size */
+} ts_attn_seq;
+
+/* Attention over paged KV for a batch of sequences.
+ * Causal: query row i (0-based within the sequence) sees slots
+ * [0, n_kv - n_q + i]; otherwise every query sees all n_kv slots.
+ * A sequence with n_kv == 0 (possible when not causal) yields out = 0 and
+ * lse = -inf: the neutral element of the log-sum-exp merge. */
+typedef struct ts_attn {
+    float *out;             /* [n_tok][n_heads * head_dim] */
+    float *lse;             /* optional [n_tok][n_heads]: natural-log log-sum-exp of the
+                               scaled scores, for merging partial results; may be NULL */
+    const float *q;         /* [n_tok][n_heads * head_dim], RoPE applied */
+    const float *k, *v;     /* this layer's pool: [n_blocks][n_kv_heads][block_size][head_dim] */
+    int n_heads, n_kv_heads, head_dim, block_size;
+    float scale;            /* usually 1/sqrt(head_dim) */
+    bool causal;
+    int n_seq;
+    const ts_attn_seq *seqs;
+} ts_attn;
+
+typedef struct ts_ops {
+    const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
+    void *ctx;        /* backend state passed as each op's first argument */
+
+    /* y[n][w->rows] = x[n][w->cols] . w^T (+ bias[w->rows] when bias != NULL) */
+    void (*matmul)(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                   const float *bias, ts_prec prec);
+    /* out[n][table->cols] = rows ids[n] of table, widened to f32. ids are valid. */
+    void (*embed)(void *ctx, float *out, const ts_wmat *table, const int32_t *ids, int n);
+    /* y[n][d] = x / sqrt(mean(x^2) + eps) * g[d]; y may alias x. */
+    void (*rmsnorm)(void *ctx, float *y, const float *x, const float *g, int n, int d,
+                    float eps);
+    /* Fused residual: x[n][d] += r[n][d], then y = rmsnorm(x). */
+    void (*add_rmsnorm)(void *ctx, float *y, float *x, const float *r, const float *g,
+                        int n, int d, float eps);
+    /* In place on x[n][n_heads][head_dim]: rotate-half RoPE (HF Llama/Qwen layout:
+     * pairs (j, j + head_dim/2)) by angle pos[i] * inv_freq[j], the angle computed in
+     * f32 as transformers does. */
+    void (*rope)(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                 const float *inv_freq);
+    /* out[n][d] = silu(gate[n][d]) * up[n][d]; out may alias gate. */
+    void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int n, int d);
+    /* Stores k, v rows [n][n_kv_heads * head_dim] at pool slots slot[n]
+     * (slot = block * block_size + row) of a pool laid out as ts_attn's. */
+    void (*kv_write)(void *ctx, float *k_pool, float *v_pool, const float *k,
+                     const float *v, const int32_t *slot, int n, int n_kv_heads,
+                     int head_dim, int block_size);
+    void (*attention)(void *ctx, const ts_attn *a);
+} ts_ops;
+
+/* Merges partial attention states in place: (o_a, lse_a) <- merge((o_a, lse_a),
+ * (o_b, lse_b)) for n rows of n_heads heads of head_dim, by
+ * lse = log(e^lse_a + e^lse_b), o = (o_a e^lse_a + o_b e^lse_b) / e^lse.
+ * The empty state (o = 0, lse = -inf) is neutral; never produces NaN from it. */
+void ts_attn_merge(float *o_a, float *lse_a, const float *o_b, const float *lse_b, int n,
+                   int n_heads, int head_dim);
+
+#endif

@@ -1,0 +1,37 @@
+/* Minimal test harness: each test binary counts checks and ends with
+ * "N passed, N failed"; tests/run.sh adds the counts up. */
+#ifndef TS_TEST_H
+#define TS_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static int ts_test_pass, ts_test_fail;
+
+#define CHECK(cond) CHECKF(cond, "%s", #cond)
+#define CHECKF(cond, ...)                                                \
+    do {                                                                 \
+        if (cond) {                                                      \
+            ts_test_pass++;                                              \
+        } else {                                                         \
+            ts_test_fail++;                                              \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);         \
+            fprintf(stderr, __VA_ARGS__);                                \
+            fputc('\n', stderr);                                         \
+        }                                                                \
+    } while (0)
+
+/* Path of the shared data folder (../shared seen from the project root);
+ * overridable with TS_SHARED for out-of-tree runs. */
+static inline const char *ts_test_shared(void) {
+    const char *s = getenv("TS_SHARED");
+    return s ? s : "../shared";
+}
+
+static inline int ts_test_done(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, ts_test_pass, ts_test_fail);
+    return ts_test_fail ? 1 : 0;
+}
+
+#endif
