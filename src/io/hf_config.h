@@ -20,7 +20,10 @@ typedef struct ts_model_config {
     float rms_eps;
     bool tie_embeddings;    /* lm_head shares embed_tokens */
     bool qk_norm;           /* Qwen3: RMSNorm per head on q and k */
-    bool qkv_bias;          /* Qwen2: biases on q, k, v projections */
+    bool qkv_bias;          /* biases on q, k, v (Qwen2 always; others when
+                               "attention_bias" is true) */
+    bool o_bias;            /* bias on o_proj (Llama/Qwen3 "attention_bias";
+                               never for Qwen2) */
     /* RoPE (rotate-half layout, as HF Llama/Qwen) */
     double rope_theta;
     ts_rope_type rope_type;
@@ -36,17 +39,22 @@ typedef struct ts_model_config {
 } ts_model_config;
 
 /* Reads dir/config.json and, if present, dir/generation_config.json.
- * Validates every field (positive sizes, hidden/heads consistency, n_heads
- * divisible by n_kv_heads, ...). An unknown architecture yields
- * TS_ERR_UNSUPPORTED naming the supported ones. */
+ * Validates every field (positive bounded sizes, head_dim even, n_heads
+ * divisible by n_kv_heads, JSON types; a wrong or missing field is
+ * TS_ERR_FORMAT naming it). An unknown architecture, a rope type other than
+ * default/llama3/linear, sliding-window attention, a hidden_act other than
+ * silu or an MLP bias yield TS_ERR_UNSUPPORTED. cfg is fully written on
+ * success (absent ids are -1, absent generation defaults < 0). */
 ts_status ts_config_load(const char *dir, ts_model_config *cfg, ts_err *err);
-/* Same, from JSON text (name is used in messages; gen_json may be NULL). */
+/* Same, from JSON text (name, e.g. the config.json path, is used in messages;
+ * gen_json may be NULL). Neither text needs a terminating NUL. */
 ts_status ts_config_parse(const char *json, size_t len, const char *gen_json,
                           size_t gen_len, const char *name, ts_model_config *cfg,
                           ts_err *err);
 
-/* Fills inv_freq[head_dim/2] with the per-pair rotation frequencies,
- * including llama3 / linear scaling. */
+/* Fills inv_freq[head_dim/2] with the per-pair rotation frequencies
+ * 1 / theta^(2j/head_dim), then llama3 or linear scaling as transformers
+ * applies it; computed in double, rounded to float at the end. */
 void ts_config_rope_freqs(const ts_model_config *cfg, float *inv_freq);
 
 #endif
