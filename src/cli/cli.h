@@ -1,0 +1,41 @@
+/* Shared pieces of the command-line program: argument parsing and opening
+ * a runtime with the common options. Only src/cli prints for people or exits. */
+#ifndef TS_CLI_H
+#define TS_CLI_H
+
+#include "engine/generate.h"
+#include "engine/runtime.h"
+
+#define CLI_MAX_STOP 16
+
+typedef struct cli_args {
+    const char *model;
+    const char *prompt, *prompt_file, *system, *text, *ids, *out, *cases;
+    bool chat, no_think, show_thinking, exact, no_special;
+    int n_predict, threads, limit, reps;
+    int bench_prompt, bench_gen, bench_depth;
+    ts_sample_params sample;
+    const char *stop[CLI_MAX_STOP];
+    int n_stop;
+    const char *kv_mem, *isa;
+    int block_size;
+} cli_args;
+
+/* Parses argv[first..] into a; prints a message and returns false on error. */
+bool cli_parse(int argc, char **argv, int first, cli_args *a);
+/* Opens the model named by a (progress on a terminal); prints and returns NULL on error. */
+ts_runtime *cli_open(const cli_args *a);
+/* Renders a one-turn chat prompt (system may be NULL) into out. */
+ts_status cli_chat_prompt(ts_runtime *rt, const char *system, const char *user, int enable_thinking,
+                          ts_buf *out, ts_err *err);
+/* Tokenizes text (special tokens in it recognised); prints on error. */
+int32_t *cli_tokenize(ts_runtime *rt, const char *text, bool add_special, int *n);
+
+int cmd_generate(cli_args *a);
+int cmd_chat(cli_args *a);
+int cmd_tokenize(cli_args *a);
+int cmd_logits(cli_args *a);
+int cmd_eval_qa(cli_args *a);
+int cmd_bench(cli_args *a);
+
+#endif

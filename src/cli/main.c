@@ -1,0 +1,42 @@
+/* tessera command-line entry point: dispatches to the subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char USAGE[] =
+    "usage: tessera COMMAND -m MODEL_DIR [options]\n"
+    "\n"
+    "commands:\n"
+    "  generate  -p TEXT [--chat] [--system S] [-n N] [--temp T] [--top-k K] [--top-p P]\n"
+    "            [--min-p P] [--repeat-penalty R] [--seed S] [--stop STR]... [--no-think]\n"
+    "            [--show-thinking]          complete a prompt; text on stdout, stats on stderr\n"
+    "  chat      [--system S]               interactive multi-turn chat\n"
+    "  tokenize  --text TEXT [--no-special] token ids as a JSON array\n"
+    "  logits    --ids 1,2,3 --out FILE     last position's logits, raw little-endian f32\n"
+    "  eval-qa   --cases FILE [--limit N]   question answering from documents, JSON summary\n"
+    "  bench     [--prompt 512] [--gen 64] [--depth D] [--reps 3]   tokens/s as JSON\n"
+    "\n"
+    "common options: --threads N, --kv-mem SIZE (e.g. 2G), --block-size 16,\n"
+    "  --exact (f32 activations everywhere; default uses bf16 dot products for prefill),\n"
+    "  --isa auto|scalar|avx2|avx512\n";
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+        fputs(USAGE, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    static const struct {
+        const char *name;
+        int (*fn)(cli_args *);
+    } cmds[] = {{"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
+                {"logits", cmd_logits},     {"eval-qa", cmd_eval_qa}, {"bench", cmd_bench}};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        if (strcmp(argv[1], cmds[i].name)) continue;
+        cli_args a;
+        if (!cli_parse(argc, argv, 2, &a)) return 2;
+        return cmds[i].fn(&a);
+    }
+    fprintf(stderr, "error: unknown command '%s'\n%s", argv[1], USAGE);
+    return 2;
+}
