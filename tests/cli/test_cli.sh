@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# End-to-end checks of build/tessera's commands on the shipped models.
+# Uses $TS_BUILD (default build) and $TS_SHARED (default ../shared).
+set -u
+B=${TS_BUILD:-build}
+S=${TS_SHARED:-../shared}
+T="$B/tessera"
+FACTS="$S/models/facts-qwen3-14m"
+QWEN="$S/golden/qwen3-tiny-random"
+LLAMA="$S/golden/llama3-tiny-random"
+pass=0; fail=0
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL test_cli: $*" >&2; }
+check() { if eval "$2"; then ok; else bad "$1"; fi; }
+
+# generate: only the completion on stdout, one stats line on stderr
+q='How many people live in Valvalford?'
+sys=$'You answer questions using only the documents below.\n\n[Document 1]\nValvalford is a city located in Helara. It was founded in 1721 by Pel Isnorwen. About 800,585 people live there. Valvalford is famous for its silver observatories.'
+"$T" generate -m "$FACTS" --chat --system "$sys" -p "$q" -n 32 --threads 2 >"$tmp/out" 2>"$tmp/err"
+check "generate exit status" '[ $? -eq 0 ]'
+check "generate answers from the document" 'grep -q "800,585" "$tmp/out"'
+check "generate prints one stats line" '[ "$(grep -c "ttft" "$tmp/err")" -eq 1 ]'
+
+# seeded sampling is reproducible
+"$T" generate -m "$FACTS" -p "Valvalford is" -n 16 --temp 0.9 --seed 7 >"$tmp/s1" 2>/dev/null
+"$T" generate -m "$FACTS" -p "Valvalford is" -n 16 --temp 0.9 --seed 7 >"$tmp/s2" 2>/dev/null
+check "same seed, same text" 'cmp -s "$tmp/s1" "$tmp/s2"'
+
+# tokenize matches the golden ids (with special tokens: HF's default)
+ids=$("$T" tokenize -m "$LLAMA" --text "Hello, world!")
+want=$(python3 -c "import json;c=json.load(open('$S/golden/tokenizer_cases.json'))['llama3'];print([x['ids_with_special'] for x in c if x['text']=='Hello, world!'][0])" 2>/dev/null)
+check "tokenize llama3 'Hello, world!' ($ids vs $want)" '[ -n "$want" ] && [ "$ids" = "$want" ]'
+
+# logits: the last position equals the reference file
+pids=$(python3 -c "import json;r=json.load(open('$QWEN/reference.json'));print(','.join(map(str,r['prompts'][0]['ids'])))")
+"$T" logits -m "$QWEN" --ids "$pids" --out "$tmp/l.f32" --threads 2
+check "logits exit status" '[ $? -eq 0 ]'
+check "logits match reference" 'python3 - "$tmp/l.f32" "$QWEN/last_logits_0.f32" <<PY
+import sys, struct, math
+a = open(sys.argv[1], "rb").read(); b = open(sys.argv[2], "rb").read()
+if len(a) != len(b): sys.exit(1)
+n = len(a) // 4
+x = struct.unpack("<%df" % n, a); y = struct.unpack("<%df" % n, b)
+num = sum((p - q) ** 2 for p, q in zip(x, y)); den = sum(q * q for q in y)
+sys.exit(0 if math.sqrt(num / den) < 1e-4 else 1)
+PY'
+
+# errors: one sentence, non-zero exit, no crash
+"$T" logits -m "$QWEN" --ids 1,999999999 --out "$tmp/x" 2>"$tmp/e"; rc=$?
+check "out-of-range id rejected (rc=$rc)" '[ $rc -eq 1 ] && grep -q "out of range" "$tmp/e"'
+"$T" generate -m "$tmp/nonexistent" -p hi 2>"$tmp/e"; rc=$?
+check "missing model dir (rc=$rc)" '[ $rc -eq 1 ] && grep -q "config.json" "$tmp/e"'
+mkdir -p "$tmp/arch"; sed 's/Qwen3ForCausalLM/MambaForCausalLM/' "$QWEN/config.json" >"$tmp/arch/config.json"
+"$T" generate -m "$tmp/arch" -p hi 2>"$tmp/e"; rc=$?
+check "unknown architecture (rc=$rc)" '[ $rc -eq 1 ] && grep -q "Qwen3ForCausalLM" "$tmp/e"'
+mkdir -p "$tmp/trunc"; cp "$QWEN"/*.json "$tmp/trunc/"; head -c 100000 "$QWEN/model.safetensors" >"$tmp/trunc/model.safetensors"
+"$T" generate -m "$tmp/trunc" -p hi 2>"$tmp/e"; rc=$?
+check "truncated checkpoint (rc=$rc)" '[ $rc -eq 1 ] && grep -q "model.safetensors" "$tmp/e"'
+
+# eval-qa on facts-qwen3-14m: accuracy and agreement with HF's outputs
+limit=""; [ -n "${TS_TEST_LIGHT:-}" ] && limit="--limit 16"
+"$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --threads 2 $limit >"$tmp/eval" 2>"$tmp/e"
+check "eval-qa exit status" '[ $? -eq 0 ]'
+cat "$tmp/eval"
+check "eval-qa accuracy >= 0.98 and reference match >= 0.98" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/eval\"))
+sys.exit(0 if r[\"accuracy\"]>=0.98 and r[\"reference_match\"]>=0.98 and r[\"prompt_mismatches\"]==0 else 1)"'
+
+echo "test_cli: $pass passed, $fail failed"
+[ $fail -eq 0 ]
