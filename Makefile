@@ -82,8 +82,13 @@ test: deps
 	$(MAKE) SAN=1 tests
 	TS_TEST_LIGHT=1 TS_BUILD=build-san bash tests/run.sh $(patsubst $(B)/%,build-san/%,$(UNIT) $(GOLDEN)) tests/cli/*.sh
 
+# The main job on the shipped default model: answer a question from a document.
+MODEL ?= ../shared/models/facts-qwen3-14m
+run: all
+	@bash scripts/demo.sh $(B)/tessera $(MODEL)
+
 clean:
 	rm -rf build build-san
 
-.PHONY: all deps tests test bench clean
+.PHONY: all deps tests test bench run clean
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)

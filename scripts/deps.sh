@@ -4,7 +4,7 @@
 set -eu
 pkgs="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libssl-dev"
 if [ "${1:-}" = "--test" ]; then
-    pkgs="$pkgs clang libclang-rt-14-dev"
+    pkgs="$pkgs clang libclang-rt-14-dev python3"
 fi
 missing=""
 for p in $pkgs; do
