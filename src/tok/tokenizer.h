@@ -21,6 +21,10 @@ typedef struct ts_tokenizer ts_tokenizer;
 /* Loads path (a tokenizer.json). Every field is validated; a malformed file
  * gives TS_ERR_FORMAT with a message naming the file and the problem. */
 ts_status ts_tok_load(const char *path, ts_tokenizer **out, ts_err *err);
+/* Loads model_dir/tokenizer.json and, when present,
+ * model_dir/tokenizer_config.json, whose clean_up_tokenization_spaces makes
+ * ts_tok_decode apply HF's clean-up (" ." -> "." ...), as HF decode does. */
+ts_status ts_tok_load_dir(const char *model_dir, ts_tokenizer **out, ts_err *err);
 /* Same from JSON text in memory (the fuzz target's entry). */
 ts_status ts_tok_load_json(const char *json, size_t len, const char *name,
                            ts_tokenizer **out, ts_err *err);
