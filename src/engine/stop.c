@@ -12,8 +12,7 @@ struct ts_stop {
     size_t *lens;     /* [n_stops] */
     size_t n_stops;
     size_t max_len;
-    ts_buf buf;       /* pending text; buf[0..released) went out last call */
-    size_t released;
+    ts_buf buf;       /* pending text, not yet consumed */
     int matched;      /* index of the stop string that matched, or -1 */
 };
 
@@ -102,42 +101,59 @@ void ts_stop_destroy(ts_stop *m) {
 
 void ts_stop_reset(ts_stop *m) {
     ts_buf_clear(&m->buf);
-    m->released = 0;
     m->matched = -1;
 }
 
 int ts_stop_matched(const ts_stop *m) { return m->matched; }
 
-size_t ts_stop_pending(const ts_stop *m) { return m->buf.len - m->released; }
+size_t ts_stop_pending(const ts_stop *m) { return m->buf.len; }
 
-/* Drops the text released by the previous call from the front. */
-static void drop_released(ts_stop *m) {
-    if (!m->released) return;
-    size_t keep = m->buf.len - m->released;
-    memmove(m->buf.data, m->buf.data + m->released, keep);
+const char *ts_stop_text(const ts_stop *m) { return m->buf.data ? m->buf.data : ""; }
+
+void ts_stop_consume(ts_stop *m, size_t n) {
+    if (n > m->buf.len) n = m->buf.len;
+    if (!n) return;
+    size_t keep = m->buf.len - n;
+    memmove(m->buf.data, m->buf.data + n, keep);
     m->buf.len = keep;
     m->buf.data[keep] = '\0';
-    m->released = 0;
 }
 
-ts_status ts_stop_feed(ts_stop *m, const char *piece, size_t n, const char **emit,
-                       size_t *n_emit, bool *stopped) {
-    *emit = "";
-    *n_emit = 0;
-    if (stopped) *stopped = m->matched >= 0;
-    if (m->matched >= 0) return TS_OK;
-    drop_released(m);
+/* Bytes at the front of the pending text that no stop string can start in:
+ * everything but the longest suffix that is a proper prefix of a stop, and
+ * but an incomplete UTF-8 character at the end. */
+static size_t safe_prefix(const ts_stop *m) {
+    const char *b = ts_stop_text(m);
+    size_t len = m->buf.len, r = len;
+    size_t lo = m->max_len > 0 && len > m->max_len - 1 ? len - (m->max_len - 1) : 0;
+    for (size_t i = lo; i < len && r == len; i++) {
+        size_t tail = len - i;
+        for (size_t j = 0; j < m->n_stops; j++) {
+            if (m->lens[j] > tail && memcmp(m->stops[j], b + i, tail) == 0) {
+                r = i;
+                break;
+            }
+        }
+    }
+    return utf8_safe_end((const unsigned char *)b, r);
+}
+
+bool ts_stop_feed(ts_stop *m, const char *piece, size_t n, size_t *n_safe) {
+    if (m->matched >= 0) {
+        *n_safe = m->buf.len;
+        return true;
+    }
     size_t old = m->buf.len;
-    if (n && ts_buf_append(&m->buf, piece, n) != TS_OK) return TS_ERR_NOMEM;
-    const char *b = m->buf.data ? m->buf.data : "";
+    if (n && ts_buf_append(&m->buf, piece, n) != TS_OK) n = 0;
+    const char *b = ts_stop_text(m);
     size_t len = m->buf.len;
 
-    /* A full match cannot lie inside the text held before this piece (it
+    /* A full match cannot lie inside the text pending before this piece (it
      * would have been found then), so each search starts where a match
      * could first overlap the new bytes. The match that completes first
      * (earliest end) wins, as generation would have stopped there. */
     size_t best = len, best_end = (size_t)-1;
-    for (size_t j = 0; j < m->n_stops; j++) {
+    for (size_t j = 0; j < m->n_stops && n; j++) {
         size_t sl = m->lens[j];
         if (sl > len) continue;
         size_t from = old + 1 > sl ? old + 1 - sl : 0;
@@ -150,39 +166,12 @@ ts_status ts_stop_feed(ts_stop *m, const char *piece, size_t n, const char **emi
             m->matched = (int)j;
         }
     }
-    if (m->matched >= 0) {
-        *emit = b;
-        *n_emit = best;
-        m->released = len;
-        if (stopped) *stopped = true;
-        return TS_OK;
+    if (m->matched >= 0) { /* drop the stop string and what follows */
+        m->buf.len = best;
+        m->buf.data[best] = '\0';
+        *n_safe = best;
+        return true;
     }
-
-    /* hold back the longest suffix that is a proper prefix of a stop */
-    size_t r = len;
-    size_t lo = m->max_len > 0 && len > m->max_len - 1 ? len - (m->max_len - 1) : 0;
-    for (size_t i = lo; i < len && r == len; i++) {
-        size_t tail = len - i;
-        for (size_t j = 0; j < m->n_stops; j++) {
-            if (m->lens[j] > tail && memcmp(m->stops[j], b + i, tail) == 0) {
-                r = i;
-                break;
-            }
-        }
-    }
-    r = utf8_safe_end((const unsigned char *)b, r);
-    *emit = b;
-    *n_emit = r;
-    m->released = r;
-    return TS_OK;
-}
-
-void ts_stop_flush(ts_stop *m, const char **emit, size_t *n_emit) {
-    *emit = "";
-    *n_emit = 0;
-    if (m->matched >= 0) return;
-    drop_released(m);
-    if (m->buf.data) *emit = m->buf.data;
-    *n_emit = m->buf.len;
-    m->released = m->buf.len;
+    *n_safe = safe_prefix(m);
+    return false;
 }

@@ -59,6 +59,15 @@ static size_t ref_safe(const char *full, size_t L, const char *const *stops, siz
 
 static int is_boundary(const char *full, size_t r) { return (full[r] & 0xc0) != 0x80; }
 
+/* Feeds n bytes, emits (appends to out, consumes) what is safe. */
+static bool feed(ts_stop *m, const char *p, size_t n, ts_buf *out) {
+    size_t ok = 0;
+    bool hit = ts_stop_feed(m, p, n, &ok);
+    ts_buf_append(out, ts_stop_text(m), ok);
+    ts_stop_consume(m, ok);
+    return hit;
+}
+
 static void run_case(const char *const *stops, size_t ns, const char *text, int *fails) {
     ts_stop *m = NULL;
     if (ts_stop_create(stops, ns, &m, NULL) != TS_OK) {
@@ -75,28 +84,24 @@ static void run_case(const char *const *stops, size_t ns, const char *text, int 
     while (pos < L) {
         size_t k = 1 + rnd(7);
         if (k > L - pos) k = L - pos;
-        const char *e;
-        size_t ne;
-        if (ts_stop_feed(m, text + pos, k, &e, &ne, &stopped) != TS_OK) bad = 1;
-        ts_buf_append(&out, e, ne);
+        stopped = feed(m, text + pos, k, &out);
         pos += k;
         if (stopped) {
-            if (out.len != want) bad = 2;
-            /* feeding after the stop releases nothing */
-            ts_stop_feed(m, "zz", 2, &e, &ne, &stopped);
-            if (ne || !stopped) bad = 3;
+            if (out.len != want || ts_stop_pending(m) != 0) bad = 2;
+            /* feeding after the stop emits nothing */
+            if (!feed(m, "zz", 2, &out) || out.len != want) bad = 3;
             break;
         }
-        /* nothing released that the reference would hold or cut */
+        /* nothing held that the reference would release, nothing released
+         * that it would hold */
         if (out.len != ref_safe(text, pos, stops, ns)) bad = 4;
         if (!is_boundary(text, out.len)) bad = 5;
         if (out.len + ts_stop_pending(m) != pos) bad = 6;
+        if (memcmp(ts_stop_text(m), text + out.len, ts_stop_pending(m)) != 0) bad = 9;
     }
-    if (!stopped) {
-        const char *e;
-        size_t ne;
-        ts_stop_flush(m, &e, &ne);
-        ts_buf_append(&out, e, ne);
+    if (!stopped) { /* end of stream: the rest goes out */
+        feed(m, NULL, 0, &out);
+        ts_buf_append(&out, ts_stop_text(m), ts_stop_pending(m));
     }
     if (out.len != want || (want && memcmp(out.data, text, want) != 0)) bad = 7;
     if (ts_stop_matched(m) != want_which) bad = 8;
@@ -157,40 +162,44 @@ static void test_basics(void) {
     /* no stops: only an incomplete character is held back */
     CHECK(ts_stop_create(NULL, 0, &m, NULL) == TS_OK);
     if (!m) return;
-    const char *e;
-    size_t ne;
-    bool st;
-    ts_stop_feed(m, "x\xe2\x82", 3, &e, &ne, &st);
-    CHECK(ne == 1 && e[0] == 'x' && !st);
-    ts_stop_feed(m, "\xac", 1, &e, &ne, &st);
-    CHECK(ne == 3 && memcmp(e, "\xe2\x82\xac", 3) == 0);
-    /* flush releases even an incomplete character */
-    ts_stop_feed(m, "\xf0\x9f", 2, &e, &ne, &st);
-    CHECK(ne == 0 && ts_stop_pending(m) == 2);
-    ts_stop_flush(m, &e, &ne);
-    CHECK(ne == 2);
+    size_t ok;
+    CHECK(!ts_stop_feed(m, "x\xe2\x82", 3, &ok) && ok == 1 && ts_stop_text(m)[0] == 'x');
+    /* not consumed: counted again */
+    CHECK(!ts_stop_feed(m, "\xac", 1, &ok) && ok == 4 && ts_stop_pending(m) == 4);
+    ts_stop_consume(m, ok);
+    CHECK(ts_stop_pending(m) == 0 && ts_stop_text(m)[0] == 0);
+    CHECK(!ts_stop_feed(m, "\xf0\x9f", 2, &ok) && ok == 0 && ts_stop_pending(m) == 2);
+    ts_stop_consume(m, 99); /* clamped */
+    CHECK(ts_stop_pending(m) == 0);
     ts_stop_destroy(m);
 
     /* a match spanning three pieces; then reset starts a new stream */
     const char *stops[] = {"<|im_end|>", "\n\nUser:"};
     CHECK(ts_stop_create(stops, 2, &m, NULL) == TS_OK);
     if (!m) return;
-    ts_stop_feed(m, "Hello <|im", 10, &e, &ne, &st);
-    CHECK(ne == 6 && !st && ts_stop_pending(m) == 4);
-    ts_stop_feed(m, "_en", 3, &e, &ne, &st);
-    CHECK(ne == 0 && !st);
-    ts_stop_feed(m, "d|> tail", 8, &e, &ne, &st);
-    CHECK(ne == 0 && st && ts_stop_matched(m) == 0);
-    ts_stop_flush(m, &e, &ne);
-    CHECK(ne == 0);
+    CHECK(!ts_stop_feed(m, "Hello <|im", 10, &ok) && ok == 6 && ts_stop_pending(m) == 10);
+    ts_stop_consume(m, ok);
+    CHECK(!ts_stop_feed(m, "_en", 3, &ok) && ok == 0);
+    CHECK(ts_stop_feed(m, "d|> tail", 8, &ok) && ok == 0 && ts_stop_matched(m) == 0);
+    CHECK(ts_stop_pending(m) == 0);
     ts_stop_reset(m);
     CHECK(ts_stop_matched(m) == -1 && ts_stop_pending(m) == 0);
-    ts_stop_feed(m, "A <|x", 5, &e, &ne, &st); /* false start released */
-    CHECK(ne == 5 && !st);
-    ts_stop_feed(m, "\n\nUs", 4, &e, &ne, &st);
-    CHECK(ne == 0 && ts_stop_pending(m) == 4);
-    ts_stop_feed(m, "er: hi", 6, &e, &ne, &st);
-    CHECK(st && ne == 0 && ts_stop_matched(m) == 1);
+    CHECK(!ts_stop_feed(m, "A <|x", 5, &ok) && ok == 5); /* false start */
+    ts_stop_consume(m, ok);
+    CHECK(!ts_stop_feed(m, "\n\nUs", 4, &ok) && ok == 0 && ts_stop_pending(m) == 4);
+    CHECK(ts_stop_feed(m, "er: hi", 6, &ok) && ok == 0 && ts_stop_matched(m) == 1);
+    ts_stop_reset(m);
+    /* text before the stop, not yet consumed, is all safe */
+    CHECK(ts_stop_feed(m, "ok<|im_end|>x", 13, &ok) && ok == 2 &&
+          memcmp(ts_stop_text(m), "ok", 2) == 0);
+    CHECK(ts_stop_feed(m, "more", 4, &ok) && ok == 2);
+    ts_stop_destroy(m);
+
+    /* the first stop to complete wins: "b" inside "ab!" */
+    const char *nested[] = {"ab!", "b"};
+    CHECK(ts_stop_create(nested, 2, &m, NULL) == TS_OK);
+    if (!m) return;
+    CHECK(ts_stop_feed(m, "xab!", 4, &ok) && ok == 2 && ts_stop_matched(m) == 1);
     ts_stop_destroy(m);
 }
 
