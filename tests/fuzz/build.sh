@@ -9,10 +9,22 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${FUZZ_OUT:-build/fuzz}
 mkdir -p "$OUT"
-TARGETS="safetensors config"
-SRC="src/base/err.c src/base/buf.c src/io/mapfile.c src/io/safetensors.c src/io/safetensors_dir.c src/io/hf_config.c"
-CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -g -O1 -fno-omit-frame-pointer -Iinclude -Isrc $(pkg-config --cflags jansson 2>/dev/null || true)"
-LIBS="$(pkg-config --libs jansson 2>/dev/null || echo -ljansson) -lm"
+# Targets: $FUZZ_TARGETS, else every tests/fuzz/fuzz_<target>.c.
+TARGETS=${FUZZ_TARGETS:-$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c | sed 's/^fuzz_//'; done)}
+PKGS="jansson libpcre2-8 libutf8proc"
+CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -g -O1 -fno-omit-frame-pointer -Iinclude -Isrc $(pkg-config --cflags $PKGS 2>/dev/null || true)"
+LIBS="$(pkg-config --libs $PKGS 2>/dev/null || echo -ljansson -lpcre2-8 -lutf8proc) -lm -pthread"
+
+# The library sources a target needs (src/cli and SIMD files never).
+sources() {
+    case "$1" in
+    safetensors|config)
+        echo src/base/err.c src/base/buf.c src/io/mapfile.c src/io/safetensors.c \
+             src/io/safetensors_dir.c src/io/hf_config.c ;;
+    *)  # default: base, io and tok
+        find src/base src/io src/tok -name '*.c' -not -name '*_avx*' 2>/dev/null | sort ;;
+    esac
+}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 have_libfuzzer=1
@@ -22,6 +34,7 @@ clang -fsanitize=fuzzer "$OUT/probe.c" -o "$OUT/probe" 2>/dev/null || have_libfu
 rm -f "$OUT/probe" "$OUT/probe.c"
 
 for t in $TARGETS; do
+    SRC=$(sources "$t")
     # shellcheck disable=SC2086
     clang $CFLAGS $SAN tests/fuzz/fuzz_$t.c tests/fuzz/replay_main.c $SRC $LIBS -o "$OUT/replay_$t"
     if [ $have_libfuzzer = 1 ]; then
@@ -34,13 +47,16 @@ done
 
 case "${1:-}" in
 --replay)
-    for t in $TARGETS; do "$OUT/replay_$t" "tests/fuzz/corpus/$t"; done ;;
+    for t in $TARGETS; do
+        if [ -d "tests/fuzz/corpus/$t" ]; then "$OUT/replay_$t" "tests/fuzz/corpus/$t"; fi
+    done ;;
 --fuzz)
     secs=${2:-60}
     for t in $TARGETS; do
         work="$OUT/work_$t"   # new inputs go here, never into the seed corpus
-        mkdir -p "$work"
-        "$OUT/fuzz_$t" -max_total_time="$secs" -max_len=4096 -dict="tests/fuzz/$t.dict" \
+        mkdir -p "$work" "tests/fuzz/corpus/$t"
+        dict=(); [ -f "tests/fuzz/$t.dict" ] && dict=(-dict="tests/fuzz/$t.dict")
+        "$OUT/fuzz_$t" -max_total_time="$secs" -max_len=4096 "${dict[@]}" \
             -artifact_prefix="$OUT/crash_$t-" "$work" "tests/fuzz/corpus/$t"
     done ;;
 esac
