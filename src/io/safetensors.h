@@ -45,7 +45,7 @@ typedef void (*ts_progress_fn)(void *cb_ctx, uint64_t done, uint64_t total);
 /* Opens the shards named by dir/model.safetensors.index.json if it exists,
  * else dir/model.safetensors; neither is TS_ERR_NOTFOUND. With an index,
  * each distinct shard is opened once; shard names must be plain file names
- * (no '/', '\\' or '..'); every tensor of the weight_map must be in the shard
+ * (no '/', backslash or '..'); every tensor of the weight_map must be in the shard
  * it names, and a tensor in two shards is an error. On success *out is
  * owned by the caller (ts_st_close); on failure *out is NULL. */
 ts_status ts_st_open_dir(const char *dir, ts_st **out, ts_progress_fn progress,
