@@ -158,7 +158,7 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
                  .block_size = f->kv->block_size, .scale = 1.0f / sqrtf((float)hd),
                  .causal = true, .n_seq = n_seqs, .seqs = f->aseq};
     o->attention(o->ctx, &a);
-    o->matmul(o->ctx, f->tmp, f->att, n, &L->wo, NULL, prec);
+    o->matmul(o->ctx, f->tmp, f->att, n, &L->wo, L->bo, prec);
 }
 
 ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float **logits,

@@ -108,6 +108,7 @@ static ts_status bind_layer(ts_model *m, int i, float **cursor, ts_err *err) {
         VEC(bk, "self_attn.k_proj.bias", kv_dim);
         VEC(bv, "self_attn.v_proj.bias", kv_dim);
     }
+    if (c->o_bias) VEC(bo, "self_attn.o_proj.bias", c->hidden);
     if ((s = bind_mat(m->st, NAME("self_attn.q_proj.weight"), q_dim, c->hidden, &L->wq, err)) ||
         (s = bind_mat(m->st, NAME("self_attn.k_proj.weight"), kv_dim, c->hidden, &L->wk, err)) ||
         (s = bind_mat(m->st, NAME("self_attn.v_proj.weight"), kv_dim, c->hidden, &L->wv, err)) ||
@@ -134,7 +135,7 @@ ts_status ts_model_load(const char *dir, ts_model **out, ts_progress_fn progress
         return s;
     }
     const ts_model_config *c = &m->cfg;
-    size_t per_layer = 2 * (size_t)c->hidden + 2 * (size_t)c->head_dim +
+    size_t per_layer = 3 * (size_t)c->hidden + 2 * (size_t)c->head_dim +
                        (size_t)(c->n_heads + 2 * c->n_kv_heads) * c->head_dim;
     size_t n_small = per_layer * c->n_layers + c->hidden + c->head_dim / 2;
     m->small = malloc(n_small * sizeof(float));

@@ -14,6 +14,7 @@ typedef struct ts_layer {
     const float *q_norm;     /* [head_dim] (Qwen3) or NULL */
     const float *k_norm;     /* [head_dim] (Qwen3) or NULL */
     const float *bq, *bk, *bv; /* [n_heads*hd], [n_kv*hd], [n_kv*hd] (Qwen2) or NULL */
+    const float *bo;         /* [hidden] (Llama/Qwen3 with attention_bias) or NULL */
     ts_wmat wq;              /* [n_heads*head_dim][hidden] */
     ts_wmat wk, wv;          /* [n_kv_heads*head_dim][hidden] */
     ts_wmat wo;              /* [hidden][n_heads*head_dim] */
