@@ -337,7 +337,8 @@ static void eval_args(jctx *c, const jnode *n, jargs *a, const char *extra_kw, j
 }
 
 static jv call_body(jctx *c, const jnode *def, jscope *closure, jargs *a, const char *what) {
-    if (++c->depth > c->max_depth) jx_fail(c, "%s calls nested deeper than %d", what, c->max_depth);
+    if (++c->depth > c->max_depth)
+        ja_fail(c->a, TS_ERR_CAPACITY, c->line, "%s calls nested deeper than %d", what, c->max_depth);
     jscope *s = new_scope(c, closure);
     if (a->n_pos > def->n_args)
         jx_fail(c, "%s takes at most %zu argument(s), got %zu", what, def->n_args, a->n_pos);
