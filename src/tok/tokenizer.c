@@ -9,6 +9,7 @@
 #include "base/err.h"
 #include "tok/tok_config.h"
 #include "tok/tok_internal.h"
+#include "tok/tok_json.h"
 
 static char *arena_add(ts_tokenizer *t, const char *s, size_t n) {
     /* The arena was sized for every string before any was added. */
@@ -63,16 +64,20 @@ ts_status ts_tok_json_bool(const json_t *obj, const char *key, bool def, bool *o
     return TS_OK;
 }
 
+static ts_status check_id(long long id, const char *name, const char *what, int32_t *out,
+                          ts_err *err) {
+    if (id < 0 || id >= TS_TOK_MAX_ID)
+        return ts_fail(err, TS_ERR_FORMAT, "%s: the id %lld of %s is out of range (0..%d)", name,
+                       id, what, TS_TOK_MAX_ID - 1);
+    *out = (int32_t)id;
+    return TS_OK;
+}
+
 static ts_status get_id(const json_t *v, const char *name, const char *what, int32_t *out,
                         ts_err *err) {
     if (!json_is_integer(v))
         return ts_fail(err, TS_ERR_FORMAT, "%s: the id of %s is not an integer", name, what);
-    json_int_t id = json_integer_value(v);
-    if (id < 0 || id >= TS_TOK_MAX_ID)
-        return ts_fail(err, TS_ERR_FORMAT, "%s: the id %lld of %s is out of range (0..%d)", name,
-                       (long long)id, what, TS_TOK_MAX_ID - 1);
-    *out = (int32_t)id;
-    return TS_OK;
+    return check_id((long long)json_integer_value(v), name, what, out, err);
 }
 
 static ts_status check_model(const json_t *model, const char *name, ts_err *err) {
@@ -110,26 +115,29 @@ static ts_status check_model(const json_t *model, const char *name, ts_err *err)
 }
 
 /* Sizes the id arrays and the string arena from the vocab and added tokens. */
-static ts_status alloc_tables(ts_tokenizer *t, const json_t *vocab, const json_t *added,
+static ts_status alloc_tables(ts_tokenizer *t, const ts_tok_lists *l, const json_t *added,
                               const char *name, ts_err *err) {
     int32_t max_id = -1;
     size_t bytes = 0;
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)vocab, key, v) {
+    for (size_t k = 0; k < l->n_vocab; k++) {
+        const ts_tok_vocab_item *it = &l->vocab[k];
         int32_t id;
-        ts_status st = get_id(v, name, key, &id, err);
-        if (st) return st;
+        if (it->id < 0 || it->id >= TS_TOK_MAX_ID)
+            return ts_fail(err, TS_ERR_FORMAT, "%s: the id %lld of vocab token \"%.*s\" is out "
+                           "of range (0..%d)", name, it->id, (int)it->key.len, it->key.s,
+                           TS_TOK_MAX_ID - 1);
+        id = (int32_t)it->id;
         if (id > max_id) max_id = id;
-        bytes += 2 * strlen(key) + 2;
+        bytes += 2 * (size_t)it->key.len + 2;
     }
     size_t i;
+    json_t *v;
     json_array_foreach(added, i, v) {
         const json_t *content = json_object_get(v, "content");
         if (!json_is_object(v) || !json_is_string(content) || json_string_length(content) == 0)
             return ts_fail(err, TS_ERR_FORMAT,
                            "%s: added_tokens[%zu] has no non-empty string \"content\"", name, i);
-        int32_t id;
+        int32_t id = 0;
         ts_status st = get_id(json_object_get(v, "id"), name, json_string_value(content), &id, err);
         if (st) return st;
         if (id > max_id) max_id = id;
@@ -143,22 +151,26 @@ static ts_status alloc_tables(ts_tokenizer *t, const json_t *vocab, const json_t
     t->arena = malloc(bytes + 1);
     t->arena_cap = bytes + 1;
     if (!t->entries || !t->is_special || !t->is_added || !t->arena) return TS_ERR_NOMEM;
-    size_t n_keys = json_object_size(vocab) + json_array_size(added);
-    if (ts_tok_strmap_init(&t->vocab, n_keys)) return TS_ERR_NOMEM;
+    if (ts_tok_strmap_init(&t->vocab, l->n_vocab + json_array_size(added))) return TS_ERR_NOMEM;
     return TS_OK;
 }
 
-static ts_status load_vocab(ts_tokenizer *t, const json_t *vocab, const char *name,
+static ts_status load_vocab(ts_tokenizer *t, const ts_tok_lists *l, const char *name,
                             ts_err *err) {
-    const char *key;
-    json_t *v;
-    json_object_foreach((json_t *)vocab, key, v) {
-        int32_t id = (int32_t)json_integer_value(v);
+    for (size_t k = 0; k < l->n_vocab; k++) {
+        const ts_tok_vocab_item *it = &l->vocab[k];
+        int32_t id = (int32_t)it->id;
         if (t->entries[id].str)
-            return ts_fail(err, TS_ERR_FORMAT, "%s: vocab tokens \"%s\" and \"%s\" share id %d",
-                           name, t->entries[id].str, key, id);
-        set_entry(t, id, key, strlen(key));
-        ts_tok_strmap_put(&t->vocab, t->entries, id); /* keys are unique JSON keys */
+            return ts_fail(err, TS_ERR_FORMAT, "%s: vocab tokens \"%s\" and \"%.*s\" share id %d",
+                           name, t->entries[id].str, (int)it->key.len, it->key.s, id);
+        if (memchr(it->key.s, '\0', it->key.len))
+            return ts_fail(err, TS_ERR_FORMAT, "%s: vocab token %d contains a NUL character",
+                           name, id);
+        set_entry(t, id, it->key.s, it->key.len);
+        int32_t other = ts_tok_strmap_put(&t->vocab, t->entries, id);
+        if (other >= 0)
+            return ts_fail(err, TS_ERR_FORMAT, "%s: vocab token \"%s\" appears twice", name,
+                           t->entries[id].str);
     }
     return TS_OK;
 }
@@ -231,47 +243,32 @@ static void index_added(ts_tokenizer *t) {
     t->added_start[256] = (uint32_t)t->n_added;
 }
 
-/* Splits one merges entry into its two token strings. */
-static ts_status merge_parts(const json_t *m, size_t rank, const char *name, const char **a,
-                             size_t *na, const char **b, size_t *nb, ts_err *err) {
-    if (json_is_string(m)) {
-        const char *s = json_string_value(m);
-        size_t n = json_string_length(m);
-        const char *sp = memchr(s, ' ', n);
-        if (!sp || sp == s || sp + 1 == s + n || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)))
-            return ts_fail(err, TS_ERR_FORMAT,
-                           "%s: merges[%zu] \"%s\" is not two tokens separated by one space",
-                           name, rank, s);
-        *a = s;
-        *na = (size_t)(sp - s);
-        *b = sp + 1;
-        *nb = (size_t)(s + n - sp - 1);
-        return TS_OK;
-    }
-    if (json_is_array(m) && json_array_size(m) == 2 && json_is_string(json_array_get(m, 0)) &&
-        json_is_string(json_array_get(m, 1))) {
-        *a = json_string_value(json_array_get(m, 0));
-        *na = json_string_length(json_array_get(m, 0));
-        *b = json_string_value(json_array_get(m, 1));
-        *nb = json_string_length(json_array_get(m, 1));
-        return TS_OK;
-    }
-    return ts_fail(err, TS_ERR_FORMAT,
-                   "%s: merges[%zu] is neither a \"a b\" string nor a pair of strings", name,
-                   rank);
+/* Splits one "a b" merges string into its two token strings. */
+static ts_status merge_parts(ts_tok_merge_item *m, size_t rank, const char *name, ts_err *err) {
+    if (m->b.s) return TS_OK;
+    const char *s = m->a.s;
+    size_t n = m->a.len;
+    const char *sp = memchr(s, ' ', n);
+    if (!sp || sp == s || sp + 1 == s + n || memchr(sp + 1, ' ', (size_t)(s + n - sp - 1)))
+        return ts_fail(err, TS_ERR_FORMAT,
+                       "%s: merges[%zu] \"%.*s\" is not two tokens separated by one space",
+                       name, rank, (int)n, s);
+    m->b = (ts_tok_str){sp + 1, (uint32_t)(s + n - sp - 1)};
+    m->a.len = (uint32_t)(sp - s);
+    return TS_OK;
 }
 
-static ts_status load_merges(ts_tokenizer *t, const json_t *merges, const char *name,
-                             ts_err *err) {
-    size_t n = json_array_size(merges);
+static ts_status load_merges(ts_tokenizer *t, ts_tok_lists *l, const char *name, ts_err *err) {
+    size_t n = l->n_merges;
     if (n > (size_t)INT32_MAX) return ts_fail(err, TS_ERR_FORMAT, "%s: too many merges", name);
     if (ts_tok_merges_init(t, n)) return TS_ERR_NOMEM;
     char stack[512];
     for (size_t r = 0; r < n; r++) {
-        const char *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0;
-        ts_status st = merge_parts(json_array_get(merges, r), r, name, &a, &na, &b, &nb, err);
+        ts_tok_merge_item *m = &l->merges[r];
+        ts_status st = merge_parts(m, r, name, err);
         if (st) return st;
+        const char *a = m->a.s, *b = m->b.s;
+        size_t na = m->a.len, nb = m->b.len;
         int32_t ia = ts_tok_strmap_get(&t->vocab, t->entries, a, na);
         int32_t ib = ts_tok_strmap_get(&t->vocab, t->entries, b, nb);
         if (ia < 0 || ib < 0)
@@ -292,12 +289,16 @@ static ts_status load_merges(ts_tokenizer *t, const json_t *merges, const char *
     return TS_OK;
 }
 
-static ts_status load_root(ts_tokenizer *t, const json_t *root, const char *name, ts_err *err) {
+/* l holds the scanned vocab and merges, or is empty when root is the
+ * whole file (then they are taken from root). */
+static ts_status load_root(ts_tokenizer *t, const json_t *root, ts_tok_lists *l,
+                           const char *name, ts_err *err) {
     if (!json_is_object(root))
         return ts_fail(err, TS_ERR_FORMAT, "%s: the top level is not a JSON object", name);
     const json_t *model = json_object_get(root, "model");
     ts_status st = check_model(model, name, err);
     if (st) return st;
+    if (!l->vocab && (st = ts_tok_lists_from_json(model, l, name, err))) return st;
     const json_t *added = json_object_get(root, "added_tokens");
     json_t *empty = NULL;
     if (!added || json_is_null(added)) added = empty = json_array();
@@ -305,10 +306,9 @@ static ts_status load_root(ts_tokenizer *t, const json_t *root, const char *name
         json_decref(empty);
         return ts_fail(err, TS_ERR_FORMAT, "%s: added_tokens is not an array", name);
     }
-    const json_t *vocab = json_object_get(model, "vocab");
-    if (!(st = alloc_tables(t, vocab, added, name, err)) &&
-        !(st = load_vocab(t, vocab, name, err)) && !(st = load_added(t, added, name, err)))
-        st = load_merges(t, json_object_get(model, "merges"), name, err);
+    if (!(st = alloc_tables(t, l, added, name, err)) && !(st = load_vocab(t, l, name, err)) &&
+        !(st = load_added(t, added, name, err)))
+        st = load_merges(t, l, name, err);
     json_decref(empty);
     if (st) return st;
     index_added(t);
@@ -345,14 +345,25 @@ ts_status ts_tok_load_json(const char *json, size_t len, const char *name,
     *out = NULL;
     if (!name) name = "tokenizer.json";
     json_error_t jerr;
-    json_t *root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root)
-        return ts_fail(err, TS_ERR_FORMAT, "%s: invalid JSON at line %d: %s", name, jerr.line,
-                       jerr.text);
+    ts_tok_lists l;
+    /* Fast path: vocab and merges scanned directly, jansson for the rest;
+     * on any surprise jansson parses the whole file and names the problem. */
+    json_t *root = NULL;
+    if (ts_tok_scan_lists(json, len, &l)) {
+        root = json_loadb(l.rest, l.rest_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!root) ts_tok_lists_free(&l);
+    }
+    if (!root) {
+        root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
+        if (!root)
+            return ts_fail(err, TS_ERR_FORMAT, "%s: invalid JSON at line %d: %s", name,
+                           jerr.line, jerr.text);
+    }
     ts_tokenizer *t = calloc(1, sizeof *t);
     ts_status st = TS_ERR_NOMEM;
-    if (t && (t->name = strdup(name))) st = load_root(t, root, name, err);
+    if (t && (t->name = strdup(name))) st = load_root(t, root, &l, name, err);
     json_decref(root);
+    ts_tok_lists_free(&l);
     if (st) {
         if (st == TS_ERR_NOMEM) ts_fail(err, st, "%s: out of memory while loading", name);
         ts_tok_free(t);

@@ -161,6 +161,23 @@ static void test_bpe_vs_reference(void) {
         json_decref(root);
     }
     if (!toks[0] || !toks[1]) return;
+    /* The same file written with \u escapes only (exercises the vocab
+     * scanner's string decoding) must encode identically. */
+    ts_tokenizer *esc = NULL;
+    json_t *root = tiny_json(false, false, NULL);
+    char *dump = json_dumps(root, JSON_ENSURE_ASCII | JSON_INDENT(1));
+    CHECKF(ts_tok_load_json(dump, strlen(dump), "tiny.json", &esc, &err) == TS_OK, "%s", err.msg);
+    free(dump);
+    json_decref(root);
+    static const char probe[] = "hello \"wo\\rld\xc3\xa9\x7f\x01";
+    int32_t *i1 = NULL, *i2 = NULL;
+    size_t n1 = 0, n2 = 0;
+    CHECK(esc && ts_tok_encode(esc, probe, sizeof probe - 1, false, &i1, &n1, NULL) == TS_OK);
+    CHECK(ts_tok_encode(toks[0], probe, sizeof probe - 1, false, &i2, &n2, NULL) == TS_OK);
+    CHECK(n1 == n2 && n1 > 0 && memcmp(i1, i2, n1 * sizeof *i1) == 0);
+    free(i1);
+    free(i2);
+    ts_tok_free(esc);
     CHECK(ts_tok_n_vocab(toks[0]) == 304);
     int n_cases = getenv("TS_TEST_LIGHT") ? 200 : 1000;
     for (int c = 0; c < n_cases; c++) {
