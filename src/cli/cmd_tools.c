@@ -13,9 +13,7 @@ int cmd_tokenize(cli_args *a) {
     }
     ts_err err;
     ts_tokenizer *tok = NULL;
-    char path[4200];
-    snprintf(path, sizeof path, "%s/tokenizer.json", a->model);
-    if (ts_tok_load(path, &tok, &err)) {
+    if (ts_tok_load_dir(a->model, &tok, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
         return 1;
     }

@@ -34,7 +34,7 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
     ts_status s = ts_model_load(dir, &rt->model, o.progress, o.progress_ctx, err);
     if (!s) {
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-        s = ts_tok_load(path, &rt->tok, err);
+        s = ts_tok_load_dir(dir, &rt->tok, err);
     }
     if (s) goto fail;
     const ts_model_config *c = &rt->model->cfg;
