@@ -19,10 +19,10 @@ static int grow_i32(int32_t **p, int *cap, int need) {
 ts_status ts_seq_reserve(ts_seq *s, ts_kv *kv, int n_slots, ts_err *err) {
     int need = (n_slots + kv->block_size - 1) / kv->block_size;
     if (need <= s->n_blocks) return TS_OK;
-    if (need - s->n_blocks > kv->n_free)
+    if (need - s->n_blocks > ts_kv_n_avail(kv))
         return ts_fail(err, TS_ERR_CAPACITY,
                        "the KV pool is full: %d more blocks needed, %d free (raise --kv-mem)",
-                       need - s->n_blocks, kv->n_free);
+                       need - s->n_blocks, ts_kv_n_avail(kv));
     if (!grow_i32(&s->blocks, &s->cap_blocks, need))
         return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     while (s->n_blocks < need) s->blocks[s->n_blocks++] = ts_kv_alloc(kv);
@@ -38,7 +38,7 @@ ts_status ts_seq_push(ts_seq *s, const int32_t *ids, int n, ts_err *err) {
 }
 
 void ts_seq_reset(ts_seq *s, ts_kv *kv) {
-    for (int i = 0; i < s->n_blocks; i++) ts_kv_release(kv, s->blocks[i]);
+    ts_kv_release_table(kv, s->blocks, s->n_blocks);
     s->n_blocks = 0;
     s->n_tokens = 0;
 }
