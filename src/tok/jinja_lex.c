@@ -125,44 +125,44 @@ static void lex_string(lexer *L, size_t start) {
     emit(L, TK_STRING, start, o, n);
 }
 
+static void skip_digits(lexer *L) {
+    while (L->pos < L->len && (is_digit(L->s[L->pos]) ||
+           (L->s[L->pos] == '_' && L->pos + 1 < L->len && is_digit(L->s[L->pos + 1]))))
+        L->pos++;
+}
+
 static void lex_number(lexer *L, size_t start, bool after_dot) {
-    char buf[128];
-    size_t n = 0;
     bool is_float = false;
-#define TAKE_DIGITS()                                                         \
-    while (L->pos < L->len && (is_digit(L->s[L->pos]) || (L->s[L->pos] == '_' && \
-           L->pos + 1 < L->len && is_digit(L->s[L->pos + 1])))) {            \
-        if (L->s[L->pos] != '_' && n < sizeof buf - 1) buf[n++] = L->s[L->pos]; \
-        L->pos++;                                                             \
-    }
-    TAKE_DIGITS();
+    skip_digits(L);
     if (!after_dot && L->pos + 1 < L->len && L->s[L->pos] == '.' && is_digit(L->s[L->pos + 1])) {
         is_float = true;
-        buf[n++] = '.';
         L->pos++;
-        TAKE_DIGITS();
+        skip_digits(L);
     }
     if (!after_dot && L->pos < L->len && (L->s[L->pos] == 'e' || L->s[L->pos] == 'E')) {
         size_t p = L->pos + 1;
         if (p < L->len && (L->s[p] == '+' || L->s[p] == '-')) p++;
         if (p < L->len && is_digit(L->s[p])) {
             is_float = true;
-            buf[n++] = 'e';
-            if (L->s[L->pos + 1] == '-') buf[n++] = '-';
             L->pos = p;
-            TAKE_DIGITS();
+            skip_digits(L);
         }
     }
-#undef TAKE_DIGITS
+    /* the literal without its '_' separators */
+    char *buf = ja_alloc(L->a, L->pos - start + 1);
+    size_t n = 0;
+    for (size_t i = start; i < L->pos; i++)
+        if (L->s[i] != '_') buf[n++] = L->s[i];
     buf[n] = 0;
     jtok *k = emit(L, is_float ? TK_FLOAT : TK_INT, start, L->s + start, L->pos - start);
     if (is_float) {
         k->f = strtod(buf, NULL);
     } else {
-        char *end;
-        unsigned long long v = strtoull(buf, &end, 10);
-        if (n > 19 || v > (unsigned long long)INT64_MAX)
-            ja_fail(L->a, TS_ERR_FORMAT, line_at(L, start), "integer literal %s is too large", buf);
+        size_t z = 0;
+        while (z + 1 < n && buf[z] == '0') z++;
+        unsigned long long v = strtoull(buf + z, NULL, 10);
+        if (n - z > 19 || v > (unsigned long long)INT64_MAX)
+            ja_fail(L->a, TS_ERR_FORMAT, line_at(L, start), "integer literal %.40s is too large", buf);
         k->i = (int64_t)v;
     }
 }
