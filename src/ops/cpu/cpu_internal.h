@@ -1,0 +1,109 @@
+/* Internals of the CPU backend shared by its files: the backend object,
+ * scratch memory, scalar helpers, and the kernel entry points per ISA.
+ * Not part of the op-table contract. */
+#ifndef TS_OPS_CPU_INTERNAL_H
+#define TS_OPS_CPU_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "ops/cpu/cpu.h"
+
+/* A growable buffer kept between calls (64-byte aligned). */
+typedef struct ts_scratch {
+    void *p;
+    size_t cap;
+} ts_scratch;
+
+struct ts_cpu {
+    ts_ops ops;
+    ts_pool *pool;      /* not owned; NULL = one thread */
+    int nth;            /* ts_pool_size(pool) */
+    ts_cpu_isa isa;
+    ts_scratch *thr;    /* [nth]: per-thread scratch, touched only by its thread */
+    ts_scratch shared;  /* grown by the calling thread before a pool run */
+};
+
+/* Returns at least `bytes` of scratch, 64-byte aligned, or NULL when memory
+ * runs out (callers then fall back to the reference, which needs none). The
+ * contents are not preserved across growth. */
+void *ts_scratch_get(ts_scratch *s, size_t bytes);
+
+/* ---- scalar conversions ---- */
+
+static inline float ts_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Round to nearest even; NaN stays a (quiet) NaN. */
+static inline uint16_t ts_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float ts_round_bf16(float f) { return ts_bf16_to_f32(ts_f32_to_bf16(f)); }
+
+float ts_f16_to_f32(uint16_t h);
+
+/* Element (r, c) of a weight matrix, widened to f32. */
+static inline float ts_wmat_at(const ts_wmat *w, int r, int c) {
+    size_t i = (size_t)r * (size_t)w->cols + (size_t)c;
+    switch (w->dtype) {
+    case TS_DT_F32: return ((const float *)w->data)[i];
+    case TS_DT_F16: return ts_f16_to_f32(((const uint16_t *)w->data)[i]);
+    case TS_DT_BF16: return ts_bf16_to_f32(((const uint16_t *)w->data)[i]);
+    default: return 0.0f;
+    }
+}
+
+/* Pointer to slot t's row of KV head h in a paged pool (see ts_attn). */
+static inline const float *ts_kv_row(const float *pool, const int32_t *blocks, int t, int h,
+                                     int n_kv_heads, int block_size, int head_dim) {
+    size_t b = (size_t)blocks[t / block_size];
+    return pool + ((b * (size_t)n_kv_heads + (size_t)h) * (size_t)block_size +
+                   (size_t)(t % block_size)) * (size_t)head_dim;
+}
+
+/* ---- reference kernels (ops_ref.c); ctx is unused and may be NULL ---- */
+
+void ts_ref_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                   const float *bias, ts_prec prec);
+void ts_ref_embed(void *ctx, float *out, const ts_wmat *table, const int32_t *ids, int n);
+void ts_ref_rmsnorm(void *ctx, float *y, const float *x, const float *g, int n, int d,
+                    float eps);
+void ts_ref_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const float *g, int n,
+                        int d, float eps);
+void ts_ref_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                 const float *inv_freq);
+void ts_ref_swiglu(void *ctx, float *out, const float *gate, const float *up, int n, int d);
+void ts_ref_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
+                     const int32_t *slot, int n, int n_kv_heads, int head_dim, int block_size);
+void ts_ref_attention(void *ctx, const ts_attn *a);
+
+/* ---- threaded generic ops (cpu.c): the reference math split over the pool ---- */
+
+void ts_cpu_rmsnorm(void *ctx, float *y, const float *x, const float *g, int n, int d,
+                    float eps);
+void ts_cpu_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const float *g, int n,
+                        int d, float eps);
+void ts_cpu_swiglu(void *ctx, float *out, const float *gate, const float *up, int n, int d);
+void ts_cpu_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                 const float *inv_freq);
+
+/* ---- SIMD kernels; ctx is the ts_cpu ---- */
+
+void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                    const float *bias, ts_prec prec);
+void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                      const float *bias, ts_prec prec);
+void ts_avx2_attention(void *ctx, const ts_attn *a);
+void ts_avx512_attention(void *ctx, const ts_attn *a);
+
+#endif

@@ -1,0 +1,231 @@
+/* Matrix products with AVX2 + FMA (8 floats per register).
+ *
+ * n < TS_GEMM_MIN_N (decode): each thread takes a range of output rows and
+ * streams 4 weight rows at a time, each weight chunk feeding up to 2
+ * activation rows. Otherwise (prefill): weight columns are packed per
+ * thread into k-major panels of 16 outputs (widened to f32) and a 6x16
+ * register-blocked FMA kernel sweeps all activation rows over each panel.
+ * AVX2 has no bf16 dot product, so TS_PREC_BF16 rounds the activations to
+ * bf16 (into scratch) and then multiplies in f32: the same result, exactly
+ * as the reference defines it. */
+#include <immintrin.h>
+#include <math.h>
+
+#include "ops/cpu/cpu_internal.h"
+
+#define TS_GEMM_MIN_N 8
+#define MR 6
+#define NR 16
+#define KC 256
+
+#define TS_INLINE static inline __attribute__((always_inline))
+
+/* 8 weights at w[k..k+8) widened to f32. */
+TS_INLINE __m256 ld8(const void *w, ts_dtype dt, size_t k) {
+    if (dt == TS_DT_F32) return _mm256_loadu_ps((const float *)w + k);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + k));
+    if (dt == TS_DT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+static float ts_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* y[i][j0..j0+RB) for NB activation rows starting at x (row stride K). */
+TS_INLINE void gemv_tile(float *y, size_t ldy, const float *x, int K, const void *w,
+                         ts_dtype dt, int j0, int RB, int NB, const float *bias) {
+    __m256 acc[4][2];
+    const size_t es = dt == TS_DT_F32 ? 4 : 2;
+    const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    for (int r = 0; r < RB; r++)
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 xv[2];
+        for (int b = 0; b < NB; b++) xv[b] = _mm256_loadu_ps(x + (size_t)b * K + k);
+        for (int r = 0; r < RB; r++) {
+            __m256 wv = ld8(wb + (size_t)r * K * es, dt, (size_t)k);
+            for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);
+        }
+    }
+    ts_wmat wm = {.data = w, .dtype = dt, .rows = j0 + RB, .cols = K};
+    for (int r = 0; r < RB; r++)
+        for (int b = 0; b < NB; b++) {
+            float s = ts_hsum8(acc[r][b]);
+            for (int kk = k; kk < K; kk++) s += x[(size_t)b * K + kk] * ts_wmat_at(&wm, j0 + r, kk);
+            if (bias) s += bias[j0 + r];
+            y[(size_t)b * ldy + (size_t)(j0 + r)] = s;
+        }
+}
+
+typedef struct mm_job {
+    ts_cpu *cpu;
+    float *y;
+    const float *x;
+    int n;
+    const ts_wmat *w;
+    const float *bias;
+    _Atomic int fail;
+} mm_job;
+
+static void gemv_task(void *vctx, int ith, int nth) {
+    mm_job *j = vctx;
+    const ts_wmat *w = j->w;
+    long lo, hi;
+    ts_pool_range((w->rows + 3) / 4, ith, nth, &lo, &hi);
+    int r0 = (int)lo * 4, r1 = (int)hi * 4 < w->rows ? (int)hi * 4 : w->rows;
+    size_t ldy = (size_t)w->rows, K = (size_t)w->cols;
+    for (int i = 0; i < j->n; i += 2) {
+        int nb = j->n - i >= 2 ? 2 : 1;
+        const float *xi = j->x + (size_t)i * K;
+        float *yi = j->y + (size_t)i * ldy;
+        int r = r0;
+        for (; r + 4 <= r1; r += 4) {
+            switch (w->dtype) {
+            case TS_DT_BF16:
+                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_BF16, r, 4, 2, j->bias);
+                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_BF16, r, 4, 1, j->bias);
+                break;
+            case TS_DT_F16:
+                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F16, r, 4, 2, j->bias);
+                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F16, r, 4, 1, j->bias);
+                break;
+            default:
+                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F32, r, 4, 2, j->bias);
+                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F32, r, 4, 1, j->bias);
+                break;
+            }
+        }
+        for (; r < r1; r++) gemv_tile(yi, ldy, xi, (int)K, w->data, w->dtype, r, 1, nb, j->bias);
+    }
+}
+
+/* C[m][16] (row stride ldc) += A[m][kc] (stride lda) . P[kc][16]. */
+TS_INLINE void kern(int m, const float *a, size_t lda, const float *p, int kc, float *c,
+                    size_t ldc) {
+    __m256 acc[MR][2];
+    for (int r = 0; r < m; r++) {
+        acc[r][0] = _mm256_loadu_ps(c + r * ldc);
+        acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
+    }
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(p + k * NR), b1 = _mm256_load_ps(p + k * NR + 8);
+        for (int r = 0; r < m; r++) {
+            __m256 av = _mm256_broadcast_ss(a + r * lda + k);
+            acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+        }
+    }
+    for (int r = 0; r < m; r++) {
+        _mm256_storeu_ps(c + r * ldc, acc[r][0]);
+        _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
+    }
+}
+
+static void kern_m(int m, const float *a, size_t lda, const float *p, int kc, float *c,
+                   size_t ldc) {
+    switch (m) {
+    case 6: kern(6, a, lda, p, kc, c, ldc); break;
+    case 5: kern(5, a, lda, p, kc, c, ldc); break;
+    case 4: kern(4, a, lda, p, kc, c, ldc); break;
+    case 3: kern(3, a, lda, p, kc, c, ldc); break;
+    case 2: kern(2, a, lda, p, kc, c, ldc); break;
+    default: kern(1, a, lda, p, kc, c, ldc); break;
+    }
+}
+
+/* P[k][16] = W[j0 + c][k0 + k] as f32, zero past the matrix's rows. */
+static void pack_panel(float *p, const ts_wmat *w, int j0, int k0, int kc) {
+    for (int c = 0; c < NR; c++) {
+        int jr = j0 + c;
+        if (jr >= w->rows) {
+            for (int k = 0; k < kc; k++) p[k * NR + c] = 0.0f;
+            continue;
+        }
+        size_t base = (size_t)jr * (size_t)w->cols + (size_t)k0;
+        if (w->dtype == TS_DT_BF16) {
+            const uint16_t *s = (const uint16_t *)w->data + base;
+            for (int k = 0; k < kc; k++) p[k * NR + c] = ts_bf16_to_f32(s[k]);
+        } else if (w->dtype == TS_DT_F32) {
+            const float *s = (const float *)w->data + base;
+            for (int k = 0; k < kc; k++) p[k * NR + c] = s[k];
+        } else {
+            const uint16_t *s = (const uint16_t *)w->data + base;
+            int k = 0;
+            for (; k + 8 <= kc; k += 8) {
+                float t[8];
+                _mm256_storeu_ps(t, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + k))));
+                for (int q = 0; q < 8; q++) p[(k + q) * NR + c] = t[q];
+            }
+            for (; k < kc; k++) p[k * NR + c] = ts_f16_to_f32(s[k]);
+        }
+    }
+}
+
+static void gemm_task(void *vctx, int ith, int nth) {
+    mm_job *j = vctx;
+    const ts_wmat *w = j->w;
+    int K = w->cols, N = w->rows, n = j->n;
+    float *p = ts_scratch_get(&j->cpu->thr[ith], (size_t)KC * NR * sizeof(float));
+    if (!p) {
+        j->fail = 1;
+        return;
+    }
+    int n_panels = (N + NR - 1) / NR;
+    for (int pi = ith; pi < n_panels; pi += nth) {
+        int j0 = pi * NR, jn = N - j0 < NR ? N - j0 : NR;
+        for (int i = 0; i < n; i++)
+            for (int c = 0; c < jn; c++)
+                j->y[(size_t)i * N + (size_t)(j0 + c)] = j->bias ? j->bias[j0 + c] : 0.0f;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            int kc = K - k0 < KC ? K - k0 : KC;
+            pack_panel(p, w, j0, k0, kc);
+            for (int i = 0; i < n; i += MR) {
+                int m = n - i < MR ? n - i : MR;
+                const float *a = j->x + (size_t)i * K + k0;
+                float *c = j->y + (size_t)i * N + j0;
+                if (jn == NR) {
+                    kern_m(m, a, (size_t)K, p, kc, c, (size_t)N);
+                } else {
+                    float t[MR * NR];
+                    for (int r = 0; r < m; r++)
+                        for (int q = 0; q < NR; q++) t[r * NR + q] = q < jn ? c[(size_t)r * N + q] : 0.f;
+                    kern_m(m, a, (size_t)K, p, kc, t, NR);
+                    for (int r = 0; r < m; r++)
+                        for (int q = 0; q < jn; q++) c[(size_t)r * N + q] = t[r * NR + q];
+                }
+            }
+        }
+    }
+}
+
+void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                    const float *bias, ts_prec prec) {
+    ts_cpu *cpu = ctx;
+    if (n <= 0) return;
+    if (w->dtype != TS_DT_F32 && w->dtype != TS_DT_F16 && w->dtype != TS_DT_BF16) {
+        ts_ref_matmul(ctx, y, x, n, w, bias, prec);
+        return;
+    }
+    if (prec == TS_PREC_BF16) {
+        size_t cnt = (size_t)n * (size_t)w->cols;
+        float *xr = ts_scratch_get(&cpu->shared, cnt * sizeof(float));
+        if (!xr) {
+            ts_ref_matmul(ctx, y, x, n, w, bias, prec);
+            return;
+        }
+        for (size_t i = 0; i < cnt; i++) xr[i] = ts_round_bf16(x[i]);
+        x = xr;
+    }
+    mm_job j = {.cpu = cpu, .y = y, .x = x, .n = n, .w = w, .bias = bias};
+    if (n < TS_GEMM_MIN_N) {
+        ts_pool_run(cpu->pool, gemv_task, &j);
+        return;
+    }
+    ts_pool_run(cpu->pool, gemm_task, &j);
+    if (j.fail) ts_ref_matmul(ctx, y, x, n, w, bias, TS_PREC_F32);
+}
