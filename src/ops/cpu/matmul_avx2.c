@@ -41,19 +41,26 @@ TS_INLINE void gemv_tile(float *y, size_t ldy, const float *x, int K, const void
     __m256 acc[4][2];
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
     const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 xv[2];
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm256_loadu_ps(x + (size_t)b * K + k);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
             __m256 wv = ld8(wb + (size_t)r * K * es, dt, (size_t)k);
+            _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);
         }
     }
     ts_wmat wm = {.data = w, .dtype = dt, .rows = j0 + RB, .cols = K};
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) {
             float s = ts_hsum8(acc[r][b]);
             for (int kk = k; kk < K; kk++) s += x[(size_t)b * K + kk] * ts_wmat_at(&wm, j0 + r, kk);
@@ -108,18 +115,21 @@ static void gemv_task(void *vctx, int ith, int nth) {
 TS_INLINE void kern(int m, const float *a, size_t lda, const float *p, int kc, float *c,
                     size_t ldc) {
     __m256 acc[MR][2];
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++) {
         acc[r][0] = _mm256_loadu_ps(c + r * ldc);
         acc[r][1] = _mm256_loadu_ps(c + r * ldc + 8);
     }
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(p + k * NR), b1 = _mm256_load_ps(p + k * NR + 8);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < m; r++) {
             __m256 av = _mm256_broadcast_ss(a + r * lda + k);
             acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
             acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++) {
         _mm256_storeu_ps(c + r * ldc, acc[r][0]);
         _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
@@ -166,37 +176,46 @@ static void pack_panel(float *p, const ts_wmat *w, int j0, int k0, int kc) {
     }
 }
 
+/* Panels are packed PG at a time so that each 6-row block of activations
+ * (from L1) is used against all of them before moving on. */
+#define PG 8
+
 static void gemm_task(void *vctx, int ith, int nth) {
     mm_job *j = vctx;
     const ts_wmat *w = j->w;
     int K = w->cols, N = w->rows, n = j->n;
-    float *p = ts_scratch_get(&j->cpu->thr[ith], (size_t)KC * NR * sizeof(float));
+    float *p = ts_scratch_get(&j->cpu->thr[ith], (size_t)PG * KC * NR * sizeof(float));
     if (!p) {
         j->fail = 1;
         return;
     }
-    int n_panels = (N + NR - 1) / NR;
-    for (int pi = ith; pi < n_panels; pi += nth) {
-        int j0 = pi * NR, jn = N - j0 < NR ? N - j0 : NR;
+    int n_groups = (N + PG * NR - 1) / (PG * NR);
+    for (int gi = ith; gi < n_groups; gi += nth) {
+        int g0 = gi * PG * NR, gn = N - g0 < PG * NR ? N - g0 : PG * NR;
+        int np = (gn + NR - 1) / NR;
         for (int i = 0; i < n; i++)
-            for (int c = 0; c < jn; c++)
-                j->y[(size_t)i * N + (size_t)(j0 + c)] = j->bias ? j->bias[j0 + c] : 0.0f;
+            for (int c = 0; c < gn; c++)
+                j->y[(size_t)i * N + (size_t)(g0 + c)] = j->bias ? j->bias[g0 + c] : 0.0f;
         for (int k0 = 0; k0 < K; k0 += KC) {
             int kc = K - k0 < KC ? K - k0 : KC;
-            pack_panel(p, w, j0, k0, kc);
+            for (int q = 0; q < np; q++) pack_panel(p + (size_t)q * KC * NR, w, g0 + q * NR, k0, kc);
             for (int i = 0; i < n; i += MR) {
                 int m = n - i < MR ? n - i : MR;
                 const float *a = j->x + (size_t)i * K + k0;
-                float *c = j->y + (size_t)i * N + j0;
-                if (jn == NR) {
-                    kern_m(m, a, (size_t)K, p, kc, c, (size_t)N);
-                } else {
-                    float t[MR * NR];
-                    for (int r = 0; r < m; r++)
-                        for (int q = 0; q < NR; q++) t[r * NR + q] = q < jn ? c[(size_t)r * N + q] : 0.f;
-                    kern_m(m, a, (size_t)K, p, kc, t, NR);
-                    for (int r = 0; r < m; r++)
-                        for (int q = 0; q < jn; q++) c[(size_t)r * N + q] = t[r * NR + q];
+                for (int q = 0; q < np; q++) {
+                    int j0 = g0 + q * NR, jn = N - j0 < NR ? N - j0 : NR;
+                    const float *pq = p + (size_t)q * KC * NR;
+                    float *c = j->y + (size_t)i * N + j0;
+                    if (jn == NR) {
+                        kern_m(m, a, (size_t)K, pq, kc, c, (size_t)N);
+                    } else {
+                        float t[MR * NR];
+                        for (int r = 0; r < m; r++)
+                            for (int u = 0; u < NR; u++) t[r * NR + u] = u < jn ? c[(size_t)r * N + u] : 0.f;
+                        kern_m(m, a, (size_t)K, pq, kc, t, NR);
+                        for (int r = 0; r < m; r++)
+                            for (int u = 0; u < jn; u++) c[(size_t)r * N + u] = t[r * NR + u];
+                    }
                 }
             }
         }

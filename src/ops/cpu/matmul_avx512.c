@@ -49,18 +49,25 @@ TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void 
     __m512 acc[4][4];
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
     const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
         __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
         __m512 xv[4];
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
             __m512 wv = ld16(wb + (size_t)r * K * es, dt, (size_t)k, m);
+            _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++)
             y[(size_t)b * ldy + (size_t)(j0 + r)] =
                 _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
@@ -71,19 +78,26 @@ TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
                          const uint16_t *w, int j0, int RB, int NB, const float *bias) {
     __m512 acc[4][4];
     const uint16_t *wb = w + (size_t)j0 * (size_t)K;
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 32) {
         __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
         __m512i xv[4];
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
             __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
+            _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++)
                 acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++)
             y[(size_t)b * ldy + (size_t)(j0 + r)] =
                 _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
@@ -156,11 +170,14 @@ static void gemv_task(void *vctx, int ith, int nth) {
 TS_INLINE void kern_f32(int m, const float *a, size_t lda, const float *p, int kc, float *c,
                         size_t ldc) {
     __m512 acc[MR][4];
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++)
+        _Pragma("GCC unroll 8")
         for (int q = 0; q < 4; q++) acc[r][q] = _mm512_loadu_ps(c + r * ldc + 16 * q);
     for (int k = 0; k < kc; k++) {
         __m512 b0 = _mm512_load_ps(p + k * NR), b1 = _mm512_load_ps(p + k * NR + 16);
         __m512 b2 = _mm512_load_ps(p + k * NR + 32), b3 = _mm512_load_ps(p + k * NR + 48);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < m; r++) {
             __m512 av = _mm512_set1_ps(a[r * lda + k]);
             acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
@@ -169,7 +186,9 @@ TS_INLINE void kern_f32(int m, const float *a, size_t lda, const float *p, int k
             acc[r][3] = _mm512_fmadd_ps(av, b3, acc[r][3]);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++)
+        _Pragma("GCC unroll 8")
         for (int q = 0; q < 4; q++) _mm512_storeu_ps(c + r * ldc + 16 * q, acc[r][q]);
 }
 
@@ -177,13 +196,16 @@ TS_INLINE void kern_f32(int m, const float *a, size_t lda, const float *p, int k
 TS_INLINE void kern_bf16(int m, const uint32_t *a, size_t lda32, const uint32_t *p, int kc2,
                          float *c, size_t ldc) {
     __m512 acc[MR][4];
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++)
+        _Pragma("GCC unroll 8")
         for (int q = 0; q < 4; q++) acc[r][q] = _mm512_loadu_ps(c + r * ldc + 16 * q);
     for (int k = 0; k < kc2; k++) {
         __m512bh b0 = (__m512bh)_mm512_load_si512(p + k * NR);
         __m512bh b1 = (__m512bh)_mm512_load_si512(p + k * NR + 16);
         __m512bh b2 = (__m512bh)_mm512_load_si512(p + k * NR + 32);
         __m512bh b3 = (__m512bh)_mm512_load_si512(p + k * NR + 48);
+        _Pragma("GCC unroll 8")
         for (int r = 0; r < m; r++) {
             __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r * lda32 + k]);
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
@@ -192,7 +214,9 @@ TS_INLINE void kern_bf16(int m, const uint32_t *a, size_t lda32, const uint32_t 
             acc[r][3] = _mm512_dpbf16_ps(acc[r][3], av, b3);
         }
     }
+    _Pragma("GCC unroll 8")
     for (int r = 0; r < m; r++)
+        _Pragma("GCC unroll 8")
         for (int q = 0; q < 4; q++) _mm512_storeu_ps(c + r * ldc + 16 * q, acc[r][q]);
 }
 
@@ -290,9 +314,11 @@ static void gemm_task(void *vctx, int ith, int nth) {
                     kern_m(m, bf, a, lda, p, kc, c, (size_t)N);
                 } else {
                     float t[MR * NR];
+                    _Pragma("GCC unroll 8")
                     for (int r = 0; r < m; r++)
                         for (int q = 0; q < NR; q++) t[r * NR + q] = q < jn ? c[(size_t)r * N + q] : 0.f;
                     kern_m(m, bf, a, lda, p, kc, t, NR);
+                    _Pragma("GCC unroll 8")
                     for (int r = 0; r < m; r++)
                         for (int q = 0; q < jn; q++) c[(size_t)r * N + q] = t[r * NR + q];
                 }

@@ -1,0 +1,171 @@
+/* Benchmarks of the CPU op table at Qwen3-0.6B shapes (never run by tests).
+ * Prints one JSON line per measurement: the median of 5 repetitions.
+ *   matmul n=1: GB/s of weights streamed (several matrices in rotation so
+ *     they come from memory, not cache);
+ *   matmul n=512 (BF16 and F32 precision): GFLOP/s;
+ *   attention decode at n_kv=2048: GB/s of K and V read;
+ *   causal prefill attention over 512 tokens: GFLOP/s.
+ * Usage: bench_ops [isa: auto|avx512|avx2|scalar] */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/pool.h"
+#include "ops/cpu/cpu.h"
+
+#define REPS 5
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static uint32_t seed = 12345;
+static float rnd(void) {
+    seed = seed * 1664525u + 1013904223u;
+    return (float)((seed >> 8) / 8388608.0 - 1.0);
+}
+
+static void emit(const char *name, const char *ops, int nth, const char *unit, double value,
+                 double peak, double ms) {
+    json_t *o = json_object();
+    json_object_set_new(o, "bench", json_string(name));
+    json_object_set_new(o, "ops", json_string(ops));
+    json_object_set_new(o, "threads", json_integer(nth));
+    json_object_set_new(o, unit, json_real(round(value * 10) / 10));
+    if (peak > 0) json_object_set_new(o, "of_peak", json_real(round(value / peak * 1000) / 1000));
+    json_object_set_new(o, "ms_per_call", json_real(round(ms * 1000) / 1000));
+    char *s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    if (s) puts(s);
+    fflush(stdout);
+    free(s);
+    json_decref(o);
+}
+
+typedef struct mmctx {
+    const ts_ops *ops;
+    float *y, *x;
+    int n;
+    ts_wmat *w;
+    int n_w;
+    ts_prec prec;
+} mmctx;
+
+/* Median seconds per call of `calls` back-to-back calls of fn, over REPS. */
+typedef void (*bench_fn)(void *ctx, int i);
+static double median_time(bench_fn fn, void *ctx, int calls) {
+    double t[REPS];
+    fn(ctx, 0); /* warm-up: scratch, page faults */
+    for (int r = 0; r < REPS; r++) {
+        double t0 = now();
+        for (int i = 0; i < calls; i++) fn(ctx, i);
+        t[r] = (now() - t0) / calls;
+    }
+    qsort(t, REPS, sizeof *t, cmp_d);
+    return t[REPS / 2];
+}
+
+static void mm_call(void *vctx, int i) {
+    mmctx *c = vctx;
+    c->ops->matmul(c->ops->ctx, c->y, c->x, c->n, &c->w[i % c->n_w], NULL, c->prec);
+}
+
+typedef struct atctx {
+    const ts_ops *ops;
+    ts_attn a[4];
+    int n_a;
+} atctx;
+
+static void at_call(void *vctx, int i) {
+    atctx *c = vctx;
+    c->ops->attention(c->ops->ctx, &c->a[i % c->n_a]);
+}
+
+int main(int argc, char **argv) {
+    ts_cpu_isa isa = TS_ISA_AUTO;
+    if (argc > 1) {
+        if (!strcmp(argv[1], "avx512")) isa = TS_ISA_AVX512;
+        else if (!strcmp(argv[1], "avx2")) isa = TS_ISA_AVX2;
+        else if (!strcmp(argv[1], "scalar")) isa = TS_ISA_SCALAR;
+    }
+    /* weights: 16 bf16 matrices of 3072 x 1024 (the FFN gate/up shape), 96 MiB */
+    enum { NW = 16, ROWS = 3072, COLS = 1024, NP = 512 };
+    ts_wmat w[NW];
+    uint16_t *wd = malloc((size_t)NW * ROWS * COLS * 2);
+    float *x = malloc(sizeof(float) * NP * COLS), *y = malloc(sizeof(float) * NP * ROWS);
+    if (!wd || !x || !y) return 1;
+    for (size_t i = 0; i < (size_t)NW * ROWS * COLS; i++) {
+        float f = rnd();
+        uint32_t u;
+        memcpy(&u, &f, 4);
+        wd[i] = (uint16_t)(u >> 16);
+    }
+    for (int i = 0; i < NW; i++)
+        w[i] = (ts_wmat){.data = wd + (size_t)i * ROWS * COLS, .dtype = TS_DT_BF16,
+                         .rows = ROWS, .cols = COLS};
+    for (int i = 0; i < NP * COLS; i++) x[i] = rnd();
+
+    /* attention: 16 q heads / 8 kv heads, head_dim 128, block 16 */
+    enum { NH = 16, NKH = 8, HD = 128, BS = 16, NKV = 2048, NPOOL = 4 };
+    size_t pool_floats = (size_t)(NKV / BS) * NKH * BS * HD;
+    float *kp = malloc(sizeof(float) * pool_floats * NPOOL), *vp = malloc(sizeof(float) * pool_floats * NPOOL);
+    float *q = malloc(sizeof(float) * NP * NH * HD), *ao = malloc(sizeof(float) * NP * NH * HD);
+    int32_t *blocks = malloc(sizeof(int32_t) * (NKV / BS));
+    if (!kp || !vp || !q || !ao || !blocks) return 1;
+    for (size_t i = 0; i < pool_floats * NPOOL; i++) kp[i] = rnd(), vp[i] = rnd();
+    for (int i = 0; i < NP * NH * HD; i++) q[i] = rnd();
+    for (int i = 0; i < NKV / BS; i++) blocks[i] = (i * 37) % (NKV / BS); /* scattered */
+
+    for (int nth = 1; nth <= 2; nth++) {
+        ts_pool *pool = ts_pool_create(nth);
+        ts_cpu *cpu = ts_cpu_create(pool, isa);
+        if (!pool || !cpu) return 1;
+        const ts_ops *ops = ts_cpu_ops(cpu);
+
+        mmctx m = {.ops = ops, .y = y, .x = x, .n = 1, .w = w, .n_w = NW, .prec = TS_PREC_F32};
+        double t = median_time(mm_call, &m, 64);
+        emit("matmul_n1_f32prec_bf16w_3072x1024", ops->name, nth, "GB_per_s",
+             (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
+        m.prec = TS_PREC_BF16;
+        t = median_time(mm_call, &m, 64);
+        emit("matmul_n1_bf16prec_bf16w_3072x1024", ops->name, nth, "GB_per_s",
+             (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
+        m.n = NP;
+        m.prec = TS_PREC_BF16;
+        t = median_time(mm_call, &m, 2);
+        emit("matmul_n512_bf16prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
+             2.0 * NP * ROWS * COLS / t / 1e9, 262, t * 1e3);
+        m.prec = TS_PREC_F32;
+        t = median_time(mm_call, &m, 2);
+        emit("matmul_n512_f32prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
+             2.0 * NP * ROWS * COLS / t / 1e9, 125, t * 1e3);
+
+        atctx a = {.ops = ops, .n_a = NPOOL};
+        ts_attn_seq dec = {.q_start = 0, .n_q = 1, .n_kv = NKV, .blocks = blocks};
+        for (int i = 0; i < NPOOL; i++)
+            a.a[i] = (ts_attn){.out = ao, .q = q, .k = kp + pool_floats * i, .v = vp + pool_floats * i,
+                               .n_heads = NH, .n_kv_heads = NKH, .head_dim = HD, .block_size = BS,
+                               .scale = 1.0f / sqrtf(HD), .causal = true, .n_seq = 1, .seqs = &dec};
+        t = median_time(at_call, &a, 16);
+        emit("attn_decode_nkv2048_gqa16x8_d128", ops->name, nth, "GB_per_s",
+             2.0 * NKV * NKH * HD * 4 / t / 1e9, 55, t * 1e3);
+        ts_attn_seq pre = {.q_start = 0, .n_q = NP, .n_kv = NP, .blocks = blocks};
+        for (int i = 0; i < NPOOL; i++) a.a[i].seqs = &pre;
+        t = median_time(at_call, &a, 2);
+        emit("attn_prefill_512_causal_gqa16x8_d128", ops->name, nth, "GFLOP_per_s",
+             4.0 * HD * NH * (NP * (NP + 1) / 2.0) / t / 1e9, 125, t * 1e3);
+
+        ts_cpu_destroy(cpu);
+        ts_pool_destroy(pool);
+    }
+    free(wd), free(x), free(y), free(kp), free(vp), free(q), free(ao), free(blocks);
+    return 0;
+}
