@@ -34,6 +34,115 @@ typedef struct ts_err {
 /* Short constant name of a status ("ok", "out of memory", ...). */
 const char *ts_status_str(ts_status st);
 
+/* ------------------------------------------------------------------ */
+/* Sampling                                                            */
+
+typedef struct ts_sample_params {
+    float temperature;        /* 0 = greedy; must be >= 0 */
+    int top_k;                /* 0 (or >= vocab) = off; must be >= 0 */
+    float top_p;              /* in (0, 1]; 1 = off */
+    float min_p;              /* in [0, 1]; 0 = off */
+    float repetition_penalty; /* > 0; 1 = off */
+    uint64_t seed;            /* PRNG seed: same seed, same tokens */
+} ts_sample_params;
+
+/* ------------------------------------------------------------------ */
+/* Engine: continuous batching over a paged, prefix-cached KV pool.    */
+/*                                                                     */
+/* One thread calls ts_engine_step in a loop; any thread may submit    */
+/* and cancel. Events (text pieces, completion) are delivered by       */
+/* callback on the stepping thread.                                    */
+
+typedef struct ts_engine ts_engine;
+
+typedef struct ts_engine_opts {
+    int n_threads;            /* compute threads; 0 = all cores */
+    uint64_t kv_bytes;        /* KV pool budget; 0 = default */
+    int block_size;           /* tokens per KV block; 0 = 16 */
+    int max_batch_tokens;     /* token budget per step; 0 = 512 */
+    int max_running;          /* sequences in flight; 0 = 64 */
+    int max_waiting;          /* queued requests before submit says TS_ERR_CAPACITY; 0 = 4096 */
+    bool prefix_cache;        /* reuse KV of identical prefixes (default true) */
+    int cascade;              /* shared-prefix attention: -1 auto, 0 off, 1 always */
+    bool exact;               /* f32 activations in every product (batch-invariant) */
+    int isa;                  /* ts_cpu_isa; 0 = best available */
+} ts_engine_opts;
+
+/* Defaults as documented above. */
+ts_engine_opts ts_engine_opts_default(void);
+
+typedef struct ts_request {
+    const int32_t *ids;       /* prompt token ids ... */
+    size_t n_ids;
+    const char *text;         /* ... or text, tokenized with special tokens recognised */
+    ts_sample_params sample;
+    int max_tokens;           /* > 0 */
+    const char *const *stop;  /* stop strings, may be NULL */
+    int n_stop;
+    const void *cache_salt;   /* per-tenant salt: prefixes are shared only within a salt */
+    size_t cache_salt_len;
+} ts_request;
+
+/* Fills defaults: greedy, max_tokens 256, no stop strings, no salt. */
+ts_request ts_request_default(void);
+
+typedef enum ts_event_kind {
+    TS_EVENT_TEXT = 0,        /* a piece of generated text (complete UTF-8) */
+    TS_EVENT_DONE,            /* the request finished; no more events follow */
+} ts_event_kind;
+
+typedef struct ts_event {
+    ts_event_kind kind;
+    int64_t id;
+    const char *text;         /* TEXT: the piece (not NUL-terminated); DONE: NULL */
+    size_t len;
+    int32_t token;            /* TEXT: the token that completed the piece, or -1 */
+    /* DONE only: */
+    const char *finish;       /* "stop", "length", "cancelled" or "error" */
+    ts_status status;         /* TS_OK unless finish is "error" */
+    const char *error;        /* message when finish is "error" */
+    int n_prompt, n_cached, n_gen; /* prompt tokens, of which served from cache, generated */
+    double ttft_ms;           /* submit to first token */
+} ts_event;
+
+typedef void (*ts_event_fn)(void *ctx, const ts_event *ev);
+
+typedef struct ts_engine_stats {
+    uint64_t requests_done, requests_failed, requests_cancelled, preemptions;
+    uint64_t prefill_tokens, cached_tokens, generated_tokens, steps;
+    uint64_t prefix_hits, prefix_misses, evictions;
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
+    uint64_t kv_bytes_shared;     /* KV bytes not duplicated thanks to sharing, now */
+    int32_t n_running, n_waiting;
+    uint64_t cascade_steps;       /* forward steps that used cascade attention */
+} ts_engine_stats;
+
+/* Loads the model in model_dir and starts an engine. */
+ts_status ts_engine_create(const char *model_dir, const ts_engine_opts *opts, ts_engine **out,
+                           ts_err *err);
+/* Cancels whatever is in flight (DONE "cancelled" events) and frees all. */
+void ts_engine_destroy(ts_engine *e);
+
+/* Queues a request (copied; the caller may free req's memory on return).
+ * Validation errors (bad ids, prompt longer than the context or the pool,
+ * bad sampling parameters) return an error here and queue nothing.
+ * TS_ERR_CAPACITY when the queue is full. Thread-safe. */
+ts_status ts_engine_submit(ts_engine *e, const ts_request *req, ts_event_fn cb, void *cb_ctx,
+                           int64_t *id, ts_err *err);
+/* Asks for a request to stop; it ends with a DONE "cancelled" event at the
+ * next step (its KV is freed). Unknown or finished ids are ignored. Thread-safe. */
+void ts_engine_cancel(ts_engine *e, int64_t id);
+/* Runs one scheduling step (admission, one batched forward, sampling,
+ * events). *n_busy (may be NULL) receives the requests still queued or
+ * running. Call from one thread only. */
+ts_status ts_engine_step(ts_engine *e, int *n_busy, ts_err *err);
+/* Steps until nothing is queued or running. */
+ts_status ts_engine_run(ts_engine *e, ts_err *err);
+/* Blocks (without spinning) until a request is queued; returns false after
+ * timeout_ms (negative: forever) with nothing queued. Thread-safe. */
+bool ts_engine_wait(ts_engine *e, int timeout_ms);
+void ts_engine_get_stats(ts_engine *e, ts_engine_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -5,6 +5,7 @@
 
 #include "engine/generate.h"
 #include "engine/runtime.h"
+#include "engine/engine.h"
 
 #define CLI_MAX_STOP 16
 
@@ -32,6 +33,7 @@ ts_status cli_chat_prompt(ts_runtime *rt, const char *system, const char *user, 
 int32_t *cli_tokenize(ts_runtime *rt, const char *text, bool add_special, int *n);
 
 int cmd_generate(cli_args *a);
+int cmd_generate_batch(cli_args *a);
 int cmd_chat(cli_args *a);
 int cmd_tokenize(cli_args *a);
 int cmd_logits(cli_args *a);

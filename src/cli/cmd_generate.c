@@ -59,8 +59,9 @@ static bool prompt_opens_think(const ts_buf *p) {
 }
 
 int cmd_generate(cli_args *a) {
+    if (a->prompt_file) return cmd_generate_batch(a);
     if (!a->prompt) {
-        fprintf(stderr, "error: generate needs -p TEXT\n");
+        fprintf(stderr, "error: generate needs -p TEXT or -f PROMPTS_FILE\n");
         return 2;
     }
     ts_runtime *rt = cli_open(a);

@@ -31,14 +31,7 @@
 #include <stdint.h>
 #include "tessera.h"
 
-typedef struct ts_sample_params {
-    float temperature;        /* 0 = greedy; must be >= 0 */
-    int top_k;                /* 0 (or >= vocab) = off; must be >= 0 */
-    float top_p;              /* in (0, 1]; 1 = off */
-    float min_p;              /* in [0, 1]; 0 = off */
-    float repetition_penalty; /* > 0; 1 = off */
-    uint64_t seed;            /* PRNG seed */
-} ts_sample_params;
+/* ts_sample_params is declared in tessera.h (part of the public API). */
 
 /* Greedy defaults: temperature 0, top_k 0, top_p 1, min_p 0,
  * repetition_penalty 1, seed 0. */

@@ -14,6 +14,8 @@ struct ts_fwd {
     int prec_min_rows;
     ts_fwd_hook hook;
     void *hook_ctx;
+    int cascade;
+    bool used_cascade;
     int cap_tok, cap_seq, cap_logits;
     float *x;        /* [n_tok][hidden] residual stream */
     float *xb;       /* [n_tok][hidden] normed input of a sublayer */
@@ -51,6 +53,10 @@ void ts_fwd_set_prec(ts_fwd *f, ts_prec prec, int min_rows) {
     f->prec = prec;
     f->prec_min_rows = min_rows < 1 ? 1 : min_rows;
 }
+
+void ts_fwd_set_cascade(ts_fwd *f, int mode) { f->cascade = mode; }
+
+bool ts_fwd_used_cascade(const ts_fwd *f) { return f->used_cascade; }
 
 void ts_fwd_set_hook(ts_fwd *f, ts_fwd_hook hook, void *ctx) {
     f->hook = hook;
@@ -166,7 +172,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     const ts_model *m = f->m;
     const ts_model_config *c = &m->cfg;
     const ts_ops *o = f->ops;
-    int n, n_logits;
+    int n = 0, n_logits = 0;
     if (n_seqs < 1) return ts_fail(err, TS_ERR_INVALID, "forward: empty batch");
     ts_status st = prepare(f, seqs, n_seqs, &n, &n_logits, err);
     if (st) return st;

@@ -35,6 +35,11 @@ void ts_fwd_destroy(ts_fwd *f);
  * TS_PREC_BF16 doubles prefill speed at ~1e-3 relative error. */
 void ts_fwd_set_prec(ts_fwd *f, ts_prec prec, int min_rows);
 void ts_fwd_set_hook(ts_fwd *f, ts_fwd_hook hook, void *ctx);
+/* Cascade attention over block-table prefixes shared by several sequences
+ * of a batch: -1 where it pays (measured break-even), 0 never, 1 always. */
+void ts_fwd_set_cascade(ts_fwd *f, int mode);
+/* Whether the last ts_fwd_run used cascade attention. */
+bool ts_fwd_used_cascade(const ts_fwd *f);
 
 /* Runs the batch. On success *logits points to [sum n_logits][vocab] f32
  * owned by f, valid until the next call; rows follow the order of seqs. */

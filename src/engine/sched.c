@@ -1,0 +1,241 @@
+/* The scheduler: one step of continuous batching.
+ *
+ * Requests wait in FCFS order. Admission takes the prompt's cached prefix
+ * blocks (content-addressed), then needs free KV for the rest of the prompt.
+ * Each step batches every running request: decodes first (one token each),
+ * then prefill pieces in admission order up to the token budget, so a long
+ * prompt is chunked and never stalls decodes. When KV runs out mid-flight,
+ * the most recently admitted request is preempted: its blocks are released
+ * (published ones stay findable, so its recompute is mostly cache hits) and
+ * it goes back to the front of the queue with its generated tokens. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "engine/engine_int.h"
+#include "engine/generate.h"
+
+static const uint8_t *fingerprint(ts_engine *e) { return e->rt->model->fingerprint; }
+
+static ts_status block_hash(ts_engine *e, ts_req *r, int b, uint8_t out[32]) {
+    int bs = e->rt->kv->block_size;
+    return ts_kv_block_hash(out, b ? r->hashes[b - 1] : NULL, r->tokens + (size_t)b * bs, bs,
+                            fingerprint(e), r->has_salt ? r->salt : NULL, r->salt_len);
+}
+
+static bool ensure_tables(ts_req *r, int n_blocks) {
+    if (n_blocks <= r->cap_blocks) return true;
+    int cap = r->cap_blocks, cap2 = r->cap_blocks;
+    if (!ts_grow((void **)&r->blocks, &cap, n_blocks, sizeof *r->blocks)) return false;
+    if (!ts_grow((void **)&r->hashes, &cap2, cap, sizeof *r->hashes)) return false;
+    r->cap_blocks = cap < cap2 ? cap : cap2;
+    return true;
+}
+
+/* Looks up r's leading full prompt blocks in the prefix cache and takes
+ * the hits. At least one prompt token is always left to compute, so that
+ * its logits exist and no shared block is written. */
+static void take_cached_prefix(ts_engine *e, ts_req *r) {
+    ts_kv *kv = e->rt->kv;
+    int bs = kv->block_size;
+    int max_blocks = (r->n_tokens - 1) / bs;
+    r->n_hashed = 0;
+    if (!e->o.prefix_cache || !ensure_tables(r, max_blocks + 1)) return;
+    for (int b = 0; b < max_blocks; b++) {
+        if (block_hash(e, r, b, r->hashes[b])) break;
+        int32_t hit = ts_kv_lookup(kv, r->hashes[b], r->tokens + (size_t)b * bs);
+        if (hit < 0) break;
+        r->blocks[r->n_blocks++] = hit;
+        r->n_hashed = b + 1;
+    }
+    r->n_computed = r->n_blocks * bs;
+}
+
+/* Gives r blocks for slots [0, n_slots); false if the pool cannot. */
+static bool reserve(ts_engine *e, ts_req *r, int n_slots) {
+    ts_kv *kv = e->rt->kv;
+    int need = (n_slots + kv->block_size - 1) / kv->block_size;
+    if (need <= r->n_blocks) return true;
+    if (need - r->n_blocks > ts_kv_n_avail(kv) || !ensure_tables(r, need)) return false;
+    while (r->n_blocks < need) r->blocks[r->n_blocks++] = ts_kv_alloc(kv);
+    return true;
+}
+
+/* Returns r's blocks and puts it back at the front of the queue. */
+static void preempt(ts_engine *e, int idx) {
+    ts_req *r = e->running[idx];
+    ts_kv_release_table(e->rt->kv, r->blocks, r->n_blocks);
+    r->n_blocks = 0;
+    r->n_computed = 0;
+    r->n_hashed = 0;
+    memmove(e->running + idx, e->running + idx + 1, (size_t)(e->n_running - idx - 1) * sizeof *e->running);
+    e->n_running--;
+    memmove(e->waiting + 1, e->waiting, (size_t)e->n_waiting * sizeof *e->waiting);
+    e->waiting[0] = r;
+    e->n_waiting++;
+    e->st.preemptions++;
+}
+
+/* True if a running request still prefilling starts with the same first
+ * block as r: r waits so that it can reuse that prefix instead of
+ * computing it a second time. */
+static bool shares_pending_prefix(ts_engine *e, ts_req *r) {
+    if (!r->has_first_hash) return false;
+    int bs = e->rt->kv->block_size;
+    for (int i = 0; i < e->n_running; i++) {
+        ts_req *o = e->running[i];
+        if (o->has_first_hash && o->n_computed < bs &&
+            !memcmp(o->first_hash, r->first_hash, 32))
+            return true;
+    }
+    return false;
+}
+
+static void admit(ts_engine *e) {
+    ts_kv *kv = e->rt->kv;
+    int i = 0;
+    while (i < e->n_waiting && e->n_running < e->o.max_running) {
+        ts_req *r = e->waiting[i];
+        if (!r->has_first_hash && e->o.prefix_cache && r->n_tokens > kv->block_size &&
+            ensure_tables(r, 1) && !block_hash(e, r, 0, r->first_hash))
+            r->has_first_hash = true;
+        if (shares_pending_prefix(e, r)) { /* group with the request computing it */
+            i++;
+            continue;
+        }
+        if (e->n_running == 0 && (int64_t)r->n_tokens + 1 > (int64_t)kv->n_blocks * kv->block_size) {
+            /* grew past the whole pool while generating: nothing can make room */
+            memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof *e->waiting);
+            e->n_waiting--;
+            ts_engine_finish(e, r, "length", TS_OK, NULL);
+            continue;
+        }
+        take_cached_prefix(e, r);
+        /* the whole prompt plus the first generated token must fit now */
+        if (!reserve(e, r, r->n_tokens + 1)) {
+            ts_kv_release_table(kv, r->blocks, r->n_blocks);
+            r->n_blocks = 0;
+            r->n_computed = 0;
+            break; /* FCFS: later requests do not jump ahead */
+        }
+        if (r->n_gen == 0) r->n_cached = r->n_computed;
+        e->st.cached_tokens += (uint64_t)r->n_computed;
+        if (!ts_grow((void **)&e->running, &e->cap_running, e->n_running + 1, sizeof *e->running))
+            break;
+        e->running[e->n_running++] = r;
+        memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof *e->waiting);
+        e->n_waiting--;
+    }
+}
+
+/* Publishes r's newly completed full blocks in the prefix cache. */
+static void publish(ts_engine *e, ts_req *r) {
+    ts_kv *kv = e->rt->kv;
+    int bs = kv->block_size;
+    if (!e->o.prefix_cache) return;
+    int full = r->n_computed / bs;
+    for (int b = r->n_hashed; b < full; b++) {
+        if (block_hash(e, r, b, r->hashes[b])) return;
+        int32_t got = ts_kv_publish(kv, r->blocks[b], r->hashes[b], r->tokens + (size_t)b * bs);
+        if (got >= 0 && got != r->blocks[b]) { /* an identical block exists: share it */
+            ts_kv_release(kv, r->blocks[b]);
+            r->blocks[b] = got;
+        }
+        r->n_hashed = b + 1;
+    }
+}
+
+static bool push_token(ts_req *r, int32_t id) {
+    if (!ts_grow((void **)&r->tokens, &r->cap_tokens, r->n_tokens + 1, sizeof *r->tokens))
+        return false;
+    r->tokens[r->n_tokens++] = id;
+    return true;
+}
+
+/* Makes sure every running request has a block for the slots it computes
+ * this step, preempting the youngest requests while the pool is short. */
+static void plan(ts_engine *e, int budget) {
+    for (int i = 0; i < e->n_running; i++) e->running[i]->step_n = 0;
+    /* decodes first, then prefill pieces in admission order */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < e->n_running; i++) {
+            ts_req *r = e->running[i];
+            int pending = r->n_tokens - r->n_computed;
+            if ((pass == 0) != (pending == 1) || r->step_n) continue;
+            int n = pending < budget ? pending : budget;
+            if (pass == 0) n = 1; /* decodes always run */
+            if (n <= 0) continue;
+            while (!reserve(e, r, r->n_computed + n)) {
+                if (e->n_running == 1 || i == e->n_running - 1) {
+                    n = 0; /* r itself is the youngest: preempt it */
+                    break;
+                }
+                preempt(e, e->n_running - 1);
+            }
+            if (!n) {
+                preempt(e, i);
+                i--;
+                continue;
+            }
+            r->step_n = n;
+            budget -= n;
+        }
+    }
+}
+
+ts_status ts_sched_step(ts_engine *e, ts_err *err) {
+    ts_runtime *rt = e->rt;
+    admit(e);
+    plan(e, e->o.max_batch_tokens);
+    int n_seq = 0, cap = e->cap_batch;
+    if (!ts_grow((void **)&e->batch, &cap, e->n_running, sizeof *e->batch) ||
+        !ts_grow((void **)&e->batch_req, &e->cap_batch, e->n_running, sizeof *e->batch_req))
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < e->n_running; i++) {
+        ts_req *r = e->running[i];
+        if (!r->step_n) continue;
+        bool last = r->n_computed + r->step_n == r->n_tokens;
+        e->batch[n_seq] = (ts_fwd_seq){.tokens = r->tokens + r->n_computed, .n = r->step_n,
+                                       .n_past = r->n_computed, .blocks = r->blocks,
+                                       .n_logits = last ? 1 : 0};
+        e->batch_req[n_seq++] = r;
+    }
+    if (!n_seq) return TS_OK;
+    const float *logits;
+    ts_status s = ts_fwd_run(rt->fwd, e->batch, n_seq, &logits, err);
+    if (s) return s;
+    e->st.steps++;
+    if (ts_fwd_used_cascade(rt->fwd)) e->st.cascade_steps++;
+    const int32_t vocab = rt->model->cfg.vocab;
+    int row = 0;
+    for (int k = 0; k < n_seq; k++) {
+        ts_req *r = e->batch_req[k];
+        bool from_prompt = r->n_computed < r->n_prompt;
+        r->n_computed += r->step_n;
+        if (from_prompt) e->st.prefill_tokens += (uint64_t)r->step_n;
+        publish(e, r);
+        if (!e->batch[k].n_logits) continue;
+        memcpy(e->row, logits + (size_t)row++ * vocab, (size_t)vocab * sizeof *e->row);
+        int32_t id = ts_sampler_sample(r->smp, e->row, r->tokens, (size_t)r->n_tokens);
+        if (r->n_gen++ == 0) r->ttft_ms = ts_now_ms() - r->t_submit;
+        e->st.generated_tokens++;
+        const char *finish = NULL;
+        if (ts_runtime_is_eos(rt, id)) finish = "stop";
+        else if (ts_engine_emit_token(e, r, id)) finish = "stop";
+        else if (r->n_gen >= r->max_tokens) finish = "length";
+        else if (r->n_tokens + 1 > rt->model->cfg.max_pos) finish = "length";
+        else if (!push_token(r, id)) finish = "error";
+        if (finish) {
+            for (int i = 0; i < e->n_running; i++)
+                if (e->running[i] == r) {
+                    memmove(e->running + i, e->running + i + 1,
+                            (size_t)(e->n_running - i - 1) * sizeof *e->running);
+                    e->n_running--;
+                    break;
+                }
+            ts_engine_finish(e, r, finish, strcmp(finish, "error") ? TS_OK : TS_ERR_NOMEM,
+                             strcmp(finish, "error") ? NULL : "out of memory");
+        }
+    }
+    return TS_OK;
+}
