@@ -23,8 +23,10 @@ typedef struct ts_wmat {
 
 /* Precision of matrix products. F32: activations stay f32, weights are
  * widened to f32 (results match a float64 reference to ~1e-6). BF16:
- * activations are rounded to bf16 and multiplied with bf16 dot products
- * (2x the arithmetic rate; ~1e-3 relative error), used for large prefills. */
+ * activations are rounded to bf16 (nearest even) and multiplied with bf16
+ * dot products (2x the arithmetic rate; ~1e-3 relative error), used for
+ * large prefills. Weights are never rounded: with F32/F16 weights, BF16
+ * only rounds the activations and the products are formed in f32. */
 typedef enum ts_prec { TS_PREC_F32 = 0, TS_PREC_BF16 } ts_prec;
 
 /* One sequence's part of an attention call. */
@@ -47,7 +49,8 @@ typedef struct ts_attn {
                                scaled scores, for merging partial results; may be NULL */
     const float *q;         /* [n_tok][n_heads * head_dim], RoPE applied */
     const float *k, *v;     /* this layer's pool: [n_blocks][n_kv_heads][block_size][head_dim] */
-    int n_heads, n_kv_heads, head_dim, block_size;
+    int n_heads, n_kv_heads, head_dim, block_size; /* n_heads % n_kv_heads == 0,
+                                                       head_dim <= 512 */
     float scale;            /* usually 1/sqrt(head_dim) */
     bool causal;
     int n_seq;

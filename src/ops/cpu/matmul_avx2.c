@@ -42,16 +42,17 @@ TS_INLINE void gemv_tile(float *y, size_t ldy, const float *x, int K, const void
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
     const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (int r = 0; r < 4; r++)
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
+        for (int b = 0; b < 2; b++) acc[r][b] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= K; k += 8) {
-        __m256 xv[2];
+        __m256 xv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm256_loadu_ps(x + (size_t)b * K + k);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
+            if ((k & 31) == 0) _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + 1024, _MM_HINT_T0);
             __m256 wv = ld8(wb + (size_t)r * K * es, dt, (size_t)k);
             _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);

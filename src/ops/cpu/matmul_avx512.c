@@ -50,16 +50,17 @@ TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void 
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
     const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (int r = 0; r < 4; r++)
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 16) {
         __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-        __m512 xv[4];
+        __m512 xv[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
+            _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + 1024, _MM_HINT_T0);
             __m512 wv = ld16(wb + (size_t)r * K * es, dt, (size_t)k, m);
             _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
@@ -79,16 +80,17 @@ TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
     __m512 acc[4][4];
     const uint16_t *wb = w + (size_t)j0 * (size_t)K;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (int r = 0; r < 4; r++)
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
     for (int k = 0; k < K; k += 32) {
         __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i xv[4];
+        __m512i xv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
         _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < RB; r++) {
+            _mm_prefetch((const char *)(wb + (size_t)r * K + k) + 1024, _MM_HINT_T0);
             __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
             _Pragma("GCC unroll 8")
             for (int b = 0; b < NB; b++)
@@ -207,7 +209,9 @@ TS_INLINE void kern_bf16(int m, const uint32_t *a, size_t lda32, const uint32_t 
         __m512bh b3 = (__m512bh)_mm512_load_si512(p + k * NR + 48);
         _Pragma("GCC unroll 8")
         for (int r = 0; r < m; r++) {
-            __m512bh av = (__m512bh)_mm512_set1_epi32((int)a[r * lda32 + k]);
+            float af; /* broadcast from memory (a load-port op, not a shuffle) */
+            memcpy(&af, a + r * lda32 + k, 4);
+            __m512bh av = (__m512bh)_mm512_castps_si512(_mm512_set1_ps(af));
             acc[r][0] = _mm512_dpbf16_ps(acc[r][0], av, b0);
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], av, b1);
             acc[r][2] = _mm512_dpbf16_ps(acc[r][2], av, b2);
