@@ -79,6 +79,7 @@ typedef struct ts_request {
     int max_tokens;           /* > 0 */
     const char *const *stop;  /* stop strings, may be NULL */
     int n_stop;
+    bool ignore_eos;          /* keep generating past EOS until max_tokens (benchmarks) */
     const void *cache_salt;   /* per-tenant salt: prefixes are shared only within a salt */
     size_t cache_salt_len;
 } ts_request;

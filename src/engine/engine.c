@@ -174,6 +174,7 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
     }
     r->n_prompt = r->n_tokens;
     r->max_tokens = q->max_tokens;
+    r->ignore_eos = q->ignore_eos;
     r->cb = cb;
     r->cb_ctx = cb_ctx;
     ts_tok_stream_init(&r->ds, e->rt->tok, true);

@@ -23,6 +23,7 @@ typedef struct ts_req {
     uint8_t (*hashes)[32];    /* [cap_blocks] chained block hashes */
     int n_cached;             /* prompt tokens served from the prefix cache */
     int max_tokens;
+    bool ignore_eos;
     uint8_t *salt;            /* owned copy; NULL = none */
     size_t salt_len;
     bool has_salt;

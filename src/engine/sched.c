@@ -220,7 +220,7 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         if (r->n_gen++ == 0) r->ttft_ms = ts_now_ms() - r->t_submit;
         e->st.generated_tokens++;
         const char *finish = NULL;
-        if (ts_runtime_is_eos(rt, id)) finish = "stop";
+        if (!r->ignore_eos && ts_runtime_is_eos(rt, id)) finish = "stop";
         else if (ts_engine_emit_token(e, r, id)) finish = "stop";
         else if (r->n_gen >= r->max_tokens) finish = "length";
         else if (r->n_tokens + 1 > rt->model->cfg.max_pos) finish = "length";
