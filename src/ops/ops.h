@@ -36,13 +36,15 @@ typedef struct ts_attn_seq {
     int n_kv;               /* KV slots it attends to (cached + new) */
     const int32_t *blocks;  /* block table: slot t is in block blocks[t / block_size],
                                row t % block_size */
+    int kv_start;           /* first visible slot (0 = all); cascade attention sets it to
+                               the length of the prefix attended by attention_shared */
 } ts_attn_seq;
 
 /* Attention over paged KV for a batch of sequences.
  * Causal: query row i (0-based within the sequence) sees slots
- * [0, n_kv - n_q + i]; otherwise every query sees all n_kv slots.
- * A sequence with n_kv == 0 (possible when not causal) yields out = 0 and
- * lse = -inf: the neutral element of the log-sum-exp merge. */
+ * [kv_start, n_kv - n_q + i]; otherwise every query sees [kv_start, n_kv).
+ * A row whose range is empty (n_kv == 0, or kv_start past its last slot)
+ * yields out = 0 and lse = -inf: the neutral element of the log-sum-exp merge. */
 typedef struct ts_attn {
     float *out;             /* [n_tok][n_heads * head_dim] */
     float *lse;             /* optional [n_tok][n_heads]: natural-log log-sum-exp of the
@@ -56,6 +58,21 @@ typedef struct ts_attn {
     int n_seq;
     const ts_attn_seq *seqs;
 } ts_attn;
+
+/* One shared level of cascade attention (see ts_ops.attention_shared). */
+typedef struct ts_attn_shared {
+    float *out;              /* [n_tok][n_heads * head_dim], rows indexed like q */
+    float *lse;              /* [n_tok][n_heads], required (natural log, as ts_attn) */
+    const float *q;          /* [n_tok][n_heads * head_dim], RoPE applied */
+    const int32_t *rows;     /* [n_rows] distinct query rows, any order, possibly from
+                                several sequences, that all see the prefix */
+    int n_rows;
+    const float *k, *v;      /* this layer's pool, laid out as ts_attn's */
+    const int32_t *blocks;   /* the prefix's block table: slot t in blocks[t / block_size] */
+    int n_kv;                /* prefix slots; 0 gives every listed row out = 0, lse = -inf */
+    int n_heads, n_kv_heads, head_dim, block_size; /* as ts_attn */
+    float scale;
+} ts_attn_shared;
 
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
@@ -85,6 +102,12 @@ typedef struct ts_ops {
                      const float *v, const int32_t *slot, int n, int n_kv_heads,
                      int head_dim, int block_size);
     void (*attention)(void *ctx, const ts_attn *a);
+    /* Cascade attention's shared level: every listed row attends, non-causally,
+     * to the same n_kv prefix slots. The result per row equals a non-causal
+     * ts_attn over (blocks, n_kv) for that row alone; the K/V of the prefix are
+     * streamed once for all rows and q heads. Writes out and lse of the listed
+     * rows only. */
+    void (*attention_shared)(void *ctx, const ts_attn_shared *a);
 } ts_ops;
 
 /* Merges partial attention states in place: (o_a, lse_a) <- merge((o_a, lse_a),
@@ -93,5 +116,11 @@ typedef struct ts_ops {
  * The empty state (o = 0, lse = -inf) is neutral; never produces NaN from it. */
 void ts_attn_merge(float *o_a, float *lse_a, const float *o_b, const float *lse_b, int n,
                    int n_heads, int head_dim);
+
+/* ts_attn_merge restricted to the rows rows[0..n_rows) of arrays laid out
+ * [n_tok][n_heads * head_dim] (o) and [n_tok][n_heads] (lse); other rows are
+ * not touched. Used to fold a shared level into a sequence's own level. */
+void ts_attn_merge_rows(float *o_a, float *lse_a, const float *o_b, const float *lse_b,
+                        const int32_t *rows, int n_rows, int n_heads, int head_dim);
 
 #endif

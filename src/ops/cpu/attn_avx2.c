@@ -52,3 +52,6 @@ static inline float hmax8(__m256 v) {
 #define ATTN_FN ts_avx2_attention
 
 #include "ops/cpu/attn_tmpl.h"
+
+#define ATTN_SHARED_FN ts_avx2_attention_shared
+#include "ops/cpu/attn_shared_tmpl.h"

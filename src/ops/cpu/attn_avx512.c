@@ -37,3 +37,6 @@ static inline __m512 v_exp(__m512 x) {
 #define ATTN_FN ts_avx512_attention
 
 #include "ops/cpu/attn_tmpl.h"
+
+#define ATTN_SHARED_FN ts_avx512_attention_shared
+#include "ops/cpu/attn_shared_tmpl.h"

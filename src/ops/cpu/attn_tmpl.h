@@ -9,7 +9,8 @@
  * over the KV head for the whole group). KV is walked in chunks of TS_AC
  * slots with an online softmax (running max m, sum l, output O rescaled
  * when m grows), so no n x n score matrix exists. Items are handed out
- * through an atomic counter because causal tiles differ in cost. */
+ * through an atomic counter because causal tiles differ in cost. A row sees
+ * slots [kv_start, its last]; an empty range leaves L = 0: out 0, lse -inf. */
 #include <math.h>
 #include <stdatomic.h>
 
@@ -59,7 +60,8 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
         M[r] = -INFINITY;
         L[r] = 0.0f;
     }
-    for (int t0 = 0; t0 < tmax; t0 += TS_AC) {
+    /* slots before kv_start belong to a shared level computed elsewhere */
+    for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
         /* scores */
         for (int t = 0; t < cn; t++) {

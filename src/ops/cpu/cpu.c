@@ -119,16 +119,19 @@ ts_cpu *ts_cpu_create(ts_pool *pool, ts_cpu_isa isa) {
     o->swiglu = ts_ref_swiglu;
     o->kv_write = ts_ref_kv_write;
     o->attention = ts_ref_attention;
+    o->attention_shared = ts_ref_attention_shared;
     switch (isa) {
     case TS_ISA_AVX512:
         o->name = "cpu-avx512";
         o->matmul = ts_avx512_matmul;
         o->attention = ts_avx512_attention;
+        o->attention_shared = ts_avx512_attention_shared;
         break;
     case TS_ISA_AVX2:
         o->name = "cpu-avx2";
         o->matmul = ts_avx2_matmul;
         o->attention = ts_avx2_attention;
+        o->attention_shared = ts_avx2_attention_shared;
         break;
     default: o->name = "cpu-ref"; break;
     }

@@ -86,6 +86,7 @@ void ts_ref_swiglu(void *ctx, float *out, const float *gate, const float *up, in
 void ts_ref_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
                      const int32_t *slot, int n, int n_kv_heads, int head_dim, int block_size);
 void ts_ref_attention(void *ctx, const ts_attn *a);
+void ts_ref_attention_shared(void *ctx, const ts_attn_shared *a);
 
 /* ---- threaded generic ops (cpu.c): the reference math split over the pool ---- */
 
@@ -105,5 +106,7 @@ void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat 
                       const float *bias, ts_prec prec);
 void ts_avx2_attention(void *ctx, const ts_attn *a);
 void ts_avx512_attention(void *ctx, const ts_attn *a);
+void ts_avx2_attention_shared(void *ctx, const ts_attn_shared *a);
+void ts_avx512_attention_shared(void *ctx, const ts_attn_shared *a);
 
 #endif

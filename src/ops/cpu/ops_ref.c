@@ -118,45 +118,62 @@ static double ts_ref_dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/* Two passes per (query row, head): the maximum score, then the softmax
- * weights applied to V. Scores are recomputed rather than stored. */
+/* One query head q against slots [lo, hi] of KV head kvh: two passes, the
+ * maximum score, then the softmax weights applied to V (scores recomputed,
+ * not stored). An empty range gives o = 0 and *lse = -inf. */
+static void ts_ref_attn_head(float *o, float *lse, const float *q, const float *kpool,
+                             const float *vpool, const int32_t *blocks, int lo, int hi,
+                             int kvh, int n_kv_heads, int block_size, int hd, float scale) {
+    double acc[512];
+    double m = -INFINITY, sum = 0.0;
+    for (int t = lo; t <= hi; t++) {
+        const float *k = ts_kv_row(kpool, blocks, t, kvh, n_kv_heads, block_size, hd);
+        double sc = ts_ref_dot(q, k, hd) * scale;
+        if (sc > m) m = sc;
+    }
+    for (int c = 0; c < hd && c < 512; c++) acc[c] = 0.0;
+    for (int t = lo; t <= hi; t++) {
+        const float *k = ts_kv_row(kpool, blocks, t, kvh, n_kv_heads, block_size, hd);
+        const float *v = ts_kv_row(vpool, blocks, t, kvh, n_kv_heads, block_size, hd);
+        double p = exp(ts_ref_dot(q, k, hd) * scale - m);
+        sum += p;
+        for (int c = 0; c < hd && c < 512; c++) acc[c] += p * v[c];
+    }
+    for (int c = 0; c < hd; c++) o[c] = sum > 0.0 && c < 512 ? (float)(acc[c] / sum) : 0.0f;
+    if (lse) *lse = sum > 0.0 ? (float)(m + log(sum)) : -INFINITY;
+}
+
 void ts_ref_attention(void *ctx, const ts_attn *a) {
     (void)ctx;
     int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
     size_t qstride = (size_t)a->n_heads * (size_t)hd;
-    double acc[512];
     for (int s = 0; s < a->n_seq; s++) {
         const ts_attn_seq *sq = &a->seqs[s];
+        int lo = sq->kv_start > 0 ? sq->kv_start : 0;
         for (int i = 0; i < sq->n_q; i++) {
             int last = a->causal ? sq->n_kv - sq->n_q + i : sq->n_kv - 1;
             size_t row = (size_t)(sq->q_start + i);
-            for (int h = 0; h < a->n_heads; h++) {
-                const float *q = a->q + row * qstride + (size_t)h * (size_t)hd;
-                float *o = a->out + row * qstride + (size_t)h * (size_t)hd;
-                int kvh = h / group;
-                double m = -INFINITY, sum = 0.0;
-                for (int t = 0; t <= last; t++) {
-                    const float *k = ts_kv_row(a->k, sq->blocks, t, kvh, a->n_kv_heads,
-                                               a->block_size, hd);
-                    double sc = ts_ref_dot(q, k, hd) * a->scale;
-                    if (sc > m) m = sc;
-                }
-                for (int c = 0; c < hd && c < 512; c++) acc[c] = 0.0;
-                for (int t = 0; t <= last; t++) {
-                    const float *k = ts_kv_row(a->k, sq->blocks, t, kvh, a->n_kv_heads,
-                                               a->block_size, hd);
-                    const float *v = ts_kv_row(a->v, sq->blocks, t, kvh, a->n_kv_heads,
-                                               a->block_size, hd);
-                    double p = exp(ts_ref_dot(q, k, hd) * a->scale - m);
-                    sum += p;
-                    for (int c = 0; c < hd && c < 512; c++) acc[c] += p * v[c];
-                }
-                for (int c = 0; c < hd; c++)
-                    o[c] = sum > 0.0 && c < 512 ? (float)(acc[c] / sum) : 0.0f;
-                if (a->lse)
-                    a->lse[row * (size_t)a->n_heads + (size_t)h] =
-                        sum > 0.0 ? (float)(m + log(sum)) : -INFINITY;
-            }
+            for (int h = 0; h < a->n_heads; h++)
+                ts_ref_attn_head(a->out + row * qstride + (size_t)h * (size_t)hd,
+                                 a->lse ? a->lse + row * (size_t)a->n_heads + (size_t)h : NULL,
+                                 a->q + row * qstride + (size_t)h * (size_t)hd, a->k, a->v,
+                                 sq->blocks, lo, last, h / group, a->n_kv_heads, a->block_size,
+                                 hd, a->scale);
         }
+    }
+}
+
+void ts_ref_attention_shared(void *ctx, const ts_attn_shared *a) {
+    (void)ctx;
+    int hd = a->head_dim, group = a->n_heads / a->n_kv_heads;
+    size_t qstride = (size_t)a->n_heads * (size_t)hd;
+    for (int i = 0; i < a->n_rows; i++) {
+        size_t row = (size_t)a->rows[i];
+        for (int h = 0; h < a->n_heads; h++)
+            ts_ref_attn_head(a->out + row * qstride + (size_t)h * (size_t)hd,
+                             a->lse + row * (size_t)a->n_heads + (size_t)h,
+                             a->q + row * qstride + (size_t)h * (size_t)hd, a->k, a->v,
+                             a->blocks, 0, a->n_kv - 1, h / group, a->n_kv_heads,
+                             a->block_size, hd, a->scale);
     }
 }
