@@ -223,7 +223,7 @@ static void check_model(const char *dir, ts_cpu_isa isa) {
     }
     /* batched: every prompt in one forward call equals each alone */
     {
-        int n_seq = (int)n_prompts, total = 0, total_logits = 0;
+        int n_seq = (int)n_prompts, total_logits = 0;
         ts_fwd_seq *fs = calloc((size_t)n_seq, sizeof *fs);
         ts_seq *seqs = calloc((size_t)n_seq, sizeof *seqs);
         int32_t **idv = calloc((size_t)n_seq, sizeof *idv);
@@ -234,7 +234,6 @@ static void check_model(const char *dir, ts_cpu_isa isa) {
             idv[i] = json_ids(json_object_get(json_array_get(prompts, (size_t)i), "ids"), &n);
             s = ts_seq_reserve(&seqs[i], rt->kv, n, &err);
             fs[i] = (ts_fwd_seq){.tokens = idv[i], .n = n, .blocks = seqs[i].blocks, .n_logits = n};
-            total += n;
             total_logits += n;
         }
         const float *lg = NULL;
