@@ -67,7 +67,7 @@ static int lse_close(const float *a, const float *b, size_t n, double tol) {
 
 /* ---- the backends under test ---- */
 
-#define MAX_BE 6
+#define MAX_BE 8
 typedef struct backend {
     ts_pool *pool;
     ts_cpu *cpu;
