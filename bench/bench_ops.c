@@ -4,8 +4,12 @@
  *     they come from memory, not cache);
  *   matmul n=512 (BF16 and F32 precision): GFLOP/s;
  *   attention decode at n_kv=2048: GB/s of K and V read;
- *   causal prefill attention over 512 tokens: GFLOP/s.
- * Usage: bench_ops [isa: auto|avx512|avx2|scalar] */
+ *   causal prefill attention over 512 tokens: GFLOP/s;
+ *   cascade decode (2 threads): B sequences, one query row each, sharing a
+ *     prefix of P slots plus 32 own slots: flat attention over the whole
+ *     tables vs attention_shared + suffix attention (kv_start = P) + merge;
+ *     then a table and the break-even P per B.
+ * Usage: bench_ops [isa: auto|avx512|avx2|scalar] [all|ops|cascade] */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -89,6 +93,135 @@ static void at_call(void *vctx, int i) {
     c->ops->attention(c->ops->ctx, &c->a[i % c->n_a]);
 }
 
+/* ---- cascade attention at Qwen3-0.6B decode shapes ---- */
+
+enum { CNH = 16, CNKH = 8, CHD = 128, CBS = 16, COWN = 32, CMAXB = 32, CMAXP = 2048,
+       CLAYERS = 4 };
+
+typedef struct cascctx {
+    const ts_ops *ops;
+    ts_attn flat[CLAYERS], own[CLAYERS];
+    ts_attn_shared sh[CLAYERS];
+    float *o2, *l2;
+    const int32_t *rows;
+    int B;
+} cascctx;
+
+static void flat_call(void *vctx, int i) {
+    cascctx *c = vctx;
+    c->ops->attention(c->ops->ctx, &c->flat[i % CLAYERS]);
+}
+
+static void shared_call(void *vctx, int i) {
+    cascctx *c = vctx;
+    c->ops->attention_shared(c->ops->ctx, &c->sh[i % CLAYERS]);
+}
+
+static void casc_call(void *vctx, int i) {
+    cascctx *c = vctx;
+    const ts_attn_shared *sh = &c->sh[i % CLAYERS];
+    c->ops->attention_shared(c->ops->ctx, sh);
+    c->ops->attention(c->ops->ctx, &c->own[i % CLAYERS]);
+    ts_attn_merge_rows(sh->out, sh->lse, c->o2, c->l2, c->rows, c->B, CNH, CHD);
+}
+
+/* Layers rotate over CLAYERS pools so that K/V come from memory as in a
+ * forward pass, not from the cache of the previous call. */
+static int bench_cascade(ts_cpu_isa isa) {
+    static const int Bs[] = {4, 8, 32}, Ps[] = {32, 64, 128, 256, 512, 1024, 2048};
+    enum { NP = sizeof Ps / sizeof *Ps };
+    enum { NPB = CMAXP / CBS, NBLK = NPB + CMAXB * (COWN / CBS) };
+    size_t pool_floats = (size_t)NBLK * CNKH * CBS * CHD, qf = (size_t)CMAXB * CNH * CHD;
+    float *kp = malloc(sizeof(float) * pool_floats * CLAYERS);
+    float *vp = malloc(sizeof(float) * pool_floats * CLAYERS);
+    float *q = malloc(sizeof(float) * qf), *o1 = malloc(sizeof(float) * qf),
+          *o2 = malloc(sizeof(float) * qf), *of = malloc(sizeof(float) * qf);
+    float *l1 = malloc(sizeof(float) * CMAXB * CNH), *l2 = malloc(sizeof(float) * CMAXB * CNH);
+    int32_t *ids = malloc(sizeof(int32_t) * NBLK), *tables = malloc(sizeof(int32_t) * CMAXB * NBLK);
+    int32_t rows[CMAXB];
+    ts_pool *pool = ts_pool_create(2);
+    ts_cpu *cpu = pool ? ts_cpu_create(pool, isa) : NULL;
+    if (!kp || !vp || !q || !o1 || !o2 || !of || !l1 || !l2 || !ids || !tables || !cpu) return 1;
+    for (size_t i = 0; i < pool_floats * CLAYERS; i++) kp[i] = rnd(), vp[i] = rnd();
+    for (size_t i = 0; i < qf; i++) q[i] = rnd();
+    for (int i = 0; i < NBLK; i++) ids[i] = (int32_t)((i * 37L) % NBLK); /* scattered */
+    for (int r = 0; r < CMAXB; r++) rows[r] = r;
+    const ts_ops *ops = ts_cpu_ops(cpu);
+    double speed[3][NP];
+    for (int bi = 0; bi < 3; bi++)
+        for (int pi = 0; pi < NP; pi++) {
+            int B = Bs[bi], P = Ps[pi], npb = P / CBS;
+            ts_attn_seq fs[CMAXB], os[CMAXB];
+            for (int s = 0; s < B; s++) { /* table: shared prefix blocks, then own blocks */
+                int32_t *t = tables + (size_t)s * NBLK;
+                memcpy(t, ids, sizeof(int32_t) * (size_t)npb);
+                for (int k = 0; k < COWN / CBS; k++) t[npb + k] = ids[NPB + s * (COWN / CBS) + k];
+                fs[s] = (ts_attn_seq){.q_start = s, .n_q = 1, .n_kv = P + COWN, .blocks = t};
+                os[s] = fs[s];
+                os[s].kv_start = P;
+            }
+            cascctx c = {.ops = ops, .o2 = o2, .l2 = l2, .rows = rows, .B = B};
+            for (int l = 0; l < CLAYERS; l++) {
+                ts_attn base = {.q = q, .k = kp + pool_floats * l, .v = vp + pool_floats * l,
+                                .n_heads = CNH, .n_kv_heads = CNKH, .head_dim = CHD,
+                                .block_size = CBS, .scale = 1.0f / sqrtf(CHD), .causal = true,
+                                .n_seq = B};
+                c.flat[l] = base, c.flat[l].out = of, c.flat[l].seqs = fs;
+                c.own[l] = base, c.own[l].out = o2, c.own[l].lse = l2, c.own[l].seqs = os;
+                c.sh[l] = (ts_attn_shared){.out = o1, .lse = l1, .q = q, .rows = rows, .n_rows = B,
+                                           .k = base.k, .v = base.v, .blocks = ids, .n_kv = P,
+                                           .n_heads = CNH, .n_kv_heads = CNKH, .head_dim = CHD,
+                                           .block_size = CBS, .scale = base.scale};
+            }
+            int calls = 2 * CLAYERS;
+            double tf = median_time(flat_call, &c, calls), tc = median_time(casc_call, &c, calls);
+            double ts = median_time(shared_call, &c, calls);
+            /* the two must agree: cascade of layer 0 vs flat of layer 0 */
+            flat_call(&c, 0);
+            casc_call(&c, 0);
+            double d = 0, r = 0;
+            for (size_t i = 0; i < (size_t)B * CNH * CHD; i++)
+                d += ((double)o1[i] - of[i]) * ((double)o1[i] - of[i]), r += (double)of[i] * of[i];
+            speed[bi][pi] = tf / tc;
+            json_t *o = json_object();
+            json_object_set_new(o, "bench", json_string("cascade_decode_gqa16x8_d128_own32"));
+            json_object_set_new(o, "ops", json_string(ops->name));
+            json_object_set_new(o, "threads", json_integer(2));
+            json_object_set_new(o, "B", json_integer(B));
+            json_object_set_new(o, "P", json_integer(P));
+            json_object_set_new(o, "flat_ms", json_real(round(tf * 1e6) / 1e3));
+            json_object_set_new(o, "cascade_ms", json_real(round(tc * 1e6) / 1e3));
+            json_object_set_new(o, "shared_ms", json_real(round(ts * 1e6) / 1e3));
+            json_object_set_new(o, "speedup", json_real(round(tf / tc * 100) / 100));
+            json_object_set_new(o, "rel_err", json_real(r > 0 ? sqrt(d / r) : 0));
+            char *js = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(4));
+            if (js) puts(js);
+            fflush(stdout);
+            free(js);
+            json_decref(o);
+        }
+    printf("# cascade decode, %s, 2 threads: speedup = flat / cascade time per layer call\n",
+           ops->name);
+    printf("# %-4s", "B\\P");
+    for (int pi = 0; pi < NP; pi++) printf(" %10d", Ps[pi]);
+    printf("  break-even P\n");
+    for (int bi = 0; bi < 3; bi++) {
+        printf("# %-4d", Bs[bi]);
+        for (int pi = 0; pi < NP; pi++) printf(" %9.2fx", speed[bi][pi]);
+        /* the smallest P from which cascade wins at every larger P measured */
+        int be = -1;
+        for (int pi = NP - 1; pi >= 0 && speed[bi][pi] > 1.0; pi--) be = pi;
+        if (be < 0) printf("  > %d\n", Ps[NP - 1]);
+        else if (be == 0) printf("  <= %d\n", Ps[0]);
+        else printf("  %d..%d\n", Ps[be - 1], Ps[be]);
+    }
+    ts_cpu_destroy(cpu);
+    ts_pool_destroy(pool);
+    free(kp), free(vp), free(q), free(o1), free(o2), free(of), free(l1), free(l2), free(ids),
+        free(tables);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     ts_cpu_isa isa = TS_ISA_AUTO;
     if (argc > 1) {
@@ -96,6 +229,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[1], "avx2")) isa = TS_ISA_AVX2;
         else if (!strcmp(argv[1], "scalar")) isa = TS_ISA_SCALAR;
     }
+    const char *mode = argc > 2 ? argv[2] : "all";
+    if (!strcmp(mode, "cascade")) return bench_cascade(isa);
     /* weights: 16 bf16 matrices of 3072 x 1024 (the FFN gate/up shape), 96 MiB */
     enum { NW = 16, ROWS = 3072, COLS = 1024, NP = 512 };
     ts_wmat w[NW];
@@ -167,5 +302,5 @@ int main(int argc, char **argv) {
         ts_pool_destroy(pool);
     }
     free(wd), free(x), free(y), free(kp), free(vp), free(q), free(ao), free(blocks);
-    return 0;
+    return strcmp(mode, "ops") ? bench_cascade(isa) : 0;
 }
