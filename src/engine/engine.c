@@ -212,10 +212,12 @@ void ts_engine_cancel(ts_engine *e, int64_t id) {
 static ts_status drain(ts_engine *e, ts_err *err) {
     pthread_mutex_lock(&e->lock);
     ts_status s = TS_OK;
-    if (!ts_grow((void **)&e->waiting, &e->cap_waiting, e->n_waiting + e->n_inbox,
-                 sizeof *e->waiting)) {
+    /* room for every request in waiting, so that preemption can always
+     * move a running one back without allocating */
+    if (!ts_grow((void **)&e->waiting, &e->cap_waiting,
+                 e->n_waiting + e->n_inbox + e->n_running + 1, sizeof *e->waiting)) {
         s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    } else {
+    } else if (e->n_inbox) {
         memcpy(e->waiting + e->n_waiting, e->inbox, (size_t)e->n_inbox * sizeof *e->inbox);
         e->n_waiting += e->n_inbox;
         e->n_inbox = 0;

@@ -61,7 +61,8 @@ static bool reserve(ts_engine *e, ts_req *r, int n_slots) {
     return true;
 }
 
-/* Returns r's blocks and puts it back at the front of the queue. */
+/* Returns r's blocks and puts it back at the front of the queue (drain()
+ * keeps the queue's capacity above waiting + running). */
 static void preempt(ts_engine *e, int idx) {
     ts_req *r = e->running[idx];
     ts_kv_release_table(e->rt->kv, r->blocks, r->n_blocks);
@@ -110,6 +111,8 @@ static void admit(ts_engine *e) {
             ts_engine_finish(e, r, "length", TS_OK, NULL);
             continue;
         }
+        if (!ts_grow((void **)&e->running, &e->cap_running, e->n_running + 1, sizeof *e->running))
+            break;
         take_cached_prefix(e, r);
         /* the whole prompt plus the first generated token must fit now */
         if (!reserve(e, r, r->n_tokens + 1)) {
@@ -120,8 +123,6 @@ static void admit(ts_engine *e) {
         }
         if (r->n_gen == 0) r->n_cached = r->n_computed;
         e->st.cached_tokens += (uint64_t)r->n_computed;
-        if (!ts_grow((void **)&e->running, &e->cap_running, e->n_running + 1, sizeof *e->running))
-            break;
         e->running[e->n_running++] = r;
         memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof *e->waiting);
         e->n_waiting--;
