@@ -118,7 +118,8 @@ void ts_attn_merge(float *o_a, float *lse_a, const float *o_b, const float *lse_
                    int n_heads, int head_dim);
 
 /* ts_attn_merge restricted to the rows rows[0..n_rows) of arrays laid out
- * [n_tok][n_heads * head_dim] (o) and [n_tok][n_heads] (lse); other rows are
+ * [n_tok][n_heads * head_dim] (o) and [n_tok][n_heads] (lse); rows distinct (a
+ * repeated row would be merged twice); other rows are
  * not touched. Used to fold a shared level into a sequence's own level. */
 void ts_attn_merge_rows(float *o_a, float *lse_a, const float *o_b, const float *lse_b,
                         const int32_t *rows, int n_rows, int n_heads, int head_dim);
