@@ -76,7 +76,10 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
         s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if (o.fast_prefill) ts_fwd_set_prec(rt->fwd, TS_PREC_BF16, 16);
+    /* bf16 products only pay with native bf16 dot products (AVX-512 BF16);
+     * elsewhere rounding the activations costs time and buys nothing */
+    if (o.fast_prefill && ts_cpu_isa_used(rt->cpu) == TS_ISA_AVX512)
+        ts_fwd_set_prec(rt->fwd, TS_PREC_BF16, 16);
     *out = rt;
     return TS_OK;
 fail:
