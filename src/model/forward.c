@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "model/cascade.h"
 
 struct ts_fwd {
     const ts_model *m;
@@ -16,6 +17,7 @@ struct ts_fwd {
     void *hook_ctx;
     int cascade;
     bool used_cascade;
+    ts_cascade_plan plan;
     int cap_tok, cap_seq, cap_logits;
     float *x;        /* [n_tok][hidden] residual stream */
     float *xb;       /* [n_tok][hidden] normed input of a sublayer */
@@ -23,6 +25,8 @@ struct ts_fwd {
     float *q;        /* [n_tok][n_heads*head_dim] */
     float *k, *v;    /* [n_tok][n_kv_heads*head_dim] */
     float *att;      /* [n_tok][n_heads*head_dim] */
+    float *att2;     /* [n_tok][n_heads*head_dim] one cascade level's partial output */
+    float *lse, *lse2; /* [n_tok][n_heads] log-sum-exp of the partial outputs */
     float *gate, *up;/* [n_tok][ffn] */
     float *rows;     /* [n_logits][hidden] rows gathered for the LM head */
     float *logits;   /* [n_logits][vocab] */
@@ -44,8 +48,9 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
 void ts_fwd_destroy(ts_fwd *f) {
     if (!f) return;
     free(f->x); free(f->xb); free(f->tmp); free(f->q); free(f->k); free(f->v);
-    free(f->att); free(f->gate); free(f->up); free(f->rows); free(f->logits);
+    free(f->att); free(f->att2); free(f->lse); free(f->lse2); free(f->gate); free(f->up); free(f->rows); free(f->logits);
     free(f->ids); free(f->pos); free(f->slot); free(f->aseq);
+    ts_cascade_plan_free(&f->plan);
     free(f);
 }
 
@@ -79,7 +84,9 @@ static ts_status reserve(ts_fwd *f, int n_tok, int n_seq, int n_logits, ts_err *
         ok = grow((void **)&f->x, t * c->hidden * 4) && grow((void **)&f->xb, t * c->hidden * 4) &&
              grow((void **)&f->tmp, t * c->hidden * 4) && grow((void **)&f->q, t * qd * 4) &&
              grow((void **)&f->k, t * kvd * 4) && grow((void **)&f->v, t * kvd * 4) &&
-             grow((void **)&f->att, t * qd * 4) && grow((void **)&f->gate, t * c->ffn * 4) &&
+             grow((void **)&f->att, t * qd * 4) && grow((void **)&f->att2, t * qd * 4) &&
+             grow((void **)&f->lse, t * c->n_heads * 4) &&
+             grow((void **)&f->lse2, t * c->n_heads * 4) && grow((void **)&f->gate, t * c->ffn * 4) &&
              grow((void **)&f->up, t * c->ffn * 4) && grow((void **)&f->ids, t * 4) &&
              grow((void **)&f->pos, t * 4) && grow((void **)&f->slot, t * 4);
         if (ok) f->cap_tok = n_tok;
@@ -142,6 +149,26 @@ static ts_status prepare(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int *n_t
     return TS_OK;
 }
 
+/* Break-even measured with bench_ops (cascade vs flat decode attention,
+ * Qwen3-0.6B heads, 2 threads): cascade wins from a 64-slot shared prefix
+ * with 2+ sharers on AVX2 and AVX-512 (docs/PERFORMANCE.md). */
+#define TS_CASCADE_MIN_SLOTS 64
+
+/* Decides cascade levels for this batch and sets each sequence's kv_start. */
+static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_err *err) {
+    f->used_cascade = false;
+    if (f->cascade == 0 || n_seqs < 2) return TS_OK;
+    int bs = f->kv->block_size;
+    ts_cascade_rule rule = {.min_sharers = 2,
+                            .min_blocks = f->cascade > 0 ? 1 : (TS_CASCADE_MIN_SLOTS + bs - 1) / bs};
+    int lv = ts_cascade_plan_build(&f->plan, seqs, n_seqs, bs, rule);
+    if (lv < 0) return ts_fail(err, TS_ERR_NOMEM, "forward: out of memory planning attention");
+    if (lv == 0) return TS_OK;
+    for (int s = 0; s < n_seqs; s++) f->aseq[s].kv_start = f->plan.kv_start[s];
+    f->used_cascade = true;
+    return TS_OK;
+}
+
 static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     const ts_model *m = f->m;
     const ts_model_config *c = &m->cfg;
@@ -159,11 +186,25 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
     o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->k, f->v, f->slot, n, c->n_kv_heads, hd,
                 f->kv->block_size);
+    float scale = 1.0f / sqrtf((float)hd);
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
-                 .block_size = f->kv->block_size, .scale = 1.0f / sqrtf((float)hd),
-                 .causal = true, .n_seq = n_seqs, .seqs = f->aseq};
+                 .block_size = f->kv->block_size, .scale = scale, .causal = true,
+                 .n_seq = n_seqs, .seqs = f->aseq};
+    if (f->used_cascade) a.lse = f->lse; /* own slots (from kv_start) first */
     o->attention(o->ctx, &a);
+    for (int i = 0; f->used_cascade && i < f->plan.n_levels; i++) {
+        /* each shared prefix once for every query row that sees it */
+        const ts_cascade_level *L = &f->plan.levels[i];
+        const int32_t *rows = f->plan.rows + L->row_start;
+        ts_attn_shared sh = {.out = f->att2, .lse = f->lse2, .q = f->q, .rows = rows,
+                             .n_rows = L->n_rows, .k = a.k, .v = a.v, .blocks = L->blocks,
+                             .n_kv = L->n_kv, .n_heads = c->n_heads,
+                             .n_kv_heads = c->n_kv_heads, .head_dim = hd,
+                             .block_size = f->kv->block_size, .scale = scale};
+        o->attention_shared(o->ctx, &sh);
+        ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
+    }
     o->matmul(o->ctx, f->tmp, f->att, n, &L->wo, L->bo, prec);
 }
 
@@ -177,6 +218,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     ts_status st = prepare(f, seqs, n_seqs, &n, &n_logits, err);
     if (st) return st;
     ts_prec prec = n >= f->prec_min_rows ? f->prec : TS_PREC_F32;
+    if ((st = plan_cascade(f, seqs, n_seqs, err))) return st;
     int H = c->hidden;
 
     o->embed(o->ctx, f->x, &m->embed, f->ids, n);
