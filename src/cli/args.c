@@ -35,6 +35,9 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     a->bench_prompt = 512;
     a->bench_gen = 64;
     a->block_size = 16;
+    a->requests = 32;
+    a->prefix_len = 2048;
+    a->suffix_len = 32;
     a->sample = ts_sample_params_default();
     for (int i = first; i < argc; i++) {
         const char *f = argv[i];
@@ -52,7 +55,9 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)
         INT("--limit", limit, 0, 1 << 30) INT("--reps", reps, 1, 100)
         INT("--prompt", bench_prompt, 1, 1 << 20) INT("--gen", bench_gen, 1, 1 << 20)
-        INT("--depth", bench_depth, 0, 1 << 20) INT("--block-size", block_size, 1, 4096)
+        INT("--depth", bench_depth, 0, 1 << 20)
+        INT("--requests", requests, 1, 4096) INT("--prefix", prefix_len, 0, 1 << 20)
+        INT("--suffix", suffix_len, 1, 1 << 20) INT("--block-size", block_size, 1, 4096)
         INT("--top-k", sample.top_k, 0, 1 << 30)
         FLT("--temp", sample.temperature) FLT("--temperature", sample.temperature)
         FLT("--top-p", sample.top_p) FLT("--min-p", sample.min_p)

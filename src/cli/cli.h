@@ -15,6 +15,7 @@ typedef struct cli_args {
     bool chat, no_think, show_thinking, exact, no_special;
     int n_predict, threads, limit, reps;
     int bench_prompt, bench_gen, bench_depth;
+    int requests, prefix_len, suffix_len;
     ts_sample_params sample;
     const char *stop[CLI_MAX_STOP];
     int n_stop;
@@ -39,5 +40,6 @@ int cmd_tokenize(cli_args *a);
 int cmd_logits(cli_args *a);
 int cmd_eval_qa(cli_args *a);
 int cmd_bench(cli_args *a);
+int cmd_bench_shared(cli_args *a);
 
 #endif

@@ -16,6 +16,8 @@ static const char USAGE[] =
     "  logits    --ids 1,2,3 --out FILE     last position's logits, raw little-endian f32\n"
     "  eval-qa   --cases FILE [--limit N]   question answering from documents, JSON summary\n"
     "  bench     [--prompt 512] [--gen 64] [--depth D] [--reps 3]   tokens/s as JSON\n"
+    "  bench-shared [--requests 32] [--prefix 2048] [--suffix 32] [--gen 32]\n"
+    "            requests sharing a prefix: cache and cascade on vs off, as JSON\n"
     "\n"
     "common options: --threads N, --kv-mem SIZE (e.g. 2G), --block-size 16,\n"
     "  --exact (f32 activations everywhere; default uses bf16 dot products for prefill),\n"
@@ -30,7 +32,8 @@ int main(int argc, char **argv) {
         const char *name;
         int (*fn)(cli_args *);
     } cmds[] = {{"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
-                {"logits", cmd_logits},     {"eval-qa", cmd_eval_qa}, {"bench", cmd_bench}};
+                {"logits", cmd_logits},     {"eval-qa", cmd_eval_qa}, {"bench", cmd_bench},
+                {"bench-shared", cmd_bench_shared}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;
         cli_args a;
