@@ -16,7 +16,7 @@ else
   LDSAN   :=
 endif
 
-PKGS    := libpcre2-8 libutf8proc jansson libcrypto
+PKGS    := libpcre2-8 libutf8proc jansson libcrypto hiredis
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpedantic $(OPT) -g -pthread \
            -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ifeq ($(WERROR),1)
