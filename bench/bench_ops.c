@@ -9,7 +9,9 @@
  *     prefix of P slots plus 32 own slots: flat attention over the whole
  *     tables vs attention_shared + suffix attention (kv_start = P) + merge;
  *     then a table and the break-even P per B.
- * Usage: bench_ops [isa: auto|avx512|avx2|scalar] [all|ops|cascade] */
+ *   matmul n=1 also at 1024 x 3072 (the FFN down shape);
+ * "decode" runs only the n=1 matmuls and decode attention.
+ * Usage: bench_ops [isa: auto|avx512|avx2|scalar] [all|ops|cascade|decode] */
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -231,6 +233,7 @@ int main(int argc, char **argv) {
     }
     const char *mode = argc > 2 ? argv[2] : "all";
     if (!strcmp(mode, "cascade")) return bench_cascade(isa);
+    int dec_only = !strcmp(mode, "decode");
     /* weights: 16 bf16 matrices of 3072 x 1024 (the FFN gate/up shape), 96 MiB */
     enum { NW = 16, ROWS = 3072, COLS = 1024, NP = 512 };
     ts_wmat w[NW];
@@ -273,15 +276,27 @@ int main(int argc, char **argv) {
         t = median_time(mm_call, &m, 64);
         emit("matmul_n1_bf16prec_bf16w_3072x1024", ops->name, nth, "GB_per_s",
              (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
+        ts_wmat wt[NW]; /* the same bytes as 1024 x 3072 matrices */
+        for (int i = 0; i < NW; i++) wt[i] = w[i], wt[i].rows = COLS, wt[i].cols = ROWS;
+        mmctx mt = {.ops = ops, .y = y, .x = x, .n = 1, .w = wt, .n_w = NW, .prec = TS_PREC_F32};
+        t = median_time(mm_call, &mt, 64);
+        emit("matmul_n1_f32prec_bf16w_1024x3072", ops->name, nth, "GB_per_s",
+             (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
+        mt.n = 4;
+        t = median_time(mm_call, &mt, 64);
+        emit("matmul_n4_f32prec_bf16w_1024x3072", ops->name, nth, "GB_per_s",
+             (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
         m.n = NP;
         m.prec = TS_PREC_BF16;
-        t = median_time(mm_call, &m, 2);
-        emit("matmul_n512_bf16prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
-             2.0 * NP * ROWS * COLS / t / 1e9, 262, t * 1e3);
-        m.prec = TS_PREC_F32;
-        t = median_time(mm_call, &m, 2);
-        emit("matmul_n512_f32prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
-             2.0 * NP * ROWS * COLS / t / 1e9, 125, t * 1e3);
+        if (!dec_only) {
+            t = median_time(mm_call, &m, 2);
+            emit("matmul_n512_bf16prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
+                 2.0 * NP * ROWS * COLS / t / 1e9, 262, t * 1e3);
+            m.prec = TS_PREC_F32;
+            t = median_time(mm_call, &m, 2);
+            emit("matmul_n512_f32prec_bf16w_3072x1024", ops->name, nth, "GFLOP_per_s",
+                 2.0 * NP * ROWS * COLS / t / 1e9, 125, t * 1e3);
+        }
 
         atctx a = {.ops = ops, .n_a = NPOOL};
         ts_attn_seq dec = {.q_start = 0, .n_q = 1, .n_kv = NKV, .blocks = blocks};
@@ -292,15 +307,17 @@ int main(int argc, char **argv) {
         t = median_time(at_call, &a, 16);
         emit("attn_decode_nkv2048_gqa16x8_d128", ops->name, nth, "GB_per_s",
              2.0 * NKV * NKH * HD * 4 / t / 1e9, 55, t * 1e3);
-        ts_attn_seq pre = {.q_start = 0, .n_q = NP, .n_kv = NP, .blocks = blocks};
-        for (int i = 0; i < NPOOL; i++) a.a[i].seqs = &pre;
-        t = median_time(at_call, &a, 2);
-        emit("attn_prefill_512_causal_gqa16x8_d128", ops->name, nth, "GFLOP_per_s",
-             4.0 * HD * NH * (NP * (NP + 1) / 2.0) / t / 1e9, 125, t * 1e3);
+        if (!dec_only) {
+            ts_attn_seq pre = {.q_start = 0, .n_q = NP, .n_kv = NP, .blocks = blocks};
+            for (int i = 0; i < NPOOL; i++) a.a[i].seqs = &pre;
+            t = median_time(at_call, &a, 2);
+            emit("attn_prefill_512_causal_gqa16x8_d128", ops->name, nth, "GFLOP_per_s",
+                 4.0 * HD * NH * (NP * (NP + 1) / 2.0) / t / 1e9, 125, t * 1e3);
+        }
 
         ts_cpu_destroy(cpu);
         ts_pool_destroy(pool);
     }
     free(wd), free(x), free(y), free(kp), free(vp), free(q), free(ao), free(blocks);
-    return strcmp(mode, "ops") ? bench_cascade(isa) : 0;
+    return strcmp(mode, "ops") && !dec_only ? bench_cascade(isa) : 0;
 }

@@ -1,7 +1,7 @@
 /* Matrix products with AVX2 + FMA (8 floats per register).
  *
- * n < TS_GEMM_MIN_N (decode): each thread takes a range of output rows and
- * streams 4 weight rows at a time, each weight chunk feeding up to 2
+ * n < TS_GEMM_MIN_N (decode): each thread takes a contiguous range of weight
+ * rows and streams it front to back, each cache line of weights feeding up to 4
  * activation rows. Otherwise (prefill): weight columns are packed per
  * thread into k-major panels of 16 outputs (widened to f32) and a 6x16
  * register-blocked FMA kernel sweeps all activation rows over each panel.
@@ -35,40 +35,71 @@ static float ts_hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* y[i][j0..j0+RB) for NB activation rows starting at x (row stride K). */
-TS_INLINE void gemv_tile(float *y, size_t ldy, const float *x, int K, const void *w,
-                         ts_dtype dt, int j0, int RB, int NB, const float *bias) {
-    __m256 acc[4][2];
+/* Bytes ahead of the current read that the decode kernel prefetches. Weight
+ * rows are walked one at a time, front to back, so the thread's whole range
+ * is one sequential stream; the prefetch carries it across 4 KiB pages
+ * (mapped weights are not huge pages), where hardware prefetch stops. */
+#define TS_GEMV_PF 1024
+
+/* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
+ * x[b] (stride K) and one weight row j. Each 64-byte line of the row is
+ * loaded once and feeds all NB rows; A accumulators per activation row keep
+ * enough FMA chains in flight. */
+TS_INLINE void gemv_row(float *y, size_t ldy, const float *x, int K, const void *w,
+                        ts_dtype dt, int j, int NB, const float *bias) {
+    enum { A = 2 };
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
-    const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    const int per = (int)(64 / es); /* elements per cache line */
+    const char *wr = (const char *)w + (size_t)j * (size_t)K * es;
+    __m256 acc[4][A];
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
+    for (int b = 0; b < NB; b++)
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < 2; b++) acc[r][b] = _mm256_setzero_ps();
+        for (int a = 0; a < A; a++) acc[b][a] = _mm256_setzero_ps();
     int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 xv[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (; k + per <= K; k += per) {
+        _mm_prefetch(wr + (size_t)k * es + TS_GEMV_PF, _MM_HINT_T0);
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm256_loadu_ps(x + (size_t)b * K + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            if ((k & 31) == 0) _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + 1024, _MM_HINT_T0);
-            __m256 wv = ld8(wb + (size_t)r * K * es, dt, (size_t)k);
+        for (int v = 0; v < per / 8; v++) {
+            __m256 wv = ld8(wr, dt, (size_t)k + 8 * (size_t)v);
             _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++) acc[r][b] = _mm256_fmadd_ps(wv, xv[b], acc[r][b]);
+            for (int b = 0; b < NB; b++)
+                acc[b][v % A] = _mm256_fmadd_ps(
+                    wv, _mm256_loadu_ps(x + (size_t)b * K + k + 8 * v), acc[b][v % A]);
         }
     }
-    ts_wmat wm = {.data = w, .dtype = dt, .rows = j0 + RB, .cols = K};
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv = ld8(wr, dt, (size_t)k);
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) {
-            float s = ts_hsum8(acc[r][b]);
-            for (int kk = k; kk < K; kk++) s += x[(size_t)b * K + kk] * ts_wmat_at(&wm, j0 + r, kk);
-            if (bias) s += bias[j0 + r];
-            y[(size_t)b * ldy + (size_t)(j0 + r)] = s;
-        }
+        for (int b = 0; b < NB; b++)
+            acc[b][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k), acc[b][0]);
+    }
+    ts_wmat wm = {.data = w, .dtype = dt, .rows = j + 1, .cols = K};
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < NB; b++) {
+        __m256 t = acc[b][0];
+        _Pragma("GCC unroll 8")
+        for (int a = 1; a < A; a++) t = _mm256_add_ps(t, acc[b][a]);
+        float s = ts_hsum8(t);
+        for (int kk = k; kk < K; kk++) s += x[(size_t)b * K + kk] * ts_wmat_at(&wm, j, kk);
+        if (bias) s += bias[j];
+        y[(size_t)b * ldy + (size_t)j] = s;
+    }
 }
+
+/* Rows [r0, r1) of y for NB activation rows; dt and NB constant per copy. */
+TS_INLINE void gemv_rows(float *y, size_t ldy, const float *x, int K, const void *w,
+                         ts_dtype dt, int r0, int r1, int NB, const float *bias) {
+    for (int r = r0; r < r1; r++) gemv_row(y, ldy, x, K, w, dt, r, NB, bias);
+}
+
+#define GEMV_NB(DT)                                                                \
+    switch (nb) {                                                                  \
+    case 4: gemv_rows(yi, ldy, xi, K, w->data, DT, r0, r1, 4, j->bias); break;     \
+    case 3: gemv_rows(yi, ldy, xi, K, w->data, DT, r0, r1, 3, j->bias); break;     \
+    case 2: gemv_rows(yi, ldy, xi, K, w->data, DT, r0, r1, 2, j->bias); break;     \
+    default: gemv_rows(yi, ldy, xi, K, w->data, DT, r0, r1, 1, j->bias); break;    \
+    }
 
 typedef struct mm_job {
     ts_cpu *cpu;
@@ -80,35 +111,24 @@ typedef struct mm_job {
     _Atomic int fail;
 } mm_job;
 
+/* Each thread takes one contiguous range of weight rows (one stream) and
+ * sweeps it once per group of up to 4 activation rows. */
 static void gemv_task(void *vctx, int ith, int nth) {
     mm_job *j = vctx;
     const ts_wmat *w = j->w;
     long lo, hi;
-    ts_pool_range((w->rows + 3) / 4, ith, nth, &lo, &hi);
-    int r0 = (int)lo * 4, r1 = (int)hi * 4 < w->rows ? (int)hi * 4 : w->rows;
-    size_t ldy = (size_t)w->rows, K = (size_t)w->cols;
-    for (int i = 0; i < j->n; i += 2) {
-        int nb = j->n - i >= 2 ? 2 : 1;
-        const float *xi = j->x + (size_t)i * K;
+    ts_pool_range(w->rows, ith, nth, &lo, &hi);
+    int r0 = (int)lo, r1 = (int)hi, K = w->cols;
+    size_t ldy = (size_t)w->rows;
+    for (int i = 0; i < j->n; i += 4) {
+        int nb = j->n - i >= 4 ? 4 : j->n - i;
+        const float *xi = j->x + (size_t)i * (size_t)K;
         float *yi = j->y + (size_t)i * ldy;
-        int r = r0;
-        for (; r + 4 <= r1; r += 4) {
-            switch (w->dtype) {
-            case TS_DT_BF16:
-                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_BF16, r, 4, 2, j->bias);
-                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_BF16, r, 4, 1, j->bias);
-                break;
-            case TS_DT_F16:
-                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F16, r, 4, 2, j->bias);
-                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F16, r, 4, 1, j->bias);
-                break;
-            default:
-                if (nb == 2) gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F32, r, 4, 2, j->bias);
-                else gemv_tile(yi, ldy, xi, (int)K, w->data, TS_DT_F32, r, 4, 1, j->bias);
-                break;
-            }
+        switch (w->dtype) {
+        case TS_DT_BF16: GEMV_NB(TS_DT_BF16) break;
+        case TS_DT_F16: GEMV_NB(TS_DT_F16) break;
+        default: GEMV_NB(TS_DT_F32) break;
         }
-        for (; r < r1; r++) gemv_tile(yi, ldy, xi, (int)K, w->data, w->dtype, r, 1, nb, j->bias);
     }
 }
 
