@@ -8,6 +8,8 @@
  * logged once each, not per call. The common mutex (chunk_store.c) makes
  * the single hiredis context safe to share between threads. */
 #include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@ typedef struct redis_store {
     struct timeval timeout;
     redisContext *ctx;   /* NULL while unavailable */
     double next_try;     /* monotonic seconds before which no reconnect is tried */
+    bool said_down;      /* "unavailable" was logged and "connected again" was not */
 } redis_store;
 
 #define KEY_PREFIX "tessera:chunk:"
@@ -38,8 +41,10 @@ static double mono_s(void) {
 
 static void drop(redis_store *r, const char *why) {
     if (r->ctx) {
-        ts_chunk_store_logf(&r->base, "redis %s:%d: unavailable (%s); chunks are not shared "
-                            "until it is back", r->host, r->port, why);
+        if (!r->said_down)
+            ts_chunk_store_logf(&r->base, "redis %s:%d: unavailable (%s); chunks are not shared "
+                                "until it is back", r->host, r->port, why);
+        r->said_down = true;
         redisFree(r->ctx);
         r->ctx = NULL;
     }
@@ -47,23 +52,26 @@ static void drop(redis_store *r, const char *why) {
     r->next_try = mono_s() + RETRY_S;
 }
 
-/* Connects if needed and allowed now. Returns whether a context is ready. */
-static bool ensure(redis_store *r, bool first) {
+/* Connects if needed and allowed now (always if force). Returns whether a
+ * context is ready. Each change of state is logged once. */
+static bool ensure(redis_store *r, bool force) {
     if (r->ctx) return true;
-    if (!first && mono_s() < r->next_try) return false;
+    if (!force && mono_s() < r->next_try) return false;
     redisContext *c = redisConnectWithTimeout(r->host, r->port, r->timeout);
     if (!c || c->err || redisSetTimeout(c, r->timeout) != REDIS_OK) {
-        if (first || r->base.stats.available)
+        if (!r->said_down)
             ts_chunk_store_logf(&r->base, "redis %s:%d: unavailable (%s); the engine goes on "
                                 "without the shared chunk store", r->host, r->port,
                                 c && c->err ? c->errstr : "cannot connect");
+        r->said_down = true;
         if (c) redisFree(c);
         r->base.stats.available = false;
         r->next_try = mono_s() + RETRY_S;
         return false;
     }
-    if (!first && !r->base.stats.available)
-        ts_chunk_store_logf(&r->base, "redis %s:%d: connected again", r->host, r->port);
+    if (r->said_down)
+        ts_chunk_store_logf(&r->base, "redis %s:%d: connected", r->host, r->port);
+    r->said_down = false;
     r->ctx = c;
     r->base.stats.available = true;
     return true;
@@ -79,19 +87,43 @@ static void key_of(const ts_chunk_id *id, char out[sizeof KEY_PREFIX + TS_CHUNK_
     ts_chunk_id_to_hex(id, out + sizeof KEY_PREFIX - 1);
 }
 
-/* Runs a command; on a transport error drops the connection. Returns the
+/* One command with SIGPIPE blocked in this thread: hiredis writes with
+ * write(), and a server that vanished must not kill the engine. A SIGPIPE
+ * raised meanwhile is consumed before the mask is restored. */
+static redisReply *command(redisContext *c, const char *fmt, va_list ap) {
+    sigset_t pipe_set, old;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    redisReply *rep = redisvCommand(c, fmt, ap);
+    sigset_t pending;
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE) && !sigismember(&old, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rep;
+}
+
+/* Runs a command. On a transport error it drops the connection and, if the
+ * store had been connected, reconnects once and retries at once (a restarted
+ * server is picked up by the next call, not a second later). Returns the
  * reply (caller frees) or NULL with err filled. */
 static redisReply *run(redis_store *r, ts_err *err, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    redisReply *rep = redisvCommand(r->ctx, fmt, ap);
-    va_end(ap);
-    if (!rep) {
-        char why[160];
-        snprintf(why, sizeof why, "%s", r->ctx->err ? r->ctx->errstr : "no reply");
-        drop(r, why);
-        ts_fail(err, TS_ERR_IO, "redis %s:%d: %s", r->host, r->port, why);
-        return NULL;
+    redisReply *rep = NULL;
+    for (int attempt = 0; attempt < 2 && !rep; attempt++) {
+        va_list ap;
+        va_start(ap, fmt);
+        rep = command(r->ctx, fmt, ap);
+        va_end(ap);
+        if (!rep) {
+            char why[160];
+            snprintf(why, sizeof why, "%s", r->ctx->err ? r->ctx->errstr : "no reply");
+            drop(r, why);
+            if (attempt == 0 && ensure(r, true)) continue;
+            ts_fail(err, TS_ERR_IO, "redis %s:%d: %s", r->host, r->port, why);
+            return NULL;
+        }
     }
     if (rep->type == REDIS_REPLY_ERROR) {
         ts_fail(err, TS_ERR_IO, "redis %s:%d: %.200s", r->host, r->port, rep->str ? rep->str : "error");
