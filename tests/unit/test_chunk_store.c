@@ -337,6 +337,32 @@ static void test_kill9(void) {
     ts_chunk_store_close(st);
 }
 
+/* The fuzz seeds: "valid" decodes, every other one is refused. */
+static void test_seeds(void) {
+    static const char *names[] = {"valid", "truncated", "flipped_payload", "huge_shape",
+                                  "bad_magic", "header_only"};
+    uint8_t fp[32];
+    for (int i = 0; i < 32; i++) fp[i] = (uint8_t)i;
+    ts_chunk_shape shape = {2, 1, 2};
+    ts_chunk_expect exp = {fp, shape, NULL};
+    int found = 0;
+    for (int i = 0; i < 6; i++) {
+        char p[256];
+        snprintf(p, sizeof p, "tests/fuzz/corpus/chunk_file/%s", names[i]);
+        size_t n = 0;
+        void *b = read_file(p, &n);
+        if (!b) continue;
+        found++;
+        ts_chunk_blob cb;
+        ts_err e;
+        ts_status st = ts_chunk_decode(b, n, &exp, p, &cb, &e);
+        CHECKF((st == TS_OK) == (i == 0), "seed %s: status %d", names[i], st);
+        if (i == 0 && st == TS_OK) CHECK(cb.n_tokens == 3 && cb.tokens[2] == 7 && cb.v[1] == -1.0f);
+        free(b);
+    }
+    CHECK(found == 6);
+}
+
 static void rm_tree(const char *path) {
     DIR *d = opendir(path);
     struct dirent *ent;
@@ -364,6 +390,7 @@ int main(void) {
         return ts_test_done("test_chunk_store");
     }
     test_blob();
+    test_seeds();
     test_dir();
     test_kill9();
     rm_tree(dir);
