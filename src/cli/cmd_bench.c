@@ -64,7 +64,8 @@ int cmd_bench(cli_args *a) {
         printf("{\"model\": \"%s\", \"threads\": %d, \"backend\": \"%s\", \"prefill_prec\": \"%s\", "
                "\"depth\": %d, \"prompt\": %d, \"gen\": %d, \"reps\": %d, "
                "\"prefill_tok_s\": %.2f, \"decode_tok_s\": %.2f}\n",
-               a->model, ts_pool_size(rt->pool), rt->ops->name, a->exact ? "f32" : "bf16", depth,
+               a->model, ts_pool_size(rt->pool), rt->ops->name,
+               !a->exact && ts_cpu_isa_used(rt->cpu) == TS_ISA_AVX512 ? "bf16" : "f32", depth,
                np, ng, reps, median(pp, reps), median(tg, reps));
     }
     ts_seq_reset(&seq, rt->kv);

@@ -22,7 +22,7 @@ static void on_text(void *ctx, const char *text, size_t len) {
     if (o->show_thinking && o->reasoning.len) fwrite(o->reasoning.data, 1, o->reasoning.len, stdout);
     const char *p = o->answer.data;
     size_t n = o->answer.len;
-    if (!o->answer_started)
+    if (!o->answer_started && o->think.closed) /* the blank line after </think> */
         while (n && strchr(" \t\r\n", *p)) p++, n--;
     if (n) {
         o->answer_started = true;

@@ -42,6 +42,7 @@ ts_status ts_think_feed(ts_think *t, const char *text, size_t len, ts_buf *reaso
         if (hit) {
             size_t before = (size_t)(hit - h), skip = before + strlen(tag);
             if ((s = out(t, h, before, reasoning, answer))) return s;
+            if (t->in_think) t->closed = true;
             t->in_think = !t->in_think;
             memmove(t->hold.data, h + skip, n - skip);
             t->hold.len = n - skip;

@@ -12,6 +12,7 @@
 typedef struct ts_think {
     bool in_think;
     bool seen_answer;    /* non-space answer text seen: no more think blocks */
+    bool closed;         /* a think block has ended (answer text follows it) */
     ts_buf hold;         /* a possible partial tag */
 } ts_think;
 

@@ -58,6 +58,25 @@ mkdir -p "$tmp/trunc"; cp "$QWEN"/*.json "$tmp/trunc/"; head -c 100000 "$QWEN/mo
 "$T" generate -m "$tmp/trunc" -p hi 2>"$tmp/e"; rc=$?
 check "truncated checkpoint (rc=$rc)" '[ $rc -eq 1 ] && grep -q "model.safetensors" "$tmp/e"'
 
+# generate -f: one prompt per line as one batch, completions in order,
+# identical to running each alone
+printf 'Valvalford is\nThe capital of\nValvalford is a city\n' >"$tmp/prompts"
+"$T" generate -m "$FACTS" -f "$tmp/prompts" -n 8 --threads 2 --exact >"$tmp/batch" 2>/dev/null
+check "generate -f exit status" '[ $? -eq 0 ] && [ "$(wc -l <"$tmp/batch")" -eq 3 ]'
+: >"$tmp/single"
+while IFS= read -r line; do
+    "$T" generate -m "$FACTS" -p "$line" -n 8 --threads 2 --exact 2>/dev/null | sed 's/$/\\n/' | tr -d '\n' | sed 's/\\n$//' >>"$tmp/single"
+    echo >>"$tmp/single"
+done <"$tmp/prompts"
+check "generate -f equals one at a time" 'cmp -s "$tmp/batch" "$tmp/single"'
+
+# bench-shared: sharing is exact and holds the prefix once
+"$T" bench-shared -m "$FACTS" --requests 4 --prefix 128 --suffix 8 --gen 8 --threads 2 >"$tmp/bs" 2>"$tmp/e"
+check "bench-shared exit status" '[ $? -eq 0 ]'
+check "bench-shared: identical outputs, hits, KV <= 1.2x ideal" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/bs\"))
+sys.exit(0 if r[\"outputs_identical\"] and r[\"prefix_hit_rate\"]>0.5 and r[\"kv_used_over_ideal\"]<=1.2 and r[\"cascade_steps\"]>0 else 1)"'
+
 # eval-qa on facts-qwen3-14m: accuracy and agreement with HF's outputs
 limit=""; [ -n "${TS_TEST_LIGHT:-}" ] && limit="--limit 16"
 "$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --threads 2 $limit >"$tmp/eval" 2>"$tmp/e"

@@ -11,7 +11,7 @@ OUT=${FUZZ_OUT:-build/fuzz}
 mkdir -p "$OUT"
 # Targets: $FUZZ_TARGETS, else every tests/fuzz/fuzz_<target>.c.
 TARGETS=${FUZZ_TARGETS:-$(for f in tests/fuzz/fuzz_*.c; do basename "$f" .c | sed 's/^fuzz_//'; done)}
-PKGS="jansson libpcre2-8 libutf8proc"
+PKGS="jansson libpcre2-8 libutf8proc libcrypto"
 CFLAGS="-std=c11 -D_GNU_SOURCE -Wall -Wextra -g -O1 -fno-omit-frame-pointer -Iinclude -Isrc $(pkg-config --cflags $PKGS 2>/dev/null || true)"
 LIBS="$(pkg-config --libs $PKGS 2>/dev/null || echo -ljansson -lpcre2-8 -lutf8proc) -lm -pthread"
 
@@ -21,6 +21,8 @@ sources() {
     safetensors|config)
         echo src/base/err.c src/base/buf.c src/io/mapfile.c src/io/safetensors.c \
              src/io/safetensors_dir.c src/io/hf_config.c ;;
+    chunk_file)
+        echo src/base/err.c src/kv/chunk.c src/kv/chunk_file.c ;;
     *)  # default: base, io and tok
         find src/base src/io src/tok -name '*.c' -not -name '*_avx*' 2>/dev/null | sort ;;
     esac

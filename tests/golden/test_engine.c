@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/engine.h"
 #include "kv/kv.h"
@@ -99,6 +100,66 @@ static int32_t *tokenize(ts_engine *e, const char *text, size_t *n) {
     ts_err err;
     if (ts_tok_encode(ts_engine_runtime(e)->tok, text, strlen(text), false, &ids, n, &err)) return NULL;
     return ids;
+}
+
+typedef struct feeder {
+    ts_engine *e;
+    char **prompts;
+    int n, max_tokens;
+    result *got;
+    int64_t *ids;
+    int submitted_ok;
+} feeder;
+
+/* Another thread: submits every prompt, cancelling every third one right
+ * after, while the main thread steps. */
+static void *feed(void *arg) {
+    feeder *f = arg;
+    for (int i = 0; i < f->n; i++) {
+        ts_request q = ts_request_default();
+        q.text = f->prompts[i];
+        q.max_tokens = f->max_tokens;
+        q.ignore_eos = strstr(f->prompts[i], "<|im_start|>") == NULL;
+        ts_err err;
+        if (ts_engine_submit(f->e, &q, on_event, &f->got[i], &f->ids[i], &err) == TS_OK) f->submitted_ok++;
+        if (i % 3 == 2) ts_engine_cancel(f->e, f->ids[i]);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Submitting and cancelling from another thread while this one steps. */
+static void check_threads(const char *dir, char **prompts, int n, int max_tokens, const result *want) {
+    ts_engine *e = make(dir, true, -1, 0, 128);
+    CHECK(e != NULL);
+    if (!e) return;
+    feeder f = {.e = e, .prompts = prompts, .n = n, .max_tokens = max_tokens,
+                .got = calloc((size_t)n, sizeof(result)), .ids = calloc((size_t)n, sizeof(int64_t))};
+    pthread_t th;
+    pthread_create(&th, NULL, feed, &f);
+    ts_err err;
+    int busy = 1, done = 0, guard = 0;
+    while (!done && guard++ < 1000000) {
+        if (!ts_engine_wait(e, 10)) continue;
+        CHECK(ts_engine_step(e, &busy, &err) == TS_OK);
+        done = 1;
+        for (int i = 0; i < n; i++) done &= f.got[i].done;
+    }
+    pthread_join(th, NULL);
+    CHECK(f.submitted_ok == n);
+    for (int i = 0; i < n; i++) {
+        CHECKF(f.got[i].done, "threaded: request %d not finished", i);
+        if (f.got[i].finish && !strcmp(f.got[i].finish, "cancelled")) continue;
+        const char *a = f.got[i].text.data ? f.got[i].text.data : "";
+        const char *b = want[i].text.data ? want[i].text.data : "";
+        CHECKF(!strcmp(a, b), "threaded: request %d differs", i);
+    }
+    check_pool_clean(e, "threaded");
+    for (int i = 0; i < n; i++) ts_buf_free(&f.got[i].text);
+    free(f.got);
+    free(f.ids);
+    ts_engine_destroy(e);
 }
 
 int main(void) {
@@ -220,6 +281,7 @@ int main(void) {
         free(cancelled);
         ts_engine_destroy(e);
     }
+    check_threads(dir, prompts, n, max_tokens, want);
     CHECKF(preempted > 0, "no round preempted (the test must exercise preemption)");
     CHECKF(hits > 0, "no prefix-cache hit");
     printf("engine rounds: %llu preemptions, %llu prefix hits, %llu cascade steps\n",

@@ -11,11 +11,15 @@
  * when m grows), so no n x n score matrix exists. Items are handed out
  * through an atomic counter because causal tiles differ in cost. A row sees
  * slots [kv_start, its last]; an empty range leaves L = 0: out 0, lse -inf. */
+#include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
 
+#define TS_INLINE_A static inline __attribute__((always_inline))
+
 #define TS_AC 64      /* KV slots per chunk (a multiple of VW) */
 #define TS_AROWS 32   /* rows per work item: query positions x group */
+#define TS_APF 16      /* KV slots prefetched ahead */
 
 typedef struct attn_job {
     ts_cpu *cpu;
@@ -37,6 +41,70 @@ static float dotv(const float *a, const float *b, int hd) {
     return V_HSUM(V_ADD(s0, s1));
 }
 
+/* *s0 = a0 . b, *s1 = a1 . b: one pass over b for two query rows. */
+static void dotv2(const float *a0, const float *a1, const float *b, int hd, float *s0,
+                  float *s1) {
+    VF x0 = V_ZERO(), x1 = V_ZERO(), y0 = V_ZERO(), y1 = V_ZERO();
+    int c = 0;
+    for (; c + 2 * VW <= hd; c += 2 * VW) {
+        VF b0 = V_LOAD(b + c), b1 = V_LOAD(b + c + VW);
+        x0 = V_FMA(V_LOAD(a0 + c), b0, x0);
+        x1 = V_FMA(V_LOAD(a0 + c + VW), b1, x1);
+        y0 = V_FMA(V_LOAD(a1 + c), b0, y0);
+        y1 = V_FMA(V_LOAD(a1 + c + VW), b1, y1);
+    }
+    if (c < hd) {
+        VF b0 = V_LOAD(b + c);
+        x0 = V_FMA(V_LOAD(a0 + c), b0, x0);
+        y0 = V_FMA(V_LOAD(a1 + c), b0, y0);
+    }
+    *s0 = V_HSUM(V_ADD(x0, x1));
+    *s1 = V_HSUM(V_ADD(y0, y1));
+}
+
+/* O[r] += sum_t P[r][t] V[t] for R <= 4 rows (P = S, row stride TS_AC) over
+ * slots t0 .. t0 + cn - 1, every row seeing every slot. Each 2-vector column
+ * strip of O stays in registers while the slots stream by, so O is loaded
+ * and stored once per chunk instead of once per slot. */
+TS_INLINE_A void pv_strip(float *O, const float *S, const float *const *vr, int cn, int R,
+                          int hd) {
+    for (int c = 0; c < hd; c += 2 * VW) {
+        VF o[4][2];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            o[r][0] = V_LOAD(O + (size_t)r * hd + c);
+            o[r][1] = V_LOAD(O + (size_t)r * hd + c + VW);
+        }
+        for (int t = 0; t < cn; t++) {
+            VF v0 = V_LOAD(vr[t] + c), v1 = V_LOAD(vr[t] + c + VW);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < R; r++) {
+                VF p = V_SET1(S[(size_t)r * TS_AC + t]);
+                o[r][0] = V_FMA(p, v0, o[r][0]);
+                o[r][1] = V_FMA(p, v1, o[r][1]);
+            }
+        }
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++) {
+            V_STORE(O + (size_t)r * hd + c, o[r][0]);
+            V_STORE(O + (size_t)r * hd + c + VW, o[r][1]);
+        }
+    }
+}
+
+static void pv_small(float *O, const float *S, const ts_attn *a, const int32_t *blocks, int h,
+                     int t0, int cn, int R, int hd) {
+    const float *vr[TS_AC];
+    for (int t = 0; t < cn; t++)
+        vr[t] = ts_kv_row(a->v, blocks, t0 + t, h, a->n_kv_heads, a->block_size, hd);
+    switch (R) {
+    case 1: pv_strip(O, S, vr, cn, 1, hd); break;
+    case 2: pv_strip(O, S, vr, cn, 2, hd); break;
+    case 3: pv_strip(O, S, vr, cn, 3, hd); break;
+    default: pv_strip(O, S, vr, cn, 4, hd); break;
+    }
+}
+
 /* Runs one item: sequence s, KV head h, query positions [i0, i1). */
 static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i1) {
     const ts_attn *a = j->a;
@@ -46,7 +114,7 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
     float *Q = scr, *O = Q + (size_t)R * hd, *S = O + (size_t)R * hd, *M = S + (size_t)R * TS_AC,
           *L = M + R;
     int lim[TS_AROWS]; /* last visible slot per row */
-    int tmax = 0;
+    int tmax = 0, lmin = INT_MAX;
     for (int r = 0; r < R; r++) {
         int i = i0 + r / G, hq = h * G + r % G;
         const float *q = a->q + (size_t)(sq->q_start + i) * qstride + (size_t)hq * hd;
@@ -57,17 +125,40 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
         }
         lim[r] = a->causal ? sq->n_kv - sq->n_q + i : sq->n_kv - 1;
         if (lim[r] + 1 > tmax) tmax = lim[r] + 1;
+        if (lim[r] < lmin) lmin = lim[r];
         M[r] = -INFINITY;
         L[r] = 0.0f;
     }
     /* slots before kv_start belong to a shared level computed elsewhere */
     for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
-        /* scores */
+        /* scores; K and V rows TS_APF slots ahead are prefetched (blocks are
+         * scattered, so hardware prefetch cannot follow the table) */
         for (int t = 0; t < cn; t++) {
+            if (t0 + t + TS_APF < tmax) {
+                const char *kn = (const char *)ts_kv_row(a->k, sq->blocks, t0 + t + TS_APF, h,
+                                                         a->n_kv_heads, a->block_size, hd);
+                const char *vn = (const char *)ts_kv_row(a->v, sq->blocks, t0 + t + TS_APF, h,
+                                                         a->n_kv_heads, a->block_size, hd);
+                for (size_t c = 0; c < (size_t)hd * sizeof(float); c += 64) {
+                    _mm_prefetch(kn + c, _MM_HINT_T0);
+                    _mm_prefetch(vn + c, _MM_HINT_T0);
+                }
+            }
             const float *kp = ts_kv_row(a->k, sq->blocks, t0 + t, h, a->n_kv_heads,
                                         a->block_size, hd);
-            for (int r = 0; r < R; r++)
+            int r = 0;
+            for (; r + 2 <= R; r += 2) {
+                float *s0 = S + (size_t)r * TS_AC + t, *s1 = s0 + TS_AC;
+                if (t0 + t <= lim[r] && t0 + t <= lim[r + 1]) {
+                    dotv2(Q + (size_t)r * hd, Q + (size_t)(r + 1) * hd, kp, hd, s0, s1);
+                } else {
+                    *s0 = t0 + t <= lim[r] ? dotv(Q + (size_t)r * hd, kp, hd) : -INFINITY;
+                    *s1 = t0 + t <= lim[r + 1] ? dotv(Q + (size_t)(r + 1) * hd, kp, hd)
+                                               : -INFINITY;
+                }
+            }
+            for (; r < R; r++)
                 S[(size_t)r * TS_AC + t] =
                     t0 + t <= lim[r] ? dotv(Q + (size_t)r * hd, kp, hd) : -INFINITY;
         }
@@ -99,6 +190,12 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
             }
         }
         /* O += P V */
+        if (R <= 4 && hd % (2 * VW) == 0 && t0 + cn - 1 <= lmin) {
+            /* few rows that see the whole chunk (decode): O in registers, a
+             * column strip of 2 vectors at a time over every slot */
+            pv_small(O, S, a, sq->blocks, h, t0, cn, R, hd);
+            continue;
+        }
         for (int t = 0; t < cn; t++) {
             const float *vp = ts_kv_row(a->v, sq->blocks, t0 + t, h, a->n_kv_heads,
                                         a->block_size, hd);
