@@ -19,7 +19,7 @@
 
 #define TS_AC 64      /* KV slots per chunk (a multiple of VW) */
 #define TS_AROWS 32   /* rows per work item: query positions x group */
-#define TS_APF 16      /* KV slots prefetched ahead */
+#define TS_APF 8      /* KV slots prefetched ahead */
 
 typedef struct attn_job {
     ts_cpu *cpu;
