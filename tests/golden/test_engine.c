@@ -162,6 +162,47 @@ static void check_threads(const char *dir, char **prompts, int n, int max_tokens
     ts_engine_destroy(e);
 }
 
+/* Bad requests fail at submit with a clear error; the good one beside them
+ * completes as if alone. */
+static void check_bad_input(const char *dir, const char *good, const result *want, int max_tokens) {
+    ts_engine *e = make(dir, true, -1, 1u << 20, 256); /* 1 MiB of KV: 128 tokens */
+    CHECK(e != NULL);
+    if (!e) return;
+    ts_err err;
+    int32_t bad_ids[3] = {1, 5000000, 2};
+    ts_request q = ts_request_default();
+    q.ids = bad_ids;
+    q.n_ids = 3;
+    CHECK(ts_engine_submit(e, &q, on_event, NULL, NULL, &err) == TS_ERR_INVALID &&
+          strstr(err.msg, "out of range"));
+    int32_t *longp = calloc(5000, sizeof *longp);
+    q.ids = longp;
+    q.n_ids = 5000; /* beyond the model's 4096-token context */
+    CHECK(ts_engine_submit(e, &q, on_event, NULL, NULL, &err) == TS_ERR_CAPACITY &&
+          strstr(err.msg, "context"));
+    q.n_ids = 1000; /* fits the context but not the 128-token pool */
+    CHECK(ts_engine_submit(e, &q, on_event, NULL, NULL, &err) == TS_ERR_CAPACITY &&
+          strstr(err.msg, "pool"));
+    q.n_ids = 0;
+    CHECK(ts_engine_submit(e, &q, on_event, NULL, NULL, &err) == TS_ERR_INVALID);
+    q = ts_request_default();
+    q.text = good;
+    q.max_tokens = max_tokens;
+    q.ignore_eos = true;
+    q.sample.top_p = 2.0f;
+    CHECK(ts_engine_submit(e, &q, on_event, NULL, NULL, &err) == TS_ERR_INVALID);
+    q.sample.top_p = 1.0f;
+    result r = {0};
+    CHECK(ts_engine_submit(e, &q, on_event, &r, NULL, &err) == TS_OK);
+    CHECK(ts_engine_run(e, &err) == TS_OK);
+    CHECKF(r.done && r.text.data && want->text.data && !strcmp(r.text.data, want->text.data),
+           "good request beside bad ones");
+    check_pool_clean(e, "bad input");
+    ts_buf_free(&r.text);
+    free(longp);
+    ts_engine_destroy(e);
+}
+
 int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
@@ -282,6 +323,11 @@ int main(void) {
         ts_engine_destroy(e);
     }
     check_threads(dir, prompts, n, max_tokens, want);
+    for (int i = 0; i < n; i++) /* a bare document fits the small pool */
+        if (is_doc[i]) {
+            check_bad_input(dir, prompts[i], &want[i], max_tokens);
+            break;
+        }
     CHECKF(preempted > 0, "no round preempted (the test must exercise preemption)");
     CHECKF(hits > 0, "no prefix-cache hit");
     printf("engine rounds: %llu preemptions, %llu prefix hits, %llu cascade steps\n",
