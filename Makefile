@@ -92,3 +92,41 @@ clean:
 
 .PHONY: all deps tests test bench run clean
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+# ---------------------------------------------------------------------------
+# CUDA section (owner: the CUDA backend, issue 6). Inactive unless CUDA=1 or
+# one of its targets is named; nothing above depends on it.
+#   make CUDA=1            also compiles src/ops/cuda/*.cu (nvcc, sm_90) into
+#                          the library and links cudart + cuBLAS
+#   make cuda-check        compiles the .cu files and links the GPU tests
+#                          (tests/gpu/*.c) without running anything (CI)
+#   make CUDA=1 gpu-tests  builds the GPU test binaries; run them on a GPU
+#                          machine with tests/gpu/run.sh
+# Tip: `make CUDA=1 B=build-cuda ...` keeps these objects out of build/.
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+NVFLAGS   := -std=c++17 -arch=sm_90 -O3 -Xcompiler -Wall -Iinclude -Isrc
+CUDA_SRC  := $(sort $(wildcard src/ops/cuda/*.cu))
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(B)/obj/%.o)
+CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static \
+             -lstdc++ -ldl -lrt -lm -pthread
+GPU_TESTS := $(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wildcard tests/gpu/*.c))
+
+$(B)/obj/%.o: %.cu $(wildcard src/ops/cuda/*.cuh) src/ops/cuda/cuda.h src/ops/ops.h
+	@mkdir -p $(@D)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+# The GPU tests link only what they use (no jansson/pcre2/... needed there).
+$(B)/tests/gpu/%: tests/gpu/%.c $(CUDA_OBJ) $(B)/libtessera.a
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(CUDA_OBJ) $(B)/libtessera.a $(CUDA_LIBS)
+
+ifeq ($(CUDA),1)
+$(B)/libtessera.a: $(CUDA_OBJ)
+LDLIBS += $(CUDA_LIBS)
+endif
+
+cuda-check: $(CUDA_OBJ) $(GPU_TESTS)
+gpu-tests: $(GPU_TESTS)
+
+.PHONY: cuda-check gpu-tests

@@ -1,0 +1,224 @@
+/* The paged attention kernel shared by ts_cuda_attention (flat / causal
+ * prefill / decode) and ts_cuda_attention_shared (cascade level).
+ *
+ * One thread block takes one work item for one KV head: up to ATT_M = 16
+ * query vectors (query rows x the heads of that KV head's group) against one
+ * range of KV slots. K and V are streamed through shared memory in chunks of
+ * T slots, each chunk read once for all the block's query vectors (GQA-native),
+ * with an online softmax in f32. Long ranges are split over several items
+ * (flash-decoding); the partial (o, lse) states are then combined by
+ * log-sum-exp in attn_combine_kernel. */
+#ifndef TS_OPS_CUDA_ATTN_KERNEL_CUH
+#define TS_OPS_CUDA_ATTN_KERNEL_CUH
+
+#include <math.h>
+
+#include "ops/cuda/cuda_internal.cuh"
+
+#define ATT_M 16
+#define ATT_THREADS 256
+#define ATT_NOCAUSAL (1 << 30)
+
+typedef struct ts_attn_item {
+    const int32_t *blocks; /* this sequence's (or prefix's) block table */
+    int r0, nr;            /* list positions [r0, r0 + nr) of rows[] */
+    int h0, nh;            /* heads [h0, h0 + nh) within the KV head's group */
+    int lo, hi;            /* slots [lo, hi) of this item */
+    int diag;              /* list entry r0 + k sees slots <= diag + k */
+    int split;             /* which partial slice to write (when splitting) */
+} ts_attn_item;
+
+typedef struct ts_attn_args {
+    const float *q, *k, *v;
+    float *out, *lse;       /* final outputs by actual row (lse may be NULL) */
+    float *p_out, *p_lse;   /* partials [S][n_list][n_heads](hd) or NULL when unsplit */
+    const int32_t *rows;    /* [n_list] list position -> actual row */
+    const ts_attn_item *items;
+    int n_list, n_heads, n_kv_heads, head_dim, block_size, group;
+    float scale;
+} ts_attn_args;
+
+/* Dynamic shared memory (floats) for head_dim hd and chunk T. */
+static inline size_t ts_attn_smem_floats(int hd, int T) {
+    return (size_t)ATT_M * hd + (size_t)T * (hd + 1) + (size_t)T * hd + (size_t)ATT_M * T +
+           3 * ATT_M + ATT_M;
+}
+
+template <int T, int R>
+__global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
+    extern __shared__ float sm[];
+    const int hd = a.head_dim, tid = threadIdx.x;
+    const ts_attn_item it = a.items[blockIdx.x];
+    const int kvh = blockIdx.y;
+    float *q_s = sm;                          /* [M][hd] */
+    float *k_s = q_s + ATT_M * hd;            /* [T][hd + 1] */
+    float *v_s = k_s + T * (hd + 1);          /* [T][hd] */
+    float *p_s = v_s + T * hd;                /* [M][T] */
+    float *m_s = p_s + ATT_M * T, *l_s = m_s + ATT_M, *al_s = l_s + ATT_M;
+    int *last_s = (int *)(al_s + ATT_M);
+    const int m_used = it.nr * it.nh;
+    const size_t qstride = (size_t)a.n_heads * (size_t)hd;
+
+    for (int e = tid; e < ATT_M * hd; e += ATT_THREADS) {
+        int m = e / hd, c = e % hd;
+        float v = 0.0f;
+        if (m < m_used) {
+            int kk = m / it.nh, hh = m % it.nh;
+            size_t row = (size_t)a.rows[it.r0 + kk];
+            int head = kvh * a.group + it.h0 + hh;
+            v = a.q[row * qstride + (size_t)head * hd + c];
+        }
+        q_s[e] = v;
+    }
+    if (tid < ATT_M) {
+        int kk = tid / (it.nh > 0 ? it.nh : 1);
+        long last = (long)it.diag + kk;
+        if (last > it.hi - 1) last = it.hi - 1;
+        last_s[tid] = tid < m_used ? (int)last : it.lo - 1;
+        m_s[tid] = -INFINITY;
+        l_s[tid] = 0.0f;
+    }
+    long end = (long)it.diag + it.nr; /* one past the last slot any row sees */
+    if (end > it.hi) end = it.hi;
+    float o[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) o[r] = 0.0f;
+    __syncthreads();
+
+    const int hd4 = hd / 4;
+    for (int c0 = it.lo; c0 < end; c0 += T) {
+        /* K, V chunk -> shared (rows past the range are zero-filled) */
+        for (int e = tid; e < T * hd4; e += ATT_THREADS) {
+            int t = e / hd4, c = (e % hd4) * 4;
+            int slot = c0 + t;
+            float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
+            if (slot < end) {
+                size_t b = (size_t)it.blocks[slot / a.block_size];
+                size_t off = ((b * a.n_kv_heads + kvh) * a.block_size + slot % a.block_size) *
+                                 (size_t)hd + c;
+                kv = __ldg((const float4 *)(a.k + off));
+                vv = __ldg((const float4 *)(a.v + off));
+            }
+            float *kd = k_s + t * (hd + 1) + c;
+            kd[0] = kv.x, kd[1] = kv.y, kd[2] = kv.z, kd[3] = kv.w;
+            *(float4 *)(v_s + t * hd + c) = vv;
+        }
+        __syncthreads();
+        /* scores: thread -> slot t, query vectors m = mg + j * (256 / T) */
+        {
+            constexpr int G = ATT_THREADS / T, MJ = ATT_M / G;
+            int t = tid % T, mg = tid / T;
+            float s[MJ];
+#pragma unroll
+            for (int j = 0; j < MJ; j++) s[j] = 0.0f;
+            const float *kr = k_s + t * (hd + 1);
+            for (int c = 0; c < hd; c++) {
+                float kc = kr[c];
+#pragma unroll
+                for (int j = 0; j < MJ; j++) s[j] = fmaf(q_s[(mg + j * G) * hd + c], kc, s[j]);
+            }
+            int slot = c0 + t;
+#pragma unroll
+            for (int j = 0; j < MJ; j++) {
+                int m = mg + j * G;
+                p_s[m * T + t] = slot <= last_s[m] ? s[j] * a.scale : -INFINITY;
+            }
+        }
+        __syncthreads();
+        /* online softmax: warp w owns query vectors w and w + 8 */
+        {
+            int w = tid >> 5, lane = tid & 31;
+#pragma unroll
+            for (int mm = 0; mm < 2; mm++) {
+                int m = w + mm * 8;
+                float mx = -INFINITY;
+                for (int t = lane; t < T; t += 32) mx = fmaxf(mx, p_s[m * T + t]);
+                for (int sh = 16; sh > 0; sh >>= 1)
+                    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, sh));
+                float m_old = m_s[m], m_new = fmaxf(m_old, mx);
+                float sum = 0.0f;
+                for (int t = lane; t < T; t += 32) {
+                    float sc = p_s[m * T + t];
+                    float p = (m_new == -INFINITY || sc == -INFINITY) ? 0.0f : expf(sc - m_new);
+                    p_s[m * T + t] = p;
+                    sum += p;
+                }
+                for (int sh = 16; sh > 0; sh >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, sh);
+                __syncwarp();
+                if (lane == 0) {
+                    float al = (m_new == -INFINITY) ? 1.0f : expf(m_old - m_new);
+                    al_s[m] = al;
+                    l_s[m] = l_s[m] * al + sum;
+                    m_s[m] = m_new;
+                }
+            }
+        }
+        __syncthreads();
+        /* o[m][c] = o * alpha[m] + sum_t p[m][t] v[t][c] */
+        if ((ATT_THREADS % hd) == 0) {
+            const int c = tid % hd, m0 = tid / hd, step = ATT_THREADS / hd;
+            float acc[R];
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[r] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                float vv = v_s[t * hd + c];
+#pragma unroll
+                for (int r = 0; r < R; r++)
+                    if (m0 + r * step < ATT_M) acc[r] = fmaf(p_s[(m0 + r * step) * T + t], vv, acc[r]);
+            }
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (m0 + r * step < ATT_M) o[r] = o[r] * al_s[m0 + r * step] + acc[r];
+        } else {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                int e = tid + r * ATT_THREADS;
+                if (e < ATT_M * hd) {
+                    int m = e / hd, c = e % hd;
+                    float acc = 0.0f;
+                    for (int t = 0; t < T; t++) acc = fmaf(p_s[m * T + t], v_s[t * hd + c], acc);
+                    o[r] = o[r] * al_s[m] + acc;
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    /* write (o / l, lse) for the used query vectors */
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        int m, c;
+        if ((ATT_THREADS % hd) == 0) {
+            c = tid % hd;
+            m = tid / hd + r * (ATT_THREADS / hd);
+        } else {
+            int e = tid + r * ATT_THREADS;
+            m = e / hd;
+            c = e % hd;
+        }
+        if (m >= m_used) continue;
+        int kk = m / it.nh, hh = m % it.nh, head = kvh * a.group + it.h0 + hh;
+        float l = l_s[m];
+        float val = l > 0.0f ? o[r] / l : 0.0f;
+        if (a.p_out) {
+            size_t pe = ((size_t)it.split * a.n_list + (size_t)(it.r0 + kk)) * a.n_heads + head;
+            a.p_out[pe * hd + c] = val;
+        } else {
+            size_t row = (size_t)a.rows[it.r0 + kk];
+            a.out[row * qstride + (size_t)head * hd + c] = val;
+        }
+    }
+    if (tid < m_used) {
+        int kk = tid / it.nh, hh = tid % it.nh, head = kvh * a.group + it.h0 + hh;
+        float l = l_s[tid];
+        float lse = l > 0.0f ? m_s[tid] + logf(l) : -INFINITY;
+        if (a.p_out) {
+            size_t pe = ((size_t)it.split * a.n_list + (size_t)(it.r0 + kk)) * a.n_heads + head;
+            a.p_lse[pe] = lse;
+        } else if (a.lse) {
+            a.lse[(size_t)a.rows[it.r0 + kk] * a.n_heads + head] = lse;
+        }
+    }
+}
+
+#endif

@@ -1,0 +1,245 @@
+/* The CUDA backend object: device selection, stream, cuBLAS handle, the
+ * sticky error, scratch, memory helpers and the op table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/cuda/cuda_internal.cuh"
+
+static void set_err(ts_err *err, ts_status st, const char *msg) {
+    (void)st;
+    if (!err) return;
+    snprintf(err->msg, sizeof err->msg, "%.500s", msg);
+}
+
+void ts_cuda_record(ts_cuda *c, const char *file, int line, const char *what,
+                    const char *reason) {
+    if (!c || c->err[0]) return;
+    const char *base = strrchr(file, '/');
+    snprintf(c->err, sizeof c->err, "%.60s:%d: %.300s: %.120s", base ? base + 1 : file, line,
+             what, reason);
+}
+
+const char *ts_cublas_str(cublasStatus_t s) {
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "success";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "cuBLAS not initialized";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "cuBLAS allocation failed";
+    case CUBLAS_STATUS_INVALID_VALUE: return "cuBLAS invalid value";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "cuBLAS architecture mismatch";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "cuBLAS mapping error";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "cuBLAS execution failed";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "cuBLAS internal error";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "cuBLAS not supported";
+    default: return "cuBLAS error";
+    }
+}
+
+ts_cuda *ts_cuda_create(int device, ts_err *err) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    char msg[400];
+    if (e != cudaSuccess) {
+        snprintf(msg, sizeof msg, "cuda: no usable CUDA device (%s)", cudaGetErrorString(e));
+        set_err(err, TS_ERR_UNSUPPORTED, msg);
+        return NULL;
+    }
+    if (device < 0 || device >= n) {
+        snprintf(msg, sizeof msg, "cuda: device %d requested, %d present", device, n);
+        set_err(err, TS_ERR_INVALID, msg);
+        return NULL;
+    }
+    ts_cuda *c = (ts_cuda *)calloc(1, sizeof *c);
+    if (!c) {
+        set_err(err, TS_ERR_NOMEM, "cuda: out of host memory for the backend");
+        return NULL;
+    }
+    c->device = device;
+    cudaDeviceProp p;
+    if (TS_CU(c, cudaSetDevice(device)) && TS_CU(c, cudaGetDeviceProperties(&p, device))) {
+        c->n_sm = p.multiProcessorCount;
+        snprintf(c->name, sizeof c->name, "%.200s (sm_%d%d, %d SMs)", p.name, p.major, p.minor,
+                 p.multiProcessorCount);
+        if (p.major < 9) TS_BAD(c, "device below sm_90 (this build targets sm_90)");
+    }
+    if (ts_cuda_live(c)) TS_CU(c, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    if (ts_cuda_live(c) && TS_BLAS(c, cublasCreate(&c->blas)))
+        TS_BLAS(c, cublasSetStream(c->blas, c->stream));
+    if (ts_cuda_live(c)) ts_cuda_attn_init(c);
+    if (!ts_cuda_live(c)) {
+        snprintf(msg, sizeof msg, "cuda: backend setup failed: %.360s", c->err);
+        set_err(err, TS_ERR_IO, msg);
+        ts_cuda_destroy(c);
+        return NULL;
+    }
+    ts_ops *o = &c->ops;
+    o->name = "cuda";
+    o->ctx = c;
+    o->matmul = ts_cuda_matmul;
+    o->embed = ts_cuda_embed;
+    o->rmsnorm = ts_cuda_rmsnorm;
+    o->add_rmsnorm = ts_cuda_add_rmsnorm;
+    o->rope = ts_cuda_rope;
+    o->swiglu = ts_cuda_swiglu;
+    o->kv_write = ts_cuda_kv_write;
+    o->attention = ts_cuda_attention;
+    o->attention_shared = ts_cuda_attention_shared;
+    return c;
+}
+
+void ts_cuda_destroy(ts_cuda *c) {
+    if (!c) return;
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    cudaFree(c->act.p);
+    cudaFree(c->part.p);
+    cudaFree(c->meta.p);
+    if (c->host_meta) cudaFreeHost(c->host_meta);
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    free(c);
+}
+
+const ts_ops *ts_cuda_ops(ts_cuda *c) { return &c->ops; }
+
+const char *ts_cuda_last_error(const ts_cuda *c) { return c && c->err[0] ? c->err : NULL; }
+
+const char *ts_cuda_device_name(const ts_cuda *c) { return c->name; }
+
+ts_status ts_cuda_sync(ts_cuda *c, ts_err *err) {
+    if (ts_cuda_live(c)) TS_CU(c, cudaStreamSynchronize(c->stream));
+    if (ts_cuda_live(c)) return TS_OK;
+    char msg[600];
+    snprintf(msg, sizeof msg, "cuda: %.500s", c->err);
+    set_err(err, TS_ERR_IO, msg);
+    return TS_ERR_IO;
+}
+
+void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes) {
+    if (!ts_cuda_live(c)) return NULL;
+    if (bytes <= s->cap && s->p) return s->p;
+    size_t cap = s->cap ? s->cap : 1 << 20;
+    while (cap < bytes) cap *= 2;
+    /* the old buffer may still be read by queued work */
+    if (!TS_CU(c, cudaStreamSynchronize(c->stream))) return NULL;
+    cudaFree(s->p);
+    s->p = NULL;
+    s->cap = 0;
+    if (!TS_CU(c, cudaMalloc(&s->p, cap))) return NULL;
+    s->cap = cap;
+    return s->p;
+}
+
+void *ts_cuda_stage(ts_cuda *c, ts_cuda_scratch *s, const void *host, size_t bytes) {
+    void *dev = ts_cuda_scratch_get(c, s, bytes);
+    if (!dev) return NULL;
+    /* the staging buffer may still be the source of a queued copy */
+    if (!TS_CU(c, cudaStreamSynchronize(c->stream))) return NULL;
+    if (bytes > c->host_meta_cap) {
+        if (c->host_meta) cudaFreeHost(c->host_meta);
+        c->host_meta = NULL;
+        c->host_meta_cap = 0;
+        size_t cap = bytes < 65536 ? 65536 : bytes * 2;
+        if (!TS_CU(c, cudaMallocHost(&c->host_meta, cap))) return NULL;
+        c->host_meta_cap = cap;
+    }
+    memcpy(c->host_meta, host, bytes);
+    if (!TS_CU(c, cudaMemcpyAsync(dev, c->host_meta, bytes, cudaMemcpyHostToDevice, c->stream)))
+        return NULL;
+    return dev;
+}
+
+void *ts_cuda_alloc(ts_cuda *c, size_t bytes) {
+    if (bytes == 0 || !ts_cuda_live(c)) return NULL;
+    void *p = NULL;
+    if (!TS_CU(c, cudaMalloc(&p, bytes))) return NULL;
+    return p;
+}
+
+void ts_cuda_free(ts_cuda *c, void *dev) {
+    if (!dev) return;
+    TS_CU(c, cudaStreamSynchronize(c->stream));
+    TS_CU(c, cudaFree(dev));
+}
+
+ts_status ts_cuda_upload(ts_cuda *c, void *dev, const void *host, size_t bytes, ts_err *err) {
+    if (ts_cuda_live(c) && bytes)
+        TS_CU(c, cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, c->stream));
+    return ts_cuda_sync(c, err);
+}
+
+ts_status ts_cuda_download(ts_cuda *c, void *host, const void *dev, size_t bytes,
+                           ts_err *err) {
+    if (ts_cuda_live(c) && bytes)
+        TS_CU(c, cudaMemcpyAsync(host, dev, bytes, cudaMemcpyDeviceToHost, c->stream));
+    return ts_cuda_sync(c, err);
+}
+
+void ts_cuda_copy(ts_cuda *c, void *dst, const void *src, size_t bytes) {
+    if (ts_cuda_live(c) && bytes)
+        TS_CU(c, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream));
+}
+
+void ts_cuda_memset(ts_cuda *c, void *dev, int byte, size_t bytes) {
+    if (ts_cuda_live(c) && bytes) TS_CU(c, cudaMemsetAsync(dev, byte, bytes, c->stream));
+}
+
+static size_t dtype_size(ts_dtype t) {
+    switch (t) {
+    case TS_DT_F32: return 4;
+    case TS_DT_F16:
+    case TS_DT_BF16: return 2;
+    default: return 0;
+    }
+}
+
+ts_status ts_cuda_wmat_upload(ts_cuda *c, const ts_wmat *host, ts_wmat *out, ts_err *err) {
+    size_t es = dtype_size(host->dtype);
+    if (!es || host->rows <= 0 || host->cols <= 0) {
+        set_err(err, TS_ERR_UNSUPPORTED, "cuda: weight upload: dtype or shape not supported");
+        return TS_ERR_UNSUPPORTED;
+    }
+    size_t bytes = (size_t)host->rows * (size_t)host->cols * es;
+    void *d = ts_cuda_alloc(c, bytes);
+    if (!d) return ts_cuda_sync(c, err) == TS_OK ? TS_ERR_NOMEM : TS_ERR_IO;
+    ts_status st = ts_cuda_upload(c, d, host->data, bytes, err);
+    if (st != TS_OK) {
+        cudaFree(d);
+        return st;
+    }
+    *out = *host;
+    out->data = d;
+    return TS_OK;
+}
+
+void ts_cuda_wmat_free(ts_cuda *c, ts_wmat *w) {
+    if (!w || !w->data) return;
+    ts_cuda_free(c, (void *)w->data);
+    w->data = NULL;
+}
+
+struct ts_cuda_event {
+    cudaEvent_t e;
+};
+
+ts_cuda_event *ts_cuda_event_record(ts_cuda *c) {
+    ts_cuda_event *ev = (ts_cuda_event *)calloc(1, sizeof *ev);
+    if (!ev) return NULL;
+    if (!TS_CU(c, cudaEventCreate(&ev->e)) || !TS_CU(c, cudaEventRecord(ev->e, c->stream))) {
+        free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+float ts_cuda_event_ms(ts_cuda *c, ts_cuda_event *a, ts_cuda_event *b) {
+    float ms = -1.0f;
+    if (!a || !b) return ms;
+    if (TS_CU(c, cudaEventSynchronize(b->e))) TS_CU(c, cudaEventElapsedTime(&ms, a->e, b->e));
+    return ms;
+}
+
+void ts_cuda_event_free(ts_cuda_event *e) {
+    if (!e) return;
+    cudaEventDestroy(e->e);
+    free(e);
+}

@@ -1,0 +1,95 @@
+/* Internals of the CUDA backend shared by its .cu files: the backend object,
+ * status checks that record a sticky error, scratch memory and the kernel
+ * entry points. Not part of the op-table contract. */
+#ifndef TS_OPS_CUDA_INTERNAL_CUH
+#define TS_OPS_CUDA_INTERNAL_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ops/cuda/cuda.h"
+
+/* A device buffer kept between calls, grown on demand. */
+typedef struct ts_cuda_scratch {
+    void *p;
+    size_t cap;
+} ts_cuda_scratch;
+
+struct ts_cuda {
+    ts_ops ops;
+    int device;
+    int n_sm;
+    char name[256];
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    char err[512];          /* sticky: first failure, "" while none */
+    ts_cuda_scratch act;    /* matmul: activations converted to bf16 */
+    ts_cuda_scratch part;   /* matmul split products / attention partials */
+    ts_cuda_scratch meta;   /* attention work items */
+    void *host_meta;        /* pinned staging for work items */
+    size_t host_meta_cap;
+};
+
+/* Records "file:line: what: reason" as the sticky error unless one is set. */
+void ts_cuda_record(ts_cuda *c, const char *file, int line, const char *what,
+                    const char *reason);
+
+/* Checks a runtime call; on failure records it and evaluates to false. */
+#define TS_CU(c, call) ts_cuda_ok_rt((c), (call), __FILE__, __LINE__, #call)
+#define TS_BLAS(c, call) ts_cuda_ok_blas((c), (call), __FILE__, __LINE__, #call)
+/* After a kernel launch: the launch's own error. */
+#define TS_LAUNCHED(c, what) ts_cuda_ok_rt((c), cudaGetLastError(), __FILE__, __LINE__, what)
+/* Records an unsupported argument. */
+#define TS_BAD(c, what) ts_cuda_record((c), __FILE__, __LINE__, what, "unsupported argument")
+
+static inline bool ts_cuda_ok_rt(ts_cuda *c, cudaError_t e, const char *f, int l,
+                                 const char *what) {
+    if (e == cudaSuccess) return true;
+    ts_cuda_record(c, f, l, what, cudaGetErrorString(e));
+    return false;
+}
+
+const char *ts_cublas_str(cublasStatus_t s);
+
+static inline bool ts_cuda_ok_blas(ts_cuda *c, cublasStatus_t s, const char *f, int l,
+                                   const char *what) {
+    if (s == CUBLAS_STATUS_SUCCESS) return true;
+    ts_cuda_record(c, f, l, what, ts_cublas_str(s));
+    return false;
+}
+
+/* True while no error is recorded: ops return early otherwise. */
+static inline bool ts_cuda_live(const ts_cuda *c) { return c->err[0] == 0; }
+
+/* At least `bytes` of device scratch (contents not kept on growth); NULL
+ * with a recorded error on failure. Growth synchronises the stream. */
+void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes);
+/* Copies `bytes` of host data into device scratch s via pinned staging,
+ * queued on the stream; returns the device pointer or NULL. */
+void *ts_cuda_stage(ts_cuda *c, ts_cuda_scratch *s, const void *host, size_t bytes);
+
+static inline unsigned ts_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* ---- op entry points (ctx is the ts_cuda) ---- */
+void ts_cuda_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                    const float *bias, ts_prec prec);
+void ts_cuda_embed(void *ctx, float *out, const ts_wmat *table, const int32_t *ids, int n);
+void ts_cuda_rmsnorm(void *ctx, float *y, const float *x, const float *g, int n, int d,
+                     float eps);
+void ts_cuda_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const float *g, int n,
+                         int d, float eps);
+void ts_cuda_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                  const float *inv_freq);
+void ts_cuda_swiglu(void *ctx, float *out, const float *gate, const float *up, int n, int d);
+void ts_cuda_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
+                      const int32_t *slot, int n, int n_kv_heads, int head_dim,
+                      int block_size);
+void ts_cuda_attention(void *ctx, const ts_attn *a);
+void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *a);
+
+/* Prepares kernel attributes (large dynamic shared memory); at create. */
+bool ts_cuda_attn_init(ts_cuda *c);
+
+#endif

@@ -1,0 +1,99 @@
+/* Helpers shared by the GPU test and benchmark: random inputs, device
+ * buffers that abort the test run on failure (a test program, not library
+ * code), and error measures. */
+#ifndef TS_TESTS_GPU_UTIL_H
+#define TS_TESTS_GPU_UTIL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/cpu/cpu_internal.h"
+#include "ops/cuda/cuda.h"
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static uint32_t rnd_u32(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+static inline int rnd_int(int n) { return (int)(rnd_u32() % (uint32_t)n); }
+/* uniform in [-1, 1) */
+static inline float rnd(void) { return (float)((rnd_u32() & 0xffffff) / 8388608.0 - 1.0); }
+static inline void fill(float *p, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) p[i] = rnd() * scale;
+}
+static inline void shuffle(int32_t *a, int n) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = rnd_int(i + 1);
+        int32_t t = a[i];
+        a[i] = a[j], a[j] = t;
+    }
+}
+
+static inline void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) {
+        fprintf(stderr, "out of host memory\n");
+        exit(2);
+    }
+    return p;
+}
+
+static ts_cuda *g_cu;
+
+static inline void die_cuda(const char *where) {
+    fprintf(stderr, "FATAL %s: %s\n", where,
+            ts_cuda_last_error(g_cu) ? ts_cuda_last_error(g_cu) : "(no detail)");
+    exit(2);
+}
+
+/* Device copy of host data. */
+static inline void *dup_dev(const void *host, size_t bytes) {
+    void *d = ts_cuda_alloc(g_cu, bytes);
+    if (!d || ts_cuda_upload(g_cu, d, host, bytes, NULL) != TS_OK) die_cuda("upload");
+    return d;
+}
+/* Device buffer of n floats, all NaN (poisoned). */
+static inline float *nan_dev(size_t n) {
+    float *d = (float *)ts_cuda_alloc(g_cu, n * sizeof(float));
+    if (!d) die_cuda("alloc");
+    ts_cuda_memset(g_cu, d, 0xff, n * sizeof(float)); /* 0xffffffff is a NaN */
+    return d;
+}
+static inline void get(void *host, const void *dev, size_t bytes) {
+    if (ts_cuda_download(g_cu, host, dev, bytes, NULL) != TS_OK) die_cuda("download");
+}
+static inline void dfree(void *d) { ts_cuda_free(g_cu, d); }
+
+/* ||a - b|| / ||b||; NaN anywhere gives +inf. */
+static inline double rel_err(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    if (r == 0) return d == 0 ? 0 : INFINITY;
+    return sqrt(d / r);
+}
+
+/* Largest |a - b| / (1 + |b|) over lse values; infinities must match, NaN fails. */
+static inline double lse_err(const float *a, const float *b, size_t n) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        if (isinf(a[i]) || isinf(b[i])) {
+            if (a[i] != b[i]) return INFINITY;
+            continue;
+        }
+        double e = fabs((double)a[i] - b[i]) / (1 + fabs((double)b[i]));
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+#endif
