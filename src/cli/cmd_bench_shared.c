@@ -35,6 +35,8 @@ typedef struct run_result {
     double ttft_ms_first;     /* the first request (nothing cached yet) */
     double ttft_ms_cached;    /* a request arriving once the prefix is cached */
     uint64_t kv_bytes_peak, kv_bytes_shared_peak, hits, misses, cascade_steps;
+    ts_fwd_times decode;      /* forward time split over the decode phase */
+    uint64_t decode_steps;
     req_out *out;
     bool ok;
 } run_result;
@@ -84,7 +86,8 @@ static run_result run(const cli_args *a, run_cfg c, int32_t **prompts, int len, 
     }
     double t_decode = 0;
     int busy = 1;
-    uint64_t gen0 = 0;
+    uint64_t gen0 = 0, steps0 = 0;
+    ts_fwd *fwd = ts_engine_runtime(e)->fwd;
     while (ok && busy) {
         ts_engine_stats st;
         ts_engine_get_stats(e, &st);
@@ -93,6 +96,8 @@ static run_result run(const cli_args *a, run_cfg c, int32_t **prompts, int len, 
         if (!t_decode && st.generated_tokens >= (uint64_t)(gen + n - 1) && st.n_waiting == 0) {
             t_decode = ts_now_ms();
             gen0 = st.generated_tokens;
+            steps0 = st.steps;
+            ts_fwd_reset_times(fwd);
         }
         ok = ts_engine_step(e, &busy, &err) == TS_OK;
         ts_kv_stats ks;
@@ -104,7 +109,11 @@ static run_result run(const cli_args *a, run_cfg c, int32_t **prompts, int len, 
     }
     ts_engine_stats st;
     ts_engine_get_stats(e, &st);
-    if (ok && t_decode > 0) r.decode_tok_s = (double)(st.generated_tokens - gen0) / ((ts_now_ms() - t_decode) / 1e3);
+    if (ok && t_decode > 0) {
+        r.decode_tok_s = (double)(st.generated_tokens - gen0) / ((ts_now_ms() - t_decode) / 1e3);
+        r.decode = ts_fwd_get_times(fwd);
+        r.decode_steps = st.steps - steps0;
+    }
     r.hits = st.prefix_hits;
     r.misses = st.prefix_misses;
     r.cascade_steps = st.cascade_steps;
@@ -121,6 +130,15 @@ static run_result run(const cli_args *a, run_cfg c, int32_t **prompts, int len, 
     }
     ts_engine_destroy(e);
     return r;
+}
+
+/* Per-step decode time: 0 total, 1 weights, 2 attention, 3 other. */
+static double split(const run_result *r, int what) {
+    if (!r->decode_steps) return 0;
+    const ts_fwd_times *t = &r->decode;
+    double v = what == 0 ? t->total_ms : what == 1 ? t->matmul_ms : what == 2 ? t->attention_ms
+                                               : t->total_ms - t->matmul_ms - t->attention_ms;
+    return v / (double)r->decode_steps;
 }
 
 static void free_run(run_result *r, int n) {
@@ -171,7 +189,10 @@ int cmd_bench_shared(cli_args *a) {
                "\"decode_tok_s_cascade\": %.2f, \"decode_tok_s_flat\": %.2f, \"cascade_speedup\": %.2f, "
                "\"kv_bytes_shared\": %llu, \"kv_bytes_used\": %llu, \"kv_bytes_unshared\": %llu, "
                "\"kv_bytes_ideal\": %llu, \"kv_used_over_ideal\": %.3f, \"prefix_hit_rate\": %.4f, "
-               "\"cascade_steps\": %llu, \"outputs_identical\": %s, \"outputs_compared_all_off\": %d}\n",
+               "\"cascade_steps\": %llu, \"outputs_identical\": %s, \"outputs_compared_all_off\": %d, "
+               "\"decode_step_ms_cascade\": {\"total\": %.2f, \"weights\": %.2f, \"attention\": %.2f, \"other\": %.2f}, "
+               "\"decode_step_ms_flat\": {\"total\": %.2f, \"weights\": %.2f, \"attention\": %.2f, \"other\": %.2f}, "
+               "\"attention_speedup\": %.2f}\n",
                n, P, S, G, on.ttft_ms_cached, on.ttft_ms_first,
                on.ttft_ms_cached > 0 ? on.ttft_ms_first / on.ttft_ms_cached : 0.0, on.decode_tok_s,
                flat.decode_tok_s, flat.decode_tok_s > 0 ? on.decode_tok_s / flat.decode_tok_s : 0.0,
@@ -179,7 +200,10 @@ int cmd_bench_shared(cli_args *a) {
                (unsigned long long)unshared, (unsigned long long)ideal,
                ideal ? (double)on.kv_bytes_peak / (double)ideal : 0.0,
                on.hits + on.misses ? (double)on.hits / (double)(on.hits + on.misses) : 0.0,
-               (unsigned long long)on.cascade_steps, same ? "true" : "false", n_cmp);
+               (unsigned long long)on.cascade_steps, same ? "true" : "false", n_cmp,
+               split(&on, 0), split(&on, 1), split(&on, 2), split(&on, 3), split(&flat, 0),
+               split(&flat, 1), split(&flat, 2), split(&flat, 3),
+               split(&on, 2) > 0 ? split(&flat, 2) / split(&on, 2) : 0.0);
     free_run(&on, n);
     free_run(&flat, n);
     free_run(&off, n_cmp);

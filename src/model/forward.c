@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "model/cascade.h"
@@ -18,6 +19,7 @@ struct ts_fwd {
     int cascade;
     bool used_cascade;
     ts_cascade_plan plan;
+    ts_fwd_times times;
     int cap_tok, cap_seq, cap_logits;
     float *x;        /* [n_tok][hidden] residual stream */
     float *xb;       /* [n_tok][hidden] normed input of a sublayer */
@@ -62,6 +64,10 @@ void ts_fwd_set_prec(ts_fwd *f, ts_prec prec, int min_rows) {
 void ts_fwd_set_cascade(ts_fwd *f, int mode) { f->cascade = mode; }
 
 bool ts_fwd_used_cascade(const ts_fwd *f) { return f->used_cascade; }
+
+ts_fwd_times ts_fwd_get_times(const ts_fwd *f) { return f->times; }
+
+void ts_fwd_reset_times(ts_fwd *f) { memset(&f->times, 0, sizeof f->times); }
 
 void ts_fwd_set_hook(ts_fwd *f, ts_fwd_hook hook, void *ctx) {
     f->hook = hook;
@@ -169,15 +175,29 @@ static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_
     return TS_OK;
 }
 
+static double now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* A matrix product, its time added to the weights' share. */
+static void matmul(ts_fwd *f, float *y, const float *x, int n, const ts_wmat *w, const float *bias,
+                   ts_prec prec) {
+    double t = now_ms();
+    f->ops->matmul(f->ops->ctx, y, x, n, w, bias, prec);
+    f->times.matmul_ms += now_ms() - t;
+}
+
 static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     const ts_model *m = f->m;
     const ts_model_config *c = &m->cfg;
     const ts_ops *o = f->ops;
     const ts_layer *L = &m->layers[l];
     int hd = c->head_dim;
-    o->matmul(o->ctx, f->q, f->xb, n, &L->wq, L->bq, prec);
-    o->matmul(o->ctx, f->k, f->xb, n, &L->wk, L->bk, prec);
-    o->matmul(o->ctx, f->v, f->xb, n, &L->wv, L->bv, prec);
+    matmul(f, f->q, f->xb, n, &L->wq, L->bq, prec);
+    matmul(f, f->k, f->xb, n, &L->wk, L->bk, prec);
+    matmul(f, f->v, f->xb, n, &L->wv, L->bv, prec);
     if (c->qk_norm) { /* RMSNorm over each head's vector */
         o->rmsnorm(o->ctx, f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
         o->rmsnorm(o->ctx, f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
@@ -186,6 +206,7 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
     o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->k, f->v, f->slot, n, c->n_kv_heads, hd,
                 f->kv->block_size);
+    double t_attn = now_ms();
     float scale = 1.0f / sqrtf((float)hd);
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
@@ -205,7 +226,8 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
         o->attention_shared(o->ctx, &sh);
         ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
     }
-    o->matmul(o->ctx, f->tmp, f->att, n, &L->wo, L->bo, prec);
+    f->times.attention_ms += now_ms() - t_attn;
+    matmul(f, f->tmp, f->att, n, &L->wo, L->bo, prec);
 }
 
 ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float **logits,
@@ -215,6 +237,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     const ts_ops *o = f->ops;
     int n = 0, n_logits = 0;
     if (n_seqs < 1) return ts_fail(err, TS_ERR_INVALID, "forward: empty batch");
+    double t_start = now_ms();
     ts_status st = prepare(f, seqs, n_seqs, &n, &n_logits, err);
     if (st) return st;
     ts_prec prec = n >= f->prec_min_rows ? f->prec : TS_PREC_F32;
@@ -233,10 +256,10 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         }
         attention_block(f, l, n, n_seqs, prec);
         o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->ffn_norm, n, H, c->rms_eps);
-        o->matmul(o->ctx, f->gate, f->xb, n, &L->w_gate, NULL, prec);
-        o->matmul(o->ctx, f->up, f->xb, n, &L->w_up, NULL, prec);
+        matmul(f, f->gate, f->xb, n, &L->w_gate, NULL, prec);
+        matmul(f, f->up, f->xb, n, &L->w_up, NULL, prec);
         o->swiglu(o->ctx, f->gate, f->gate, f->up, n, c->ffn);
-        o->matmul(o->ctx, f->tmp, f->gate, n, &L->w_down, NULL, prec);
+        matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
     }
     o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, H, c->rms_eps);
     if (f->hook) {
@@ -250,7 +273,8 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         for (int i = row - seqs[s].n_logits; i < row; i++, r++)
             memcpy(f->rows + (size_t)r * H, f->xb + (size_t)i * H, (size_t)H * 4);
     }
-    if (n_logits) o->matmul(o->ctx, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
+    if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
+    f->times.total_ms += now_ms() - t_start;
     *logits = f->logits;
     return TS_OK;
 }

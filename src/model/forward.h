@@ -41,6 +41,15 @@ void ts_fwd_set_cascade(ts_fwd *f, int mode);
 /* Whether the last ts_fwd_run used cascade attention. */
 bool ts_fwd_used_cascade(const ts_fwd *f);
 
+/* Cumulative wall time of ts_fwd_run calls since creation or the last reset:
+ * all of it, the matrix products (weights) and attention (incl. cascade
+ * levels and merges); the rest is norms, RoPE, activations, KV writes. */
+typedef struct ts_fwd_times {
+    double total_ms, matmul_ms, attention_ms;
+} ts_fwd_times;
+ts_fwd_times ts_fwd_get_times(const ts_fwd *f);
+void ts_fwd_reset_times(ts_fwd *f);
+
 /* Runs the batch. On success *logits points to [sum n_logits][vocab] f32
  * owned by f, valid until the next call; rows follow the order of seqs. */
 ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float **logits,
