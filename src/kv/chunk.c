@@ -39,6 +39,7 @@ struct ts_chunk_reg {
 };
 
 static const char id_tag[] = "tessera.chunk.v1"; /* versions the id encoding */
+static const char enc_tag[] = "tessera.chunk.enc.v1";
 
 /* ---- ids ---- */
 
@@ -46,20 +47,16 @@ static void put_le32(uint8_t *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
 
-ts_status ts_chunk_id_compute(const uint8_t model_fp[32], const uint8_t enc_id[32],
-                              const int32_t *tokens, size_t n, ts_chunk_id *out) {
-    if (!model_fp || !enc_id || !out || (n > 0 && !tokens) || n > TS_CHUNK_MAX_TOKENS)
-        return TS_ERR_INVALID;
+/* SHA-256 of: tag (with its NUL), head[n_head], n as u32, tokens as i32,
+ * all little-endian. Fixed-size fields then a counted list: injective. */
+static ts_status digest(const char *tag, size_t tag_len, const uint8_t *head, size_t n_head,
+                        const int32_t *tokens, size_t n, uint8_t out[32]) {
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     if (!ctx) return TS_ERR_NOMEM;
-    /* tag NUL, model_fp 32, enc_id 32, n u32, tokens i32[n] little-endian:
-     * fixed-size fields then a counted list, so the encoding is injective. */
-    uint8_t head[sizeof id_tag + 64 + 4];
-    memcpy(head, id_tag, sizeof id_tag);
-    memcpy(head + sizeof id_tag, model_fp, 32);
-    memcpy(head + sizeof id_tag + 32, enc_id, 32);
-    put_le32(head + sizeof id_tag + 64, (uint32_t)n);
-    int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, head, sizeof head);
+    uint8_t len_le[4];
+    put_le32(len_le, (uint32_t)n);
+    int ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) && EVP_DigestUpdate(ctx, tag, tag_len) &&
+             EVP_DigestUpdate(ctx, head, n_head) && EVP_DigestUpdate(ctx, len_le, 4);
     uint8_t buf[256];
     for (size_t i = 0; ok && i < n;) {
         size_t m = 0;
@@ -67,9 +64,25 @@ ts_status ts_chunk_id_compute(const uint8_t model_fp[32], const uint8_t enc_id[3
         ok = EVP_DigestUpdate(ctx, buf, m);
     }
     unsigned len = 0;
-    if (ok) ok = EVP_DigestFinal_ex(ctx, out->b, &len) && len == TS_CHUNK_ID_BYTES;
+    if (ok) ok = EVP_DigestFinal_ex(ctx, out, &len) && len == 32;
     EVP_MD_CTX_free(ctx);
     return ok ? TS_OK : TS_ERR_NOMEM;
+}
+
+ts_status ts_chunk_id_compute(const uint8_t model_fp[32], const uint8_t enc_id[32],
+                              const int32_t *tokens, size_t n, ts_chunk_id *out) {
+    if (!model_fp || !enc_id || !out || (n > 0 && !tokens) || n > TS_CHUNK_MAX_TOKENS)
+        return TS_ERR_INVALID;
+    uint8_t head[64];
+    memcpy(head, model_fp, 32);
+    memcpy(head + 32, enc_id, 32);
+    return digest(id_tag, sizeof id_tag, head, sizeof head, tokens, n, out->b);
+}
+
+ts_status ts_chunk_encoding_id(const uint8_t model_fp[32], const int32_t *prefix, size_t n,
+                               uint8_t out[32]) {
+    if (!model_fp || !out || (n > 0 && !prefix) || n > TS_CHUNK_MAX_TOKENS) return TS_ERR_INVALID;
+    return digest(enc_tag, sizeof enc_tag, model_fp, 32, prefix, n, out);
 }
 
 void ts_chunk_id_to_hex(const ts_chunk_id *id, char out[TS_CHUNK_HEX_LEN + 1]) {

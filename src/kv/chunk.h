@@ -108,6 +108,13 @@ typedef struct ts_chunk_reg_stats {
  * digest cannot be set up. */
 ts_status ts_chunk_id_compute(const uint8_t model_fp[32], const uint8_t enc_id[32],
                               const int32_t *tokens, size_t n, ts_chunk_id *out);
+/* Encoding id of chunks encoded after the prefix tokens[n] (the level-0
+ * prefix): SHA-256 over a tag distinct from the chunk-id tag, the model
+ * fingerprint and the tokens. n = 0 (no prefix: isolated encoding) is
+ * allowed and gives its own id. TS_ERR_INVALID on NULL arguments or n above
+ * TS_CHUNK_MAX_TOKENS, TS_ERR_NOMEM if the digest cannot be set up. */
+ts_status ts_chunk_encoding_id(const uint8_t model_fp[32], const int32_t *prefix, size_t n,
+                               uint8_t out[32]);
 /* Writes the 64 lowercase hex characters of id and a NUL into out. */
 void ts_chunk_id_to_hex(const ts_chunk_id *id, char out[TS_CHUNK_HEX_LEN + 1]);
 /* Parses exactly 64 hex characters (either case) into *out; anything else is
@@ -157,7 +164,9 @@ ts_status ts_chunk_attach_kv(ts_chunk_reg *reg, ts_chunk *c, ts_chunk_shape shap
 /* Finds a chunk and returns it in *out with one reference. If model_fp is
  * non-NULL and the chunk was made for another model, returns TS_ERR_INVALID
  * ("chunk <hex> was made for another model") and no handle. Unknown id:
- * TS_ERR_NOTFOUND. A hit counts as a use (LRU, hits, last use). */
+ * TS_ERR_NOTFOUND. A hit counts as a use (LRU, hits, last use). The chunk
+ * may not have KV yet (another thread is computing it, or attaching failed):
+ * check ts_chunk_info.has_kv. */
 ts_status ts_chunk_reg_lookup(ts_chunk_reg *reg, const ts_chunk_id *id,
                               const uint8_t model_fp[32], ts_chunk **out, ts_err *err);
 /* Adds a reference to a held handle. */

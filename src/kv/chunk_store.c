@@ -32,6 +32,34 @@ const char *ts_chunk_store_name(const ts_chunk_store *s) {
     return s && s->vt ? s->vt->name : "none";
 }
 
+ts_status ts_chunk_store_open(const char *spec, ts_chunk_log_fn log, void *log_ctx,
+                              ts_chunk_store **out, ts_err *err) {
+    if (!out) return ts_fail(err, TS_ERR_INVALID, "chunk store: no output pointer");
+    *out = NULL;
+    if (!spec || !*spec) return ts_fail(err, TS_ERR_INVALID, "chunk store: empty spec");
+    static const char redis[] = "redis://", dir[] = "dir:";
+    if (strncmp(spec, redis, sizeof redis - 1) == 0) {
+        const char *h = spec + sizeof redis - 1, *colon = strrchr(h, ':');
+        size_t hl = colon ? (size_t)(colon - h) : strlen(h);
+        long port = 6379;
+        if (colon) {
+            char *end = NULL;
+            port = strtol(colon + 1, &end, 10);
+            if (end == colon + 1 || *end || port <= 0 || port > 65535)
+                return ts_fail(err, TS_ERR_INVALID, "chunk store '%.200s': bad port", spec);
+        }
+        char host[256];
+        if (hl == 0 || hl >= sizeof host || memchr(h, '/', hl))
+            return ts_fail(err, TS_ERR_INVALID, "chunk store '%.200s': bad host", spec);
+        memcpy(host, h, hl);
+        host[hl] = '\0';
+        return ts_chunk_store_redis_open(host, (int)port, 0, log, log_ctx, out, err);
+    }
+    if (strncmp(spec, dir, sizeof dir - 1) == 0) spec += sizeof dir - 1;
+    if (!*spec) return ts_fail(err, TS_ERR_INVALID, "chunk store: empty directory");
+    return ts_chunk_store_dir_open(spec, true, log, log_ctx, out, err);
+}
+
 ts_status ts_chunk_store_put(ts_chunk_store *s, const ts_chunk_id *id, const void *blob, size_t n,
                              ts_err *err) {
     if (!s || !id || (!blob && n)) return ts_fail(err, TS_ERR_INVALID, "chunk store put: missing argument");

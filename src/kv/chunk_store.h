@@ -122,14 +122,22 @@ ts_status ts_chunk_store_dir_open(const char *path, bool create, ts_chunk_log_fn
                                   void *log_ctx, ts_chunk_store **out, ts_err *err);
 
 /* Opens a Redis store at host:port (keys "tessera:chunk:<hex id>"),
- * connecting with timeout_ms (0 = 200 ms) for the connection and each
- * command. An unreachable server is not an error: the store is returned
+ * connecting with timeout_ms (0 = 200 ms); a command may take ten times as
+ * long (at least 2 s), room for a large blob. Calls block the calling
+ * thread for that long at worst. An unreachable server is not an error: the store is returned
  * unavailable (logged), its calls fail softly, and it retries the
  * connection at most once a second. TS_ERR_INVALID on bad arguments,
  * TS_ERR_NOMEM. */
 ts_status ts_chunk_store_redis_open(const char *host, int port, int timeout_ms,
                                     ts_chunk_log_fn log, void *log_ctx, ts_chunk_store **out,
                                     ts_err *err);
+
+/* Opens a store named by a spec, as a command-line flag gives it:
+ * "redis://HOST[:PORT]" (port 6379 by default; Redis timeouts as in
+ * ts_chunk_store_redis_open with 0), "dir:PATH" or a plain PATH (the
+ * directory is created if missing). TS_ERR_INVALID for a malformed spec. */
+ts_status ts_chunk_store_open(const char *spec, ts_chunk_log_fn log, void *log_ctx,
+                              ts_chunk_store **out, ts_err *err);
 
 /* The vtable calls, with stats kept. */
 ts_status ts_chunk_store_put(ts_chunk_store *s, const ts_chunk_id *id, const void *blob, size_t n,

@@ -24,7 +24,7 @@ typedef struct redis_store {
     ts_chunk_store base; /* first: the common part */
     char *host;
     int port;
-    struct timeval timeout;
+    struct timeval timeout, cmd_timeout; /* connect; each command */
     redisContext *ctx;   /* NULL while unavailable */
     double next_try;     /* monotonic seconds before which no reconnect is tried */
     bool said_down;      /* "unavailable" was logged and "connected again" was not */
@@ -58,7 +58,7 @@ static bool ensure(redis_store *r, bool force) {
     if (r->ctx) return true;
     if (!force && mono_s() < r->next_try) return false;
     redisContext *c = redisConnectWithTimeout(r->host, r->port, r->timeout);
-    if (!c || c->err || redisSetTimeout(c, r->timeout) != REDIS_OK) {
+    if (!c || c->err || redisSetTimeout(c, r->cmd_timeout) != REDIS_OK) {
         if (!r->said_down)
             ts_chunk_store_logf(&r->base, "redis %s:%d: unavailable (%s); the engine goes on "
                                 "without the shared chunk store", r->host, r->port,
@@ -213,6 +213,9 @@ ts_status ts_chunk_store_redis_open(const char *host, int port, int timeout_ms,
     if (timeout_ms == 0) timeout_ms = 200;
     r->timeout.tv_sec = timeout_ms / 1000;
     r->timeout.tv_usec = (timeout_ms % 1000) * 1000;
+    long cmd_ms = timeout_ms > 200 ? 10L * timeout_ms : 2000L;
+    r->cmd_timeout.tv_sec = cmd_ms / 1000;
+    r->cmd_timeout.tv_usec = (cmd_ms % 1000) * 1000;
     ensure(r, true); /* unreachable is fine: the store starts unavailable */
     *out = &r->base;
     return TS_OK;

@@ -67,6 +67,18 @@ static void test_ids(void) {
     CHECK(ts_chunk_id_compute(FP_A, ENC0, t, 5, &b) == TS_OK && memcmp(a.b, b.b, 32) != 0);
     CHECK(ts_chunk_id_compute(NULL, ENC0, t, 5, &b) == TS_ERR_INVALID);
 
+    /* encoding ids: their own tag, so never equal to a chunk id of the same tokens */
+    uint8_t e1[32], e2[32], e3[32];
+    int32_t pre[3] = {151644, 8948, 198};
+    CHECK(ts_chunk_encoding_id(FP_A, pre, 3, e1) == TS_OK);
+    CHECK(ts_chunk_encoding_id(FP_A, pre, 3, e2) == TS_OK && memcmp(e1, e2, 32) == 0);
+    CHECK(ts_chunk_encoding_id(FP_A, pre, 2, e2) == TS_OK && memcmp(e1, e2, 32) != 0);
+    CHECK(ts_chunk_encoding_id(FP_B, pre, 3, e2) == TS_OK && memcmp(e1, e2, 32) != 0);
+    CHECK(ts_chunk_encoding_id(FP_A, NULL, 0, e3) == TS_OK && memcmp(e1, e3, 32) != 0);
+    CHECK(ts_chunk_encoding_id(FP_A, NULL, 2, e3) == TS_ERR_INVALID);
+    ts_chunk_id_compute(FP_A, ENC0, pre, 3, &b);
+    CHECK(memcmp(b.b, e1, 32) != 0);
+
     char hex[TS_CHUNK_HEX_LEN + 1];
     ts_chunk_id_to_hex(&a, hex);
     CHECK(strlen(hex) == 64);

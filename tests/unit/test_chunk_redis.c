@@ -158,6 +158,19 @@ static void test_down_at_start(void) {
     ts_chunk_store_stats ss = ts_chunk_store_get_stats(st);
     CHECK(!ss.available && ss.unavailable == 40 && ss.put_errors == 20 && ss.get_errors == 20);
     CHECK(n_logs == logs0 + 1); /* logged once, not per call */
+    /* specs */
+    char spec[64];
+    snprintf(spec, sizeof spec, "redis://127.0.0.1:%d", port);
+    ts_chunk_store *sp = NULL;
+    CHECK(ts_chunk_store_open(spec, NULL, NULL, &sp, &e) == TS_OK && sp &&
+          strcmp(ts_chunk_store_name(sp), "redis") == 0 && !ts_chunk_store_get_stats(sp).available);
+    ts_chunk_store_close(sp);
+    sp = NULL;
+    CHECK(ts_chunk_store_open("redis://127.0.0.1:99999", NULL, NULL, &sp, &e) == TS_ERR_INVALID && !sp);
+    CHECK(ts_chunk_store_open("redis://:80", NULL, NULL, &sp, &e) == TS_ERR_INVALID && !sp);
+    CHECK(ts_chunk_store_open("redis://host:x", NULL, NULL, &sp, &e) == TS_ERR_INVALID && !sp);
+    CHECK(ts_chunk_store_open("", NULL, NULL, &sp, &e) == TS_ERR_INVALID && !sp);
+    CHECK(ts_chunk_store_open("dir:", NULL, NULL, &sp, &e) == TS_ERR_INVALID && !sp);
     ts_chunk_store *bad = NULL;
     CHECK(ts_chunk_store_redis_open("127.0.0.1", 0, 100, NULL, NULL, &bad, &e) == TS_ERR_INVALID && !bad);
     ts_chunk_release(reg, h);

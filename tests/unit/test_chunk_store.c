@@ -166,6 +166,12 @@ static void test_dir(void) {
     CHECK(ts_chunk_store_dir_open(sub, false, NULL, NULL, &st, &e) == TS_ERR_IO && st == NULL);
     CHECK(ts_chunk_store_dir_open(sub, true, on_log, NULL, &st, &e) == TS_OK);
     ts_chunk_store_close(st);
+    char spec[320];
+    snprintf(spec, sizeof spec, "dir:%s/spec", dir);
+    CHECK(ts_chunk_store_open(spec, NULL, NULL, &st, &e) == TS_OK && strcmp(ts_chunk_store_name(st), "dir") == 0);
+    ts_chunk_store_close(st);
+    CHECK(ts_chunk_store_open(spec + 4, NULL, NULL, &st, &e) == TS_OK); /* plain path */
+    ts_chunk_store_close(st);
     CHECK(ts_chunk_store_dir_open(dir, false, on_log, NULL, &st, &e) == TS_OK);
     CHECK(strcmp(ts_chunk_store_name(st), "dir") == 0);
 
