@@ -4,6 +4,7 @@
  * cleaned, and kill -9 during writes never leaving a partial file under a
  * final name. */
 #include <dirent.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
@@ -369,6 +370,53 @@ static void test_seeds(void) {
     CHECK(found == 6);
 }
 
+/* 4 threads share one store and one registry, each saving and loading its
+ * own chunks; every load must return exactly what was saved. */
+typedef struct {
+    ts_chunk_store *st;
+    int seed, fails;
+} thr_arg;
+
+static void *thr_main(void *p) {
+    thr_arg *a = p;
+    ts_chunk_reg *mine = NULL, *other = NULL;
+    ts_chunk_reg_create(0, &mine, NULL);
+    ts_chunk_reg_create(0, &other, NULL);
+    ts_chunk_expect exp = {FP_A, SHAPE, NULL};
+    for (int i = 0; i < 12; i++) {
+        ts_chunk_id id;
+        ts_chunk *h = make_chunk(mine, 50000 + a->seed * 1000 + i * 20, 9 + i, &id);
+        ts_chunk *got = NULL;
+        if (!h || ts_chunk_store_save(a->st, mine, h, NULL) != TS_OK ||
+            ts_chunk_store_load(a->st, other, &id, &exp, &got, NULL) != TS_OK ||
+            !same_chunk(mine, h, other, got))
+            a->fails++;
+        ts_chunk_release(other, got);
+        ts_chunk_release(mine, h);
+    }
+    ts_chunk_reg_destroy(mine);
+    ts_chunk_reg_destroy(other);
+    return NULL;
+}
+
+static void test_threads(void) {
+    char td[300];
+    snprintf(td, sizeof td, "%s/threads", dir);
+    ts_chunk_store *st = NULL;
+    CHECK(ts_chunk_store_dir_open(td, true, NULL, NULL, &st, NULL) == TS_OK);
+    pthread_t th[4];
+    thr_arg args[4];
+    for (int i = 0; i < 4; i++) {
+        args[i] = (thr_arg){st, i, 0};
+        pthread_create(&th[i], NULL, thr_main, &args[i]);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++) CHECKF(args[i].fails == 0, "thread %d: %d failures", i, args[i].fails);
+    ts_chunk_store_stats ss = ts_chunk_store_get_stats(st);
+    CHECK(ss.puts == 48 && ss.get_hits == 48 && ss.put_errors == 0 && ss.corrupt == 0);
+    ts_chunk_store_close(st);
+}
+
 static void rm_tree(const char *path) {
     DIR *d = opendir(path);
     struct dirent *ent;
@@ -398,6 +446,7 @@ int main(void) {
     test_blob();
     test_seeds();
     test_dir();
+    test_threads();
     test_kill9();
     rm_tree(dir);
     return ts_test_done("test_chunk_store");
