@@ -1,7 +1,7 @@
 /* Matrix products with AVX-512 (16 floats per register) and AVX512-BF16.
  *
- * n < TS_GEMM_MIN_N (decode): each thread takes a range of output rows and
- * streams 4 weight rows at a time, each weight chunk feeding up to 4
+ * n < TS_GEMM_MIN_N (decode): each thread takes a contiguous range of weight
+ * rows and streams it front to back, each weight vector feeding up to 4
  * activation rows; column tails use masked loads.
  * Otherwise (prefill): per thread, weight columns are packed into k-major
  * panels of 64 outputs and a 6x64 register-blocked kernel (24 accumulators)
@@ -43,126 +43,136 @@ TS_INLINE __m512 ld16(const void *w, ts_dtype dt, size_t k, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* y[b][j0..j0+RB) for NB activation rows (f32 precision). */
+/* Bytes ahead of the current read that the decode kernels prefetch. Each
+ * thread walks its contiguous range of weight rows one row at a time, front
+ * to back, as a single sequential stream; the prefetch carries it across
+ * 4 KiB pages (mapped weights are not huge pages). */
+#define TS_GEMV_PF 1024
+
+/* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
+ * (f32 precision) and one weight row j. 128 bytes of the row per step, each
+ * vector feeding all NB rows, two accumulators per activation row. */
 TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void *w,
-                        ts_dtype dt, int j0, int RB, int NB, const float *bias) {
-    __m512 acc[4][4];
+                        ts_dtype dt, int j, int NB, const float *bias) {
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
-    const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    const int per = (int)(128 / es); /* elements per step */
+    const char *wr = (const char *)w + (size_t)j * (size_t)K * es;
+    __m512 acc[4][2];
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
+    for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + per <= K; k += per) {
+        _mm_prefetch(wr + (size_t)k * es + TS_GEMV_PF, _MM_HINT_T0);
+        _mm_prefetch(wr + (size_t)k * es + TS_GEMV_PF + 64, _MM_HINT_T0);
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-        __m512 xv[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + 1024, _MM_HINT_T0);
-            __m512 wv = ld16(wb + (size_t)r * K * es, dt, (size_t)k, m);
+        for (int v = 0; v < per / 16; v++) {
+            __m512 wv = ld16(wr, dt, (size_t)k + 16 * (size_t)v, (__mmask16)0xffff);
             _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+            for (int b = 0; b < NB; b++)
+                acc[b][v & 1] = _mm512_fmadd_ps(
+                    wv, _mm512_loadu_ps(x + (size_t)b * K + k + 16 * v), acc[b][v & 1]);
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv = ld16(wr, dt, (size_t)k, m);
         _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+            acc[b][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k),
+                                        acc[b][0]);
+    }
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < NB; b++)
+        y[(size_t)b * ldy + (size_t)j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1])) +
+                                         (bias ? bias[j] : 0.0f);
 }
 
 /* The same with bf16 activations (row stride Kp) and bf16 weights. */
 TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
-                         const uint16_t *w, int j0, int RB, int NB, const float *bias) {
-    __m512 acc[4][4];
-    const uint16_t *wb = w + (size_t)j0 * (size_t)K;
+                         const uint16_t *w, int j, int NB, const float *bias) {
+    const uint16_t *wr = w + (size_t)j * (size_t)K;
+    __m512 acc[4][2];
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
+    for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 64 <= K; k += 64) {
+        _mm_prefetch((const char *)(wr + k) + TS_GEMV_PF, _MM_HINT_T0);
+        _mm_prefetch((const char *)(wr + k) + TS_GEMV_PF + 64, _MM_HINT_T0);
+        __m512i w0 = _mm512_loadu_si512(wr + k), w1 = _mm512_loadu_si512(wr + k + 32);
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 32) {
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i xv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            _mm_prefetch((const char *)(wb + (size_t)r * K + k) + 1024, _MM_HINT_T0);
-            __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++)
-                acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
+        for (int b = 0; b < NB; b++) {
+            const uint16_t *xb = x + (size_t)b * Kp + k;
+            acc[b][0] = _mm512_dpbf16_ps(acc[b][0], (__m512bh)_mm512_loadu_si512(xb), (__m512bh)w0);
+            acc[b][1] = _mm512_dpbf16_ps(acc[b][1], (__m512bh)_mm512_loadu_si512(xb + 32),
+                                         (__m512bh)w1);
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
+    for (; k < K; k += 32) {
+        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
+        __m512i wv = _mm512_maskz_loadu_epi16(m, wr + k);
         _Pragma("GCC unroll 8")
         for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+            acc[b][0] = _mm512_dpbf16_ps(
+                acc[b][0], (__m512bh)_mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k),
+                (__m512bh)wv);
+    }
+    _Pragma("GCC unroll 8")
+    for (int b = 0; b < NB; b++)
+        y[(size_t)b * ldy + (size_t)j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1])) +
+                                         (bias ? bias[j] : 0.0f);
 }
 
-#define GEMV_NB(CALL_RB_NB, nb) \
-    do {                        \
-        switch (nb) {           \
-        case 4: CALL_RB_NB(4); break; \
-        case 3: CALL_RB_NB(3); break; \
-        case 2: CALL_RB_NB(2); break; \
-        default: CALL_RB_NB(1); break; \
-        }                       \
+#define GEMV_NB(CALL_NB, nb)           \
+    do {                               \
+        switch (nb) {                  \
+        case 4: CALL_NB(4); break;     \
+        case 3: CALL_NB(3); break;     \
+        case 2: CALL_NB(2); break;     \
+        default: CALL_NB(1); break;    \
+        }                              \
     } while (0)
 
+/* Each thread takes one contiguous range of weight rows (one stream) and
+ * sweeps it once per group of up to 4 activation rows. */
 static void gemv_task(void *vctx, int ith, int nth) {
     mm_job *j = vctx;
     const ts_wmat *w = j->w;
     long lo, hi;
-    ts_pool_range((w->rows + 3) / 4, ith, nth, &lo, &hi);
-    int r0 = (int)lo * 4, r1 = (int)hi * 4 < w->rows ? (int)hi * 4 : w->rows;
+    ts_pool_range(w->rows, ith, nth, &lo, &hi);
+    int r0 = (int)lo, r1 = (int)hi;
     int K = w->cols;
     size_t ldy = (size_t)w->rows;
     for (int i = 0; i < j->n; i += 4) {
         int nb = j->n - i >= 4 ? 4 : j->n - i;
         float *yi = j->y + (size_t)i * ldy;
-        int r = r0;
         if (j->xb) {
             const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp;
             const uint16_t *wd = w->data;
-#define C4(NB) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, 4, NB, j->bias)
-#define C1(NB) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, 1, NB, j->bias)
-            for (; r + 4 <= r1; r += 4) GEMV_NB(C4, nb);
-            for (; r < r1; r++) GEMV_NB(C1, nb);
-#undef C4
+#define C1(NB) for (int r = r0; r < r1; r++) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, NB, j->bias)
+            GEMV_NB(C1, nb);
 #undef C1
             continue;
         }
         const float *xi = j->x + (size_t)i * (size_t)K;
+#define C1(NB) for (int r = r0; r < r1; r++) gemv_f32(yi, ldy, xi, K, w->data, DT, r, NB, j->bias)
         switch (w->dtype) {
-#define C4(NB) gemv_f32(yi, ldy, xi, K, w->data, DT, r, 4, NB, j->bias)
-#define C1(NB) gemv_f32(yi, ldy, xi, K, w->data, DT, r, 1, NB, j->bias)
         case TS_DT_BF16:
 #define DT TS_DT_BF16
-            for (; r + 4 <= r1; r += 4) GEMV_NB(C4, nb);
-            for (; r < r1; r++) GEMV_NB(C1, nb);
+            GEMV_NB(C1, nb);
 #undef DT
             break;
         case TS_DT_F16:
 #define DT TS_DT_F16
-            for (; r + 4 <= r1; r += 4) GEMV_NB(C4, nb);
-            for (; r < r1; r++) GEMV_NB(C1, nb);
+            GEMV_NB(C1, nb);
 #undef DT
             break;
         default:
 #define DT TS_DT_F32
-            for (; r + 4 <= r1; r += 4) GEMV_NB(C4, nb);
-            for (; r < r1; r++) GEMV_NB(C1, nb);
+            GEMV_NB(C1, nb);
 #undef DT
             break;
-#undef C4
-#undef C1
         }
+#undef C1
     }
 }
 
