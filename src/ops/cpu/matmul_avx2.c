@@ -1,7 +1,7 @@
 /* Matrix products with AVX2 + FMA (8 floats per register).
  *
- * n < TS_GEMM_MIN_N (decode): each thread takes a contiguous range of weight
- * rows and streams it front to back, each cache line of weights feeding up to 4
+ * n < TS_GEMM_MIN_N (decode): threads take chunks of consecutive weight rows
+ * and stream each front to back, each cache line of weights feeding up to 4
  * activation rows. Otherwise (prefill): weight columns are packed per
  * thread into k-major panels of 16 outputs (widened to f32) and a 6x16
  * register-blocked FMA kernel sweeps all activation rows over each panel.
@@ -10,6 +10,7 @@
  * as the reference defines it. */
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
 
 #include "ops/cpu/cpu_internal.h"
 
@@ -36,9 +37,9 @@ static float ts_hsum8(__m256 v) {
 }
 
 /* Bytes ahead of the current read that the decode kernel prefetches. Weight
- * rows are walked one at a time, front to back, so the thread's whole range
- * is one sequential stream; the prefetch carries it across 4 KiB pages
- * (mapped weights are not huge pages), where hardware prefetch stops. */
+ * rows are walked one at a time, front to back, so a chunk of rows is one
+ * sequential stream; the prefetch carries it across 4 KiB pages (mapped
+ * weights are not huge pages), where hardware prefetch stops. */
 #define TS_GEMV_PF 1024
 
 /* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
@@ -109,25 +110,38 @@ typedef struct mm_job {
     const ts_wmat *w;
     const float *bias;
     _Atomic int fail;
+    _Atomic long next; /* decode: next chunk of weight rows */
 } mm_job;
 
-/* Each thread takes one contiguous range of weight rows (one stream) and
- * sweeps it once per group of up to 4 activation rows. */
+/* Weight bytes per chunk of rows handed out in decode: small enough to stay
+ * in L2 while a second group of activation rows sweeps it, large enough that
+ * each chunk is a long sequential stream. */
+#define TS_GEMV_CHUNK 65536
+
+/* Threads take chunks of consecutive weight rows from an atomic counter (a
+ * thread slowed by another process just takes fewer) and sweep each chunk
+ * once per group of up to 4 activation rows. */
 static void gemv_task(void *vctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
     mm_job *j = vctx;
     const ts_wmat *w = j->w;
-    long lo, hi;
-    ts_pool_range(w->rows, ith, nth, &lo, &hi);
-    int r0 = (int)lo, r1 = (int)hi, K = w->cols;
-    size_t ldy = (size_t)w->rows;
-    for (int i = 0; i < j->n; i += 4) {
-        int nb = j->n - i >= 4 ? 4 : j->n - i;
-        const float *xi = j->x + (size_t)i * (size_t)K;
-        float *yi = j->y + (size_t)i * ldy;
-        switch (w->dtype) {
-        case TS_DT_BF16: GEMV_NB(TS_DT_BF16) break;
-        case TS_DT_F16: GEMV_NB(TS_DT_F16) break;
-        default: GEMV_NB(TS_DT_F32) break;
+    int K = w->cols;
+    size_t ldy = (size_t)w->rows, rb = (size_t)K * (w->dtype == TS_DT_F32 ? 4 : 2);
+    int cr = rb >= TS_GEMV_CHUNK ? 1 : (int)(TS_GEMV_CHUNK / rb);
+    for (;;) {
+        long c = atomic_fetch_add(&j->next, 1);
+        if (c * cr >= w->rows) break;
+        int r0 = (int)c * cr, r1 = w->rows - r0 < cr ? w->rows : r0 + cr;
+        for (int i = 0; i < j->n; i += 4) {
+            int nb = j->n - i >= 4 ? 4 : j->n - i;
+            const float *xi = j->x + (size_t)i * (size_t)K;
+            float *yi = j->y + (size_t)i * ldy;
+            switch (w->dtype) {
+            case TS_DT_BF16: GEMV_NB(TS_DT_BF16) break;
+            case TS_DT_F16: GEMV_NB(TS_DT_F16) break;
+            default: GEMV_NB(TS_DT_F32) break;
+            }
         }
     }
 }
@@ -262,6 +276,7 @@ void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w
         x = xr;
     }
     mm_job j = {.cpu = cpu, .y = y, .x = x, .n = n, .w = w, .bias = bias};
+    atomic_init(&j.next, 0);
     if (n < TS_GEMM_MIN_N) {
         ts_pool_run(cpu->pool, gemv_task, &j);
         return;

@@ -1,7 +1,7 @@
 /* Matrix products with AVX-512 (16 floats per register) and AVX512-BF16.
  *
- * n < TS_GEMM_MIN_N (decode): each thread takes a contiguous range of weight
- * rows and streams it front to back, each weight vector feeding up to 4
+ * n < TS_GEMM_MIN_N (decode): threads take chunks of consecutive weight rows
+ * and stream each front to back, each weight vector feeding up to 4
  * activation rows; column tails use masked loads.
  * Otherwise (prefill): per thread, weight columns are packed into k-major
  * panels of 64 outputs and a 6x64 register-blocked kernel (24 accumulators)
@@ -12,6 +12,7 @@
  * reference defines it). */
 #include <immintrin.h>
 #include <math.h>
+#include <stdatomic.h>
 
 #include "ops/cpu/cpu_internal.h"
 
@@ -32,6 +33,7 @@ typedef struct mm_job {
     const ts_wmat *w;
     const float *bias;
     _Atomic int fail;
+    _Atomic long next;    /* decode: next chunk of weight rows */
 } mm_job;
 
 /* ---- decode: n small ---- */
@@ -43,10 +45,10 @@ TS_INLINE __m512 ld16(const void *w, ts_dtype dt, size_t k, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* Bytes ahead of the current read that the decode kernels prefetch. Each
- * thread walks its contiguous range of weight rows one row at a time, front
- * to back, as a single sequential stream; the prefetch carries it across
- * 4 KiB pages (mapped weights are not huge pages). */
+/* Bytes ahead of the current read that the decode kernels prefetch. Rows
+ * are walked one at a time, front to back, so a chunk of rows is one
+ * sequential stream; the prefetch carries it across 4 KiB pages (mapped
+ * weights are not huge pages). */
 #define TS_GEMV_PF 1024
 
 /* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
@@ -132,47 +134,58 @@ TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
         }                              \
     } while (0)
 
-/* Each thread takes one contiguous range of weight rows (one stream) and
- * sweeps it once per group of up to 4 activation rows. */
+/* Weight bytes per chunk of rows handed out in decode: small enough to stay
+ * in L2 while a second group of activation rows sweeps it, large enough that
+ * each chunk is a long sequential stream. */
+#define TS_GEMV_CHUNK 65536
+
+/* Threads take chunks of consecutive weight rows from an atomic counter (a
+ * thread slowed by another process just takes fewer) and sweep each chunk
+ * once per group of up to 4 activation rows. */
 static void gemv_task(void *vctx, int ith, int nth) {
+    (void)ith;
+    (void)nth;
     mm_job *j = vctx;
     const ts_wmat *w = j->w;
-    long lo, hi;
-    ts_pool_range(w->rows, ith, nth, &lo, &hi);
-    int r0 = (int)lo, r1 = (int)hi;
     int K = w->cols;
-    size_t ldy = (size_t)w->rows;
-    for (int i = 0; i < j->n; i += 4) {
-        int nb = j->n - i >= 4 ? 4 : j->n - i;
-        float *yi = j->y + (size_t)i * ldy;
-        if (j->xb) {
-            const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp;
-            const uint16_t *wd = w->data;
+    size_t ldy = (size_t)w->rows, rb = (size_t)K * (w->dtype == TS_DT_F32 ? 4 : 2);
+    int cr = rb >= TS_GEMV_CHUNK ? 1 : (int)(TS_GEMV_CHUNK / rb);
+    for (;;) {
+        long c = atomic_fetch_add(&j->next, 1);
+        if (c * cr >= w->rows) break;
+        int r0 = (int)c * cr, r1 = w->rows - r0 < cr ? w->rows : r0 + cr;
+        for (int i = 0; i < j->n; i += 4) {
+            int nb = j->n - i >= 4 ? 4 : j->n - i;
+            float *yi = j->y + (size_t)i * ldy;
+            if (j->xb) {
+                const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp;
+                const uint16_t *wd = w->data;
 #define C1(NB) for (int r = r0; r < r1; r++) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, NB, j->bias)
-            GEMV_NB(C1, nb);
+                GEMV_NB(C1, nb);
 #undef C1
-            continue;
-        }
-        const float *xi = j->x + (size_t)i * (size_t)K;
+                continue;
+            }
+            const float *xi = j->x + (size_t)i * (size_t)K;
 #define C1(NB) for (int r = r0; r < r1; r++) gemv_f32(yi, ldy, xi, K, w->data, DT, r, NB, j->bias)
-        switch (w->dtype) {
-        case TS_DT_BF16:
+            switch (w->dtype) {
+            case TS_DT_BF16:
 #define DT TS_DT_BF16
-            GEMV_NB(C1, nb);
+                GEMV_NB(C1, nb);
 #undef DT
-            break;
-        case TS_DT_F16:
+                break;
+            case TS_DT_F16:
 #define DT TS_DT_F16
-            GEMV_NB(C1, nb);
+                GEMV_NB(C1, nb);
 #undef DT
-            break;
-        default:
+                break;
+            default:
 #define DT TS_DT_F32
-            GEMV_NB(C1, nb);
+                GEMV_NB(C1, nb);
 #undef DT
-            break;
-        }
+                break;
+            }
 #undef C1
+        }
     }
 }
 
@@ -374,6 +387,7 @@ void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat 
         return;
     }
     mm_job j = {.cpu = cpu, .y = y, .x = x, .n = n, .w = w, .bias = bias};
+    atomic_init(&j.next, 0);
     if (prec == TS_PREC_BF16 && w->dtype == TS_DT_BF16) {
         int Kp = (w->cols + 1) & ~1;
         uint16_t *xb = ts_scratch_get(&cpu->shared, (size_t)n * (size_t)Kp * 2);
