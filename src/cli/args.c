@@ -38,6 +38,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     a->requests = 32;
     a->prefix_len = 2048;
     a->suffix_len = 32;
+    a->repair_frac = 0.15f;
     a->sample = ts_sample_params_default();
     for (int i = first; i < argc; i++) {
         const char *f = argv[i];
@@ -50,7 +51,8 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         if (0) {}
         STR("-m", model) STR("--model", model) STR("-p", prompt) STR("--prompt-text", prompt)
         STR("-f", prompt_file) STR("--system", system) STR("--text", text) STR("--ids", ids)
-        STR("--out", out) STR("--cases", cases) STR("--kv-mem", kv_mem) STR("--isa", isa)
+        STR("--out", out) STR("--cases", cases) STR("--mode", mode) FLT("--repair-frac", repair_frac)
+        FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa)
         INT("-n", n_predict, 1, 1 << 20) INT("--max-tokens", n_predict, 1, 1 << 20)
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)
         INT("--limit", limit, 0, 1 << 30) INT("--reps", reps, 1, 100)

@@ -16,6 +16,9 @@ typedef struct cli_args {
     int n_predict, threads, limit, reps;
     int bench_prompt, bench_gen, bench_depth;
     int requests, prefix_len, suffix_len;
+    const char *mode;       /* eval-qa composition mode, NULL = whole-prompt prefill */
+    float repair_frac;
+    bool chunks_cached;
     ts_sample_params sample;
     const char *stop[CLI_MAX_STOP];
     int n_stop;
@@ -39,6 +42,8 @@ int cmd_chat(cli_args *a);
 int cmd_tokenize(cli_args *a);
 int cmd_logits(cli_args *a);
 int cmd_eval_qa(cli_args *a);
+struct json_t;
+int cmd_eval_compose(cli_args *a, struct json_t *cases, size_t n_cases, ts_runtime *rt);
 int cmd_bench(cli_args *a);
 int cmd_bench_shared(cli_args *a);
 

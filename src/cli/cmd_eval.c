@@ -67,6 +67,12 @@ int cmd_eval_qa(cli_args *a) {
     }
     size_t n_cases = json_array_size(cases);
     if (a->limit && (size_t)a->limit < n_cases) n_cases = (size_t)a->limit;
+    if (a->mode) {
+        int r = cmd_eval_compose(a, cases, n_cases, rt);
+        ts_runtime_close(rt);
+        json_decref(root);
+        return r;
+    }
     int correct = 0, agree = 0, n_ref = 0, prompt_mismatch = 0, done = 0, rc = 0;
     long prefill_tokens = 0, gen_tokens = 0;
     double ttft_sum = 0, decode_ms = 0;

@@ -20,6 +20,8 @@ struct ts_fwd {
     bool used_cascade;
     ts_cascade_plan plan;
     ts_fwd_times times;
+    int cap_row0, cap_n;     /* rows whose pre-RoPE K and V are captured */
+    float *cap_k, *cap_v;
     int cap_tok, cap_seq, cap_logits;
     float *x;        /* [n_tok][hidden] residual stream */
     float *xb;       /* [n_tok][hidden] normed input of a sublayer */
@@ -66,6 +68,13 @@ void ts_fwd_set_cascade(ts_fwd *f, int mode) { f->cascade = mode; }
 bool ts_fwd_used_cascade(const ts_fwd *f) { return f->used_cascade; }
 
 ts_fwd_times ts_fwd_get_times(const ts_fwd *f) { return f->times; }
+
+void ts_fwd_set_capture(ts_fwd *f, int row0, int n_rows, float *k_out, float *v_out) {
+    f->cap_row0 = row0;
+    f->cap_n = n_rows > 0 ? n_rows : 0;
+    f->cap_k = k_out;
+    f->cap_v = v_out;
+}
 
 void ts_fwd_reset_times(ts_fwd *f) { memset(&f->times, 0, sizeof f->times); }
 
@@ -201,6 +210,11 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     if (c->qk_norm) { /* RMSNorm over each head's vector */
         o->rmsnorm(o->ctx, f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
         o->rmsnorm(o->ctx, f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
+    }
+    if (f->cap_n && f->cap_row0 + f->cap_n <= n) { /* chunk encoding: K before RoPE */
+        size_t kvd = (size_t)c->n_kv_heads * hd, rows = (size_t)f->cap_n;
+        memcpy(f->cap_k + (size_t)l * rows * kvd, f->k + (size_t)f->cap_row0 * kvd, rows * kvd * 4);
+        memcpy(f->cap_v + (size_t)l * rows * kvd, f->v + (size_t)f->cap_row0 * kvd, rows * kvd * 4);
     }
     o->rope(o->ctx, f->q, f->pos, n, c->n_heads, hd, m->inv_freq);
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);

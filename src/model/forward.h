@@ -41,6 +41,12 @@ void ts_fwd_set_cascade(ts_fwd *f, int mode);
 /* Whether the last ts_fwd_run used cascade attention. */
 bool ts_fwd_used_cascade(const ts_fwd *f);
 
+/* Captures K (before RoPE) and V of batch rows [row0, row0 + n_rows) of the
+ * next ts_fwd_run calls into k_out and v_out, each
+ * [n_layers][n_rows][n_kv_heads * head_dim] (the chunk layout). n_rows = 0
+ * stops capturing. The buffers must outlive the calls. */
+void ts_fwd_set_capture(ts_fwd *f, int row0, int n_rows, float *k_out, float *v_out);
+
 /* Cumulative wall time of ts_fwd_run calls since creation or the last reset:
  * all of it, the matrix products (weights) and attention (incl. cascade
  * levels and merges); the rest is norms, RoPE, activations, KV writes. */

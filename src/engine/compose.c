@@ -1,0 +1,242 @@
+#include "engine/compose.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+
+struct ts_composer {
+    ts_runtime *rt;
+    ts_chunk_reg *reg;
+    int32_t *prefix;
+    int n_prefix;
+    uint8_t enc_id[32];
+    ts_compose_stats st;
+    int32_t *tokens;      /* scratch: the composed token list */
+    int cap_tokens;
+    float *k, *v;         /* scratch: one chunk's rows for one layer */
+    size_t cap_rows;
+};
+
+ts_status ts_composer_create(ts_runtime *rt, const int32_t *prefix, int n_prefix, uint64_t budget,
+                             ts_composer **out, ts_err *err) {
+    *out = NULL;
+    if (n_prefix < 1) return ts_fail(err, TS_ERR_INVALID, "compose: the level-0 prefix is empty");
+    ts_composer *c = calloc(1, sizeof *c);
+    if (!c || !(c->prefix = malloc((size_t)n_prefix * sizeof *prefix))) {
+        free(c);
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    memcpy(c->prefix, prefix, (size_t)n_prefix * sizeof *prefix);
+    c->n_prefix = n_prefix;
+    c->rt = rt;
+    ts_status s = ts_chunk_encoding_id(rt->model->fingerprint, prefix, (size_t)n_prefix, c->enc_id);
+    if (s) s = ts_fail(err, s, "compose: cannot hash the level-0 prefix");
+    if (!s) s = ts_chunk_reg_create(budget, &c->reg, err);
+    if (s) {
+        ts_composer_destroy(c);
+        return s;
+    }
+    *out = c;
+    return TS_OK;
+}
+
+void ts_composer_destroy(ts_composer *c) {
+    if (!c) return;
+    ts_chunk_reg_destroy(c->reg);
+    free(c->prefix);
+    free(c->tokens);
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+ts_chunk_reg *ts_composer_registry(ts_composer *c) { return c->reg; }
+ts_compose_stats ts_composer_stats(const ts_composer *c) { return c->st; }
+
+static bool reserve_tokens(ts_composer *c, int n) {
+    if (n <= c->cap_tokens) return true;
+    int32_t *p = realloc(c->tokens, (size_t)n * sizeof *p);
+    if (!p) return false;
+    c->tokens = p;
+    c->cap_tokens = n;
+    return true;
+}
+
+/* Runs prefix + ids in a scratch sequence, capturing the chunk rows' K
+ * (before RoPE) and V, and attaches them to chunk h. */
+static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, ts_err *err) {
+    ts_runtime *rt = c->rt;
+    const ts_model_config *mc = &rt->model->cfg;
+    size_t per = (size_t)mc->n_layers * (size_t)n * (size_t)mc->n_kv_heads * (size_t)mc->head_dim;
+    float *k = malloc(per * sizeof *k), *v = malloc(per * sizeof *v);
+    int total = c->n_prefix + n;
+    ts_status s = TS_OK;
+    if (!k || !v || !reserve_tokens(c, total)) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    ts_seq seq = {0};
+    if (!s) {
+        memcpy(c->tokens, c->prefix, (size_t)c->n_prefix * sizeof *ids);
+        memcpy(c->tokens + c->n_prefix, ids, (size_t)n * sizeof *ids);
+        s = ts_seq_reserve(&seq, rt->kv, total, err);
+    }
+    if (!s) {
+        ts_fwd_seq fs = {.tokens = c->tokens, .n = total, .blocks = seq.blocks, .n_logits = 0};
+        const float *lg;
+        ts_fwd_set_capture(rt->fwd, c->n_prefix, n, k, v);
+        s = ts_fwd_run(rt->fwd, &fs, 1, &lg, err);
+        ts_fwd_set_capture(rt->fwd, 0, 0, NULL, NULL);
+        c->st.prefill_tokens += total;
+    }
+    if (!s) {
+        ts_chunk_shape shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim};
+        s = ts_chunk_attach_kv(c->reg, h, shape, k, v, err);
+    }
+    ts_seq_reset(&seq, rt->kv);
+    ts_seq_free(&seq);
+    free(k);
+    free(v);
+    return s;
+}
+
+ts_status ts_composer_register(ts_composer *c, const int32_t *ids, int n, ts_chunk_type type,
+                               ts_chunk_id *id_out, ts_err *err) {
+    ts_chunk_id id;
+    bool existed = false;
+    ts_chunk *h = NULL;
+    ts_status s = ts_chunk_reg_register(c->reg, ids, (size_t)n, type, c->enc_id,
+                                        c->rt->model->fingerprint, &id, &existed, &h, err);
+    if (s) return s;
+    ts_chunk_info info;
+    ts_chunk_get_info(c->reg, h, &info);
+    if (info.has_kv) c->st.chunk_hits++;
+    else {
+        c->st.chunk_misses++;
+        s = encode(c, h, ids, n, err);
+    }
+    ts_chunk_release(c->reg, h);
+    if (id_out) *id_out = id;
+    return s;
+}
+
+/* Writes chunk h's KV into seq's slots [slot, slot + n), rotating K by the
+ * new positions. */
+static ts_status place(ts_composer *c, ts_seq *seq, const ts_chunk_info *info, int slot,
+                       ts_err *err) {
+    ts_runtime *rt = c->rt;
+    const ts_model_config *mc = &rt->model->cfg;
+    size_t n = (size_t)info->n_tokens, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
+    if (n > c->cap_rows) {
+        float *k = realloc(c->k, n * kvd * sizeof *k), *v = realloc(c->v, n * kvd * sizeof *v);
+        if (k) c->k = k;
+        if (v) c->v = v;
+        if (!k || !v) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        c->cap_rows = n;
+    }
+    int32_t *pos = malloc(n * sizeof *pos), *slots = malloc(n * sizeof *slots);
+    if (!pos || !slots) {
+        free(pos);
+        free(slots);
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    int bs = rt->kv->block_size;
+    for (size_t i = 0; i < n; i++) {
+        int t = slot + (int)i;
+        pos[i] = t;
+        slots[i] = seq->blocks[t / bs] * bs + t % bs;
+    }
+    const ts_ops *o = rt->ops;
+    for (int l = 0; l < mc->n_layers; l++) {
+        memcpy(c->k, info->k + (size_t)l * n * kvd, n * kvd * sizeof *c->k);
+        memcpy(c->v, info->v + (size_t)l * n * kvd, n * kvd * sizeof *c->v);
+        o->rope(o->ctx, c->k, pos, (int)n, mc->n_kv_heads, mc->head_dim, rt->model->inv_freq);
+        o->kv_write(o->ctx, rt->kv->k[l], rt->kv->v[l], c->k, c->v, slots, (int)n, mc->n_kv_heads,
+                    mc->head_dim, bs);
+    }
+    free(pos);
+    free(slots);
+    return TS_OK;
+}
+
+/* Computes tokens ids[n] at seq's slots [slot, slot + n) in context. */
+static ts_status compute(ts_composer *c, ts_seq *seq, const int32_t *ids, int n, int slot,
+                         bool want_logits, const float **logits, ts_err *err) {
+    for (int done = 0; done < n;) {
+        int k = n - done < 512 ? n - done : 512;
+        ts_fwd_seq fs = {.tokens = ids + done, .n = k, .n_past = slot + done, .blocks = seq->blocks,
+                         .n_logits = want_logits && done + k == n ? 1 : 0};
+        ts_status s = ts_fwd_run(c->rt->fwd, &fs, 1, logits, err);
+        if (s) return s;
+        done += k;
+    }
+    c->st.prefill_tokens += n;
+    return TS_OK;
+}
+
+ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_parts,
+                     ts_compose_mode mode, float repair_frac, const float **logits, ts_err *err) {
+    ts_runtime *rt = c->rt;
+    int total = c->n_prefix;
+    for (int i = 0; i < n_parts; i++) total += parts[i].n;
+    if (total > rt->model->cfg.max_pos)
+        return ts_fail(err, TS_ERR_CAPACITY, "the composition needs %d tokens but the context is %d",
+                       total, rt->model->cfg.max_pos);
+    if (!n_parts || parts[n_parts - 1].is_chunk)
+        return ts_fail(err, TS_ERR_INVALID, "compose: the last part must be text");
+    if (!reserve_tokens(c, total)) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    int at = 0;
+    memcpy(c->tokens, c->prefix, (size_t)c->n_prefix * sizeof *c->tokens);
+    at = c->n_prefix;
+    for (int i = 0; i < n_parts; i++) {
+        memcpy(c->tokens + at, parts[i].ids, (size_t)parts[i].n * sizeof *c->tokens);
+        at += parts[i].n;
+    }
+    if (mode == TS_COMPOSE_FULL || mode == TS_COMPOSE_EXACT) {
+        int keep = 0;
+        if (mode == TS_COMPOSE_EXACT) /* a true prefix already in seq; at least one to compute */
+            while (keep < seq->n_tokens && keep < total - 1 && seq->tokens[keep] == c->tokens[keep]) keep++;
+        seq->n_tokens = keep;
+        c->st.reused_tokens += keep;
+        ts_status s = ts_seq_reserve(seq, rt->kv, total, err);
+        if (!s) s = compute(c, seq, c->tokens + keep, total - keep, keep, true, logits, err);
+        if (!s) s = ts_seq_push(seq, c->tokens + keep, total - keep, err);
+        return s;
+    }
+    /* REUSE / REPAIR: prefix computed (or kept), chunks placed, text computed */
+    int keep = 0;
+    while (keep < seq->n_tokens && keep < c->n_prefix && seq->tokens[keep] == c->tokens[keep]) keep++;
+    seq->n_tokens = keep;
+    ts_status s = ts_seq_reserve(seq, rt->kv, total, err);
+    if (!s && keep < c->n_prefix) s = compute(c, seq, c->tokens + keep, c->n_prefix - keep, keep, false, logits, err);
+    c->st.reused_tokens += keep;
+    int slot = c->n_prefix;
+    for (int i = 0; !s && i < n_parts; i++) {
+        const ts_part *p = &parts[i];
+        if (!p->is_chunk) {
+            s = compute(c, seq, p->ids, p->n, slot, i == n_parts - 1, logits, err);
+        } else {
+            ts_chunk_id id;
+            s = ts_composer_register(c, p->ids, p->n, p->type, &id, err);
+            ts_chunk *h = NULL;
+            if (!s) s = ts_chunk_reg_lookup(c->reg, &id, rt->model->fingerprint, &h, err);
+            if (!s) {
+                ts_chunk_info info;
+                ts_chunk_get_info(c->reg, h, &info);
+                s = info.has_kv ? place(c, seq, &info, slot, err)
+                                : ts_fail(err, TS_ERR_CAPACITY, "chunk KV does not fit the registry budget");
+                ts_chunk_release(c->reg, h);
+            }
+            c->st.reused_tokens += p->n;
+            if (!s && mode == TS_COMPOSE_REPAIR) {
+                int k = (int)ceilf(repair_frac * (float)p->n);
+                if (k < 1) k = 1;
+                if (k > p->n) k = p->n;
+                s = compute(c, seq, p->ids, k, slot, false, logits, err);
+                c->st.reused_tokens -= k;
+            }
+        }
+        slot += p->n;
+    }
+    if (!s) s = ts_seq_push(seq, c->tokens + seq->n_tokens, total - seq->n_tokens, err);
+    return s;
+}

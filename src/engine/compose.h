@@ -1,0 +1,66 @@
+/* Composition: a prompt built from parts, some of them registered chunks
+ * whose KV was computed once and is placed wherever the prompt puts them.
+ *
+ * Encoding. A chunk is encoded after the level-0 prefix (the instruction
+ * every request starts with), so its KV saw the same attention sink it will
+ * see when used; the encoding id is the hash of that prefix. Its K is kept
+ * before RoPE (see kv/chunk.h), so placing it at slot p is a rotation by p.
+ *
+ * Modes, for the context a placed chunk lacks (the parts before it):
+ *   FULL   - no reuse at all: every token computed (the reference);
+ *   EXACT  - reuse only a true prefix (the sequence's cached beginning);
+ *            identical to FULL;
+ *   REUSE  - chunks placed as they are, nothing recomputed;
+ *   REPAIR - as REUSE, then the first ceil(frac * n) tokens of each chunk
+ *            recomputed in the full context, in order (where isolated
+ *            encoding left a spurious sink). */
+#ifndef TS_ENGINE_COMPOSE_H
+#define TS_ENGINE_COMPOSE_H
+
+#include "engine/runtime.h"
+#include "engine/seq.h"
+#include "kv/chunk.h"
+
+typedef enum ts_compose_mode {
+    TS_COMPOSE_FULL = 0,
+    TS_COMPOSE_EXACT,
+    TS_COMPOSE_REUSE,
+    TS_COMPOSE_REPAIR,
+} ts_compose_mode;
+
+typedef struct ts_part {
+    bool is_chunk;       /* a chunk (its KV reused) or text (computed in context) */
+    const int32_t *ids;  /* [n] tokens */
+    int n;
+    ts_chunk_type type;  /* chunks only */
+} ts_part;
+
+typedef struct ts_compose_stats {
+    long prefill_tokens;  /* tokens computed by the model */
+    long reused_tokens;   /* tokens whose KV was reused (chunks or a cached prefix) */
+    long chunk_hits, chunk_misses;
+} ts_compose_stats;
+
+typedef struct ts_composer ts_composer;
+
+/* A composer on rt with its own chunk registry (budget in bytes, 0 = none)
+ * for chunks encoded after prefix[n_prefix]. */
+ts_status ts_composer_create(ts_runtime *rt, const int32_t *prefix, int n_prefix, uint64_t budget,
+                             ts_composer **out, ts_err *err);
+void ts_composer_destroy(ts_composer *c);
+ts_chunk_reg *ts_composer_registry(ts_composer *c);
+
+/* Registers a chunk and computes its KV unless present; *id (optional)
+ * receives its id. */
+ts_status ts_composer_register(ts_composer *c, const int32_t *ids, int n, ts_chunk_type type,
+                               ts_chunk_id *id, ts_err *err);
+
+/* Fills seq (emptied first unless mode is EXACT, which keeps its common
+ * prefix) with the prefix followed by parts, and returns the logits of the
+ * last token. repair_frac is used by REPAIR. */
+ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_parts,
+                     ts_compose_mode mode, float repair_frac, const float **logits, ts_err *err);
+
+ts_compose_stats ts_composer_stats(const ts_composer *c);
+
+#endif
