@@ -32,6 +32,7 @@ static void on_text(void *ctx, const char *text, size_t len) {
 }
 
 static void print_stats(const ts_gen_stats *st) {
+    fflush(stdout); /* the completion first, then the stats line */
     double pre = st->ttft_ms > 0 ? st->n_prompt / (st->ttft_ms / 1e3) : 0;
     double dec = st->decode_ms > 0 && st->n_gen > 1 ? (st->n_gen - 1) / (st->decode_ms / 1e3) : 0;
     fprintf(stderr,
