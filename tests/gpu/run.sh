@@ -28,5 +28,14 @@ echo "GPU tests: $pass passed, $fail failed"
 if [ -x "$dir/bench_gpu" ]; then
     "$dir/bench_gpu" || { echo "bench_gpu: failed (exit $?)"; fail=$((fail + 1)); }
 fi
+# memory checker over the op tests (TS_GPU_MEMCHECK=1; slow)
+if [ "${TS_GPU_MEMCHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
+    if TS_GPU_SEED=1 timeout 300 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 \
+        "$dir/test_gpu_ops" > /tmp/memcheck.log 2>&1; then
+        echo "memcheck: clean"; pass=$((pass + 1))
+    else
+        echo "memcheck: FAILED"; grep -v "^=========     " /tmp/memcheck.log | grep -m 30 "========="; fail=$((fail + 1))
+    fi
+fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

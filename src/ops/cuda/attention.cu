@@ -42,14 +42,21 @@ __global__ void attn_combine_kernel(ts_attn_args a, int S) {
 }
 
 /* The head_dim classes: chunk T and registers R per class. */
-#define ATT_CLASSES(X) X(64, 64, 4) X(128, 64, 8) X(256, 32, 16) X(512, 16, 32)
+#define ATT_CLASSES(X) X(64, 64, 4) X(128, 32, 8) X(256, 16, 16) X(512, 16, 32)
 
 bool ts_cuda_attn_init(ts_cuda *c) {
+    int k = 0;
 #define X(HD, T, R)                                                                        \
     if (!TS_CU(c, cudaFuncSetAttribute(attn_kernel<T, R>,                                  \
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,        \
                                        (int)(ts_attn_smem_floats(HD, T) * sizeof(float))))) \
-        return false;
+        return false;                                                                      \
+    if (!TS_CU(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(                           \
+                      &c->att_bps[k], attn_kernel<T, R>, ATT_THREADS,                      \
+                      ts_attn_smem_floats(HD, T) * sizeof(float))))                        \
+        return false;                                                                      \
+    if (c->att_bps[k] < 1) c->att_bps[k] = 1;                                              \
+    k++;
     ATT_CLASSES(X)
 #undef X
     return true;
@@ -107,10 +114,13 @@ static bool plan_rows(plan *p, const int32_t *blocks, int r0, int n, int group, 
     return true;
 }
 
-static int pick_splits(const ts_cuda *c, long blocks, long max_len) {
-    long target = 4L * c->n_sm;
-    if (blocks <= 0 || blocks >= target || max_len <= 512) return 1;
-    long s = (target + blocks - 1) / blocks;
+/* Splits of the KV range so that the grid fills whole waves of resident
+ * blocks: none when the items already fill a wave or the range is short. */
+static int pick_splits(const ts_cuda *c, int hd, long blocks, long max_len) {
+    int cls = hd <= 64 ? 0 : hd <= 128 ? 1 : hd <= 256 ? 2 : 3;
+    long wave = (long)c->n_sm * c->att_bps[cls];
+    if (blocks <= 0 || blocks * 2 > wave || max_len <= 512) return 1;
+    long s = wave / blocks;
     long by_len = max_len / 256;
     if (s > by_len) s = by_len;
     if (s > 64) s = 64;
@@ -186,7 +196,7 @@ void ts_cuda_attention(void *ctx, const ts_attn *at) {
         base_items += (long)((sq->n_q + ATT_M / nh - 1) / (ATT_M / nh)) * ((group + nh - 1) / nh);
     }
     if (p.n_list == 0) return;
-    int S = pick_splits(c, base_items * at->n_kv_heads, max_len);
+    int S = pick_splits(c, at->head_dim, base_items * at->n_kv_heads, max_len);
     p.rows = (int32_t *)malloc((size_t)p.n_list * sizeof(int32_t));
     bool ok = p.rows != NULL;
     int pos = 0;
@@ -220,7 +230,7 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *at) {
     int nh = group < ATT_M ? group : ATT_M;
     long base_items = (long)((at->n_rows + ATT_M / nh - 1) / (ATT_M / nh)) * ((group + nh - 1) / nh);
     int n_kv = at->n_kv > 0 ? at->n_kv : 0;
-    int S = pick_splits(c, base_items * at->n_kv_heads, n_kv);
+    int S = pick_splits(c, at->head_dim, base_items * at->n_kv_heads, n_kv);
     plan p = {};
     p.n_list = at->n_rows;
     if (!plan_rows(&p, at->blocks, 0, at->n_rows, group, 0, n_kv, 0, false, S)) {

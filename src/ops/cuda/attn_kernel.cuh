@@ -40,8 +40,8 @@ typedef struct ts_attn_args {
 
 /* Dynamic shared memory (floats) for head_dim hd and chunk T. */
 static inline size_t ts_attn_smem_floats(int hd, int T) {
-    return (size_t)ATT_M * hd + (size_t)T * (hd + 1) + (size_t)T * hd + (size_t)ATT_M * T +
-           3 * ATT_M + ATT_M;
+    return (size_t)ATT_M * hd + 2 * ((size_t)T * (hd + 4) + (size_t)T * hd) +
+           (size_t)ATT_M * T + 3 * ATT_M + ATT_M;
 }
 
 template <int T, int R>
@@ -51,9 +51,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
     const ts_attn_item it = a.items[blockIdx.x];
     const int kvh = blockIdx.y;
     float *q_s = sm;                          /* [M][hd] */
-    float *k_s = q_s + ATT_M * hd;            /* [T][hd + 1] */
-    float *v_s = k_s + T * (hd + 1);          /* [T][hd] */
-    float *p_s = v_s + T * hd;                /* [M][T] */
+    float *k_s = q_s + ATT_M * hd;            /* [2][T][hd + 4]: 16-byte rows, no bank conflicts */
+    float *v_s = k_s + 2 * T * (hd + 4);      /* [2][T][hd] */
+    float *p_s = v_s + 2 * T * hd;            /* [M][T] */
     float *m_s = p_s + ATT_M * T, *l_s = m_s + ATT_M, *al_s = l_s + ATT_M;
     int *last_s = (int *)(al_s + ATT_M);
     const int m_used = it.nr * it.nh;
@@ -85,25 +85,52 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
     for (int r = 0; r < R; r++) o[r] = 0.0f;
     __syncthreads();
 
+    /* K, V chunks stream through two shared-memory stages with cp.async: the
+     * next chunk is in flight while the current one is computed on. */
     const int hd4 = hd / 4;
-    for (int c0 = it.lo; c0 < end; c0 += T) {
-        /* K, V chunk -> shared (rows past the range are zero-filled) */
-        for (int e = tid; e < T * hd4; e += ATT_THREADS) {
-            int t = e / hd4, c = (e % hd4) * 4;
-            int slot = c0 + t;
-            float4 kv = make_float4(0.f, 0.f, 0.f, 0.f), vv = kv;
-            if (slot < end) {
-                size_t b = (size_t)it.blocks[slot / a.block_size];
-                size_t off = ((b * a.n_kv_heads + kvh) * a.block_size + slot % a.block_size) *
-                                 (size_t)hd + c;
-                kv = __ldg((const float4 *)(a.k + off));
-                vv = __ldg((const float4 *)(a.v + off));
-            }
-            float *kd = k_s + t * (hd + 1) + c;
-            kd[0] = kv.x, kd[1] = kv.y, kd[2] = kv.z, kd[3] = kv.w;
-            *(float4 *)(v_s + t * hd + c) = vv;
+    /* slot -> (block, row): shifts when block_size is a power of two */
+    const int bs = a.block_size, bs_shift = (bs & (bs - 1)) == 0 ? __ffs(bs) - 1 : -1;
+    auto load_one = [&](int t, int c, int c0, float *kd, float *vd) {
+        int slot = c0 + t;
+        float *kp = kd + t * (hd + 4) + c, *vp = vd + t * hd + c;
+        if (slot < end) {
+            int bi = bs_shift >= 0 ? slot >> bs_shift : slot / bs;
+            int row = bs_shift >= 0 ? slot & (bs - 1) : slot % bs;
+            size_t b = (size_t)it.blocks[bi];
+            size_t off = ((b * a.n_kv_heads + kvh) * bs + row) * (size_t)hd + c;
+            unsigned ks = (unsigned)__cvta_generic_to_shared(kp);
+            unsigned vs = (unsigned)__cvta_generic_to_shared(vp);
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(ks), "l"(a.k + off));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(vs), "l"(a.v + off));
+        } else { /* past the range: zeros (masked anyway, but never garbage) */
+            *(float4 *)kp = make_float4(0.f, 0.f, 0.f, 0.f);
+            *(float4 *)vp = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
+    };
+    /* when hd / 4 divides the block, each thread keeps one column c */
+    const bool fixed_c = (ATT_THREADS % hd4) == 0;
+    const int c_f = (tid % hd4) * 4, t_f = tid / hd4, t_step = ATT_THREADS / hd4;
+    auto issue = [&](int c0, int stage) {
+        float *kd = k_s + stage * T * (hd + 4), *vd = v_s + stage * T * hd;
+        if (fixed_c) {
+            for (int t = t_f; t < T; t += t_step) load_one(t, c_f, c0, kd, vd);
+        } else {
+            for (int e = tid; e < T * hd4; e += ATT_THREADS)
+                load_one(e / hd4, (e % hd4) * 4, c0, kd, vd);
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    if (it.lo < end) issue(it.lo, 0);
+    int stage = 0;
+    for (int c0 = it.lo; c0 < end; c0 += T, stage ^= 1) {
+        if (c0 + T < end) {
+            issue(c0 + T, stage ^ 1);
+            asm volatile("cp.async.wait_group 1;\n" ::);
+        } else {
+            asm volatile("cp.async.wait_group 0;\n" ::);
         }
         __syncthreads();
+        const float *kst = k_s + stage * T * (hd + 4), *vst = v_s + stage * T * hd;
         /* scores: thread -> slot t, query vectors m = mg + j * (256 / T) */
         {
             constexpr int G = ATT_THREADS / T, MJ = ATT_M / G;
@@ -111,11 +138,19 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             float s[MJ];
 #pragma unroll
             for (int j = 0; j < MJ; j++) s[j] = 0.0f;
-            const float *kr = k_s + t * (hd + 1);
-            for (int c = 0; c < hd; c++) {
-                float kc = kr[c];
+            const float *kr = kst + t * (hd + 4);
+            for (int c = 0; c < hd; c += 4) {
+                float4 kc = *(const float4 *)(kr + c);
 #pragma unroll
-                for (int j = 0; j < MJ; j++) s[j] = fmaf(q_s[(mg + j * G) * hd + c], kc, s[j]);
+                for (int j = 0; j < MJ; j++) {
+                    if (mg + j * G < m_used) { /* uniform per warp for T >= 32 */
+                        float4 qv = *(const float4 *)(q_s + (mg + j * G) * hd + c);
+                        s[j] = fmaf(qv.x, kc.x, s[j]);
+                        s[j] = fmaf(qv.y, kc.y, s[j]);
+                        s[j] = fmaf(qv.z, kc.z, s[j]);
+                        s[j] = fmaf(qv.w, kc.w, s[j]);
+                    }
+                }
             }
             int slot = c0 + t;
 #pragma unroll
@@ -131,6 +166,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
 #pragma unroll
             for (int mm = 0; mm < 2; mm++) {
                 int m = w + mm * 8;
+                if (m >= m_used) continue;
                 float mx = -INFINITY;
                 for (int t = lane; t < T; t += 32) mx = fmaxf(mx, p_s[m * T + t]);
                 for (int sh = 16; sh > 0; sh >>= 1)
@@ -160,23 +196,32 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             float acc[R];
 #pragma unroll
             for (int r = 0; r < R; r++) acc[r] = 0.0f;
-            for (int t = 0; t < T; t++) {
-                float vv = v_s[t * hd + c];
+            for (int t = 0; t < T; t += 4) {
+                float v0 = vst[t * hd + c], v1 = vst[(t + 1) * hd + c];
+                float v2 = vst[(t + 2) * hd + c], v3 = vst[(t + 3) * hd + c];
 #pragma unroll
-                for (int r = 0; r < R; r++)
-                    if (m0 + r * step < ATT_M) acc[r] = fmaf(p_s[(m0 + r * step) * T + t], vv, acc[r]);
+                for (int r = 0; r < R; r++) {
+                    int m = m0 + r * step;
+                    if (m < m_used) { /* uniform per warp */
+                        float4 p = *(const float4 *)(p_s + m * T + t);
+                        acc[r] = fmaf(p.x, v0, acc[r]);
+                        acc[r] = fmaf(p.y, v1, acc[r]);
+                        acc[r] = fmaf(p.z, v2, acc[r]);
+                        acc[r] = fmaf(p.w, v3, acc[r]);
+                    }
+                }
             }
 #pragma unroll
             for (int r = 0; r < R; r++)
-                if (m0 + r * step < ATT_M) o[r] = o[r] * al_s[m0 + r * step] + acc[r];
+                if (m0 + r * step < m_used) o[r] = o[r] * al_s[m0 + r * step] + acc[r];
         } else {
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 int e = tid + r * ATT_THREADS;
-                if (e < ATT_M * hd) {
+                if (e < m_used * hd) {
                     int m = e / hd, c = e % hd;
                     float acc = 0.0f;
-                    for (int t = 0; t < T; t++) acc = fmaf(p_s[m * T + t], v_s[t * hd + c], acc);
+                    for (int t = 0; t < T; t++) acc = fmaf(p_s[m * T + t], vst[t * hd + c], acc);
                     o[r] = o[r] * al_s[m] + acc;
                 }
             }

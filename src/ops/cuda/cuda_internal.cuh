@@ -30,6 +30,7 @@ struct ts_cuda {
     ts_cuda_scratch meta;   /* attention work items */
     void *host_meta;        /* pinned staging for work items */
     size_t host_meta_cap;
+    int att_bps[4];         /* resident attention blocks per SM, by head_dim class */
 };
 
 /* Records "file:line: what: reason" as the sticky error unless one is set. */

@@ -49,70 +49,87 @@ __device__ __forceinline__ float widen1(__nv_bfloat16 v) { return __bfloat162flo
 __device__ __forceinline__ float widen1(__half v) { return __half2float(v); }
 __device__ __forceinline__ float widen1(float v) { return v; }
 
-/* Grid: (ceil(rows / WMV_WARPS), ceil(n / WMV_TOKENS)). vec: 16-byte path allowed. */
-template <typename T>
+/* Grid: (ceil(rows / (WMV_WARPS * RW)), ceil(n / WMV_TOKENS)). Each warp owns
+ * RW consecutive output rows, so every activation load serves RW rows.
+ * vec: the 16-byte path is allowed (aligned rows and x). */
+template <typename T, int RW>
 __global__ void __launch_bounds__(WMV_WARPS * 32)
     wmv_kernel(float *y, const float *x, int n, const T *w, int rows, int cols,
                const float *bias, bool round_x, bool vec) {
     int lane = threadIdx.x & 31;
-    int j = blockIdx.x * WMV_WARPS + (threadIdx.x >> 5);
+    int j0 = (blockIdx.x * WMV_WARPS + (threadIdx.x >> 5)) * RW;
     int t0 = blockIdx.y * WMV_TOKENS;
-    if (j >= rows) return;
+    if (j0 >= rows) return;
     int nt = n - t0 < WMV_TOKENS ? n - t0 : WMV_TOKENS;
-    const T *wr = w + (size_t)j * (size_t)cols;
+    int nr = rows - j0 < RW ? rows - j0 : RW;
     const float *xt = x + (size_t)t0 * (size_t)cols;
-    float acc[WMV_TOKENS];
+    float acc[RW][WMV_TOKENS];
 #pragma unroll
-    for (int t = 0; t < WMV_TOKENS; t++) acc[t] = 0.0f;
+    for (int q = 0; q < RW; q++)
+#pragma unroll
+        for (int t = 0; t < WMV_TOKENS; t++) acc[q][t] = 0.0f;
     constexpr int V = 16 / sizeof(T); /* elements per 16-byte load */
     int k_vec = vec ? cols / V * V : 0;
 #pragma unroll 2
     for (int k = lane * V; k < k_vec; k += 32 * V) {
-        float wv[V];
-        uint4 u = __ldg((const uint4 *)(wr + k));
-        if constexpr (sizeof(T) == 2) {
-            widen8(u, (const T *)0, wv);
-        } else {
-            wv[0] = __uint_as_float(u.x), wv[1] = __uint_as_float(u.y);
-            wv[2] = __uint_as_float(u.z), wv[3] = __uint_as_float(u.w);
+        float wv[RW][V];
+#pragma unroll
+        for (int q = 0; q < RW; q++) {
+            int jq = q < nr ? j0 + q : j0; /* past the last row: recompute row j0, unused */
+            uint4 u = __ldg((const uint4 *)(w + (size_t)jq * (size_t)cols + k));
+            if constexpr (sizeof(T) == 2) {
+                widen8(u, (const T *)0, wv[q]);
+            } else {
+                wv[q][0] = __uint_as_float(u.x), wv[q][1] = __uint_as_float(u.y);
+                wv[q][2] = __uint_as_float(u.z), wv[q][3] = __uint_as_float(u.w);
+            }
         }
 #pragma unroll
         for (int t = 0; t < WMV_TOKENS; t++) {
             if (t < nt) {
                 const float4 *xp = (const float4 *)(xt + (size_t)t * (size_t)cols + k);
 #pragma unroll
-                for (int q = 0; q < V / 4; q++) {
-                    float4 xv = __ldg(xp + q);
+                for (int h = 0; h < V / 4; h++) {
+                    float4 xv = __ldg(xp + h);
                     if (round_x) {
                         xv.x = rnd_bf16(xv.x), xv.y = rnd_bf16(xv.y);
                         xv.z = rnd_bf16(xv.z), xv.w = rnd_bf16(xv.w);
                     }
-                    acc[t] = fmaf(xv.x, wv[4 * q], acc[t]);
-                    acc[t] = fmaf(xv.y, wv[4 * q + 1], acc[t]);
-                    acc[t] = fmaf(xv.z, wv[4 * q + 2], acc[t]);
-                    acc[t] = fmaf(xv.w, wv[4 * q + 3], acc[t]);
+#pragma unroll
+                    for (int q = 0; q < RW; q++) {
+                        acc[q][t] = fmaf(xv.x, wv[q][4 * h], acc[q][t]);
+                        acc[q][t] = fmaf(xv.y, wv[q][4 * h + 1], acc[q][t]);
+                        acc[q][t] = fmaf(xv.z, wv[q][4 * h + 2], acc[q][t]);
+                        acc[q][t] = fmaf(xv.w, wv[q][4 * h + 3], acc[q][t]);
+                    }
                 }
             }
         }
     }
     for (int k = k_vec + lane; k < cols; k += 32) { /* unaligned path / tail */
-        float wv = widen1(wr[k]);
 #pragma unroll
         for (int t = 0; t < WMV_TOKENS; t++) {
             if (t < nt) {
                 float xv = xt[(size_t)t * (size_t)cols + k];
                 if (round_x) xv = rnd_bf16(xv);
-                acc[t] = fmaf(xv, wv, acc[t]);
+#pragma unroll
+                for (int q = 0; q < RW; q++)
+                    if (q < nr)
+                        acc[q][t] = fmaf(xv, widen1(w[(size_t)(j0 + q) * (size_t)cols + k]),
+                                         acc[q][t]);
             }
         }
     }
 #pragma unroll
-    for (int t = 0; t < WMV_TOKENS; t++) {
-        float a = acc[t];
-        for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-        if (lane == 0 && t < nt)
-            y[(size_t)(t0 + t) * (size_t)rows + (size_t)j] = a + (bias ? bias[j] : 0.0f);
-    }
+    for (int q = 0; q < RW; q++)
+#pragma unroll
+        for (int t = 0; t < WMV_TOKENS; t++) {
+            float a = acc[q][t];
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+            if (lane == 0 && t < nt && q < nr)
+                y[(size_t)(t0 + t) * (size_t)rows + (size_t)(j0 + q)] =
+                    a + (bias ? bias[j0 + q] : 0.0f);
+        }
 }
 
 /* x (total floats) -> bf16 parts: p[0] = hi (and p[total..] = lo, lo2 when parts == 3). */
@@ -156,26 +173,33 @@ static void wmv(ts_cuda *c, float *y, const float *x, int n, const ts_wmat *w,
     size_t es = w->dtype == TS_DT_F32 ? 4 : 2;
     bool vec = ((uintptr_t)x % 16 == 0) && ((uintptr_t)w->data % 16 == 0) &&
                ((size_t)w->cols * es % 16 == 0) && (w->cols % 4 == 0);
-    dim3 grid(ts_cdiv((size_t)w->rows, WMV_WARPS), ts_cdiv((size_t)n, WMV_TOKENS));
+    /* one row per warp while there are few tokens (more warps in flight);
+     * four rows per warp once activations are reused across rows */
+    int rw = n <= 2 ? 1 : 4;
+    dim3 grid(ts_cdiv((size_t)w->rows, (size_t)WMV_WARPS * rw), ts_cdiv((size_t)n, WMV_TOKENS));
     if (grid.y > 65535u) {
         TS_BAD(c, "matmul: too many tokens for the weight-streaming kernel");
         return;
     }
+#define WMV_LAUNCH(TY, RWV)                                                              \
+    wmv_kernel<TY, RWV><<<grid, WMV_WARPS * 32, 0, c->stream>>>(                         \
+        y, x, n, (const TY *)w->data, w->rows, w->cols, bias, round_x, vec)
     switch (w->dtype) {
     case TS_DT_BF16:
-        wmv_kernel<__nv_bfloat16><<<grid, WMV_WARPS * 32, 0, c->stream>>>(
-            y, x, n, (const __nv_bfloat16 *)w->data, w->rows, w->cols, bias, round_x, vec);
+        if (rw == 1) WMV_LAUNCH(__nv_bfloat16, 1);
+        else WMV_LAUNCH(__nv_bfloat16, 4);
         break;
     case TS_DT_F16:
-        wmv_kernel<__half><<<grid, WMV_WARPS * 32, 0, c->stream>>>(
-            y, x, n, (const __half *)w->data, w->rows, w->cols, bias, round_x, vec);
+        if (rw == 1) WMV_LAUNCH(__half, 1);
+        else WMV_LAUNCH(__half, 4);
         break;
     case TS_DT_F32:
-        wmv_kernel<float><<<grid, WMV_WARPS * 32, 0, c->stream>>>(
-            y, x, n, (const float *)w->data, w->rows, w->cols, bias, round_x, vec);
+        if (rw == 1) WMV_LAUNCH(float, 1);
+        else WMV_LAUNCH(float, 4);
         break;
     default: TS_BAD(c, "matmul: weight dtype"); return;
     }
+#undef WMV_LAUNCH
     TS_LAUNCHED(c, "wmv_kernel");
 }
 
