@@ -70,37 +70,53 @@ __global__ void __launch_bounds__(WMV_WARPS * 32)
         for (int t = 0; t < WMV_TOKENS; t++) acc[q][t] = 0.0f;
     constexpr int V = 16 / sizeof(T); /* elements per 16-byte load */
     int k_vec = vec ? cols / V * V : 0;
-#pragma unroll 2
-    for (int k = lane * V; k < k_vec; k += 32 * V) {
-        float wv[RW][V];
+    /* U steps of weight loads are issued before any is used (bytes in flight) */
+    constexpr int U = RW == 1 ? 4 : 2;
+    for (int kb = lane * V; kb < k_vec; kb += U * 32 * V) {
+        uint4 ub[U][RW];
 #pragma unroll
-        for (int q = 0; q < RW; q++) {
-            int jq = q < nr ? j0 + q : j0; /* past the last row: recompute row j0, unused */
-            uint4 u = __ldg((const uint4 *)(w + (size_t)jq * (size_t)cols + k));
-            if constexpr (sizeof(T) == 2) {
-                widen8(u, (const T *)0, wv[q]);
-            } else {
-                wv[q][0] = __uint_as_float(u.x), wv[q][1] = __uint_as_float(u.y);
-                wv[q][2] = __uint_as_float(u.z), wv[q][3] = __uint_as_float(u.w);
+        for (int i = 0; i < U; i++) {
+            int k = kb + i * 32 * V;
+#pragma unroll
+            for (int q = 0; q < RW; q++) {
+                int jq = q < nr ? j0 + q : j0; /* past the last row: row j0 again, unused */
+                ub[i][q] = k < k_vec ? __ldg((const uint4 *)(w + (size_t)jq * (size_t)cols + k))
+                                     : make_uint4(0u, 0u, 0u, 0u);
             }
         }
 #pragma unroll
-        for (int t = 0; t < WMV_TOKENS; t++) {
-            if (t < nt) {
-                const float4 *xp = (const float4 *)(xt + (size_t)t * (size_t)cols + k);
+        for (int i = 0; i < U; i++) {
+            int k = kb + i * 32 * V;
+            if (k >= k_vec) break;
+            float wv[RW][V];
 #pragma unroll
-                for (int h = 0; h < V / 4; h++) {
-                    float4 xv = __ldg(xp + h);
-                    if (round_x) {
-                        xv.x = rnd_bf16(xv.x), xv.y = rnd_bf16(xv.y);
-                        xv.z = rnd_bf16(xv.z), xv.w = rnd_bf16(xv.w);
-                    }
+            for (int q = 0; q < RW; q++) {
+                uint4 u = ub[i][q];
+                if constexpr (sizeof(T) == 2) {
+                    widen8(u, (const T *)0, wv[q]);
+                } else {
+                    wv[q][0] = __uint_as_float(u.x), wv[q][1] = __uint_as_float(u.y);
+                    wv[q][2] = __uint_as_float(u.z), wv[q][3] = __uint_as_float(u.w);
+                }
+            }
 #pragma unroll
-                    for (int q = 0; q < RW; q++) {
-                        acc[q][t] = fmaf(xv.x, wv[q][4 * h], acc[q][t]);
-                        acc[q][t] = fmaf(xv.y, wv[q][4 * h + 1], acc[q][t]);
-                        acc[q][t] = fmaf(xv.z, wv[q][4 * h + 2], acc[q][t]);
-                        acc[q][t] = fmaf(xv.w, wv[q][4 * h + 3], acc[q][t]);
+            for (int t = 0; t < WMV_TOKENS; t++) {
+                if (t < nt) {
+                    const float4 *xp = (const float4 *)(xt + (size_t)t * (size_t)cols + k);
+#pragma unroll
+                    for (int h = 0; h < V / 4; h++) {
+                        float4 xv = __ldg(xp + h);
+                        if (round_x) {
+                            xv.x = rnd_bf16(xv.x), xv.y = rnd_bf16(xv.y);
+                            xv.z = rnd_bf16(xv.z), xv.w = rnd_bf16(xv.w);
+                        }
+#pragma unroll
+                        for (int q = 0; q < RW; q++) {
+                            acc[q][t] = fmaf(xv.x, wv[q][4 * h], acc[q][t]);
+                            acc[q][t] = fmaf(xv.y, wv[q][4 * h + 1], acc[q][t]);
+                            acc[q][t] = fmaf(xv.z, wv[q][4 * h + 2], acc[q][t]);
+                            acc[q][t] = fmaf(xv.w, wv[q][4 * h + 3], acc[q][t]);
+                        }
                     }
                 }
             }
