@@ -42,6 +42,7 @@ typedef struct ts_ew_job {
     const int32_t *pos;
     int n, d, n_heads;
     float eps;
+    int simd; /* AVX2 row kernels (every ISA above scalar has AVX2) */
 } ts_ew_job;
 
 static void ts_ew_task(void *vctx, int ith, int nth) {
@@ -52,17 +53,27 @@ static void ts_ew_task(void *vctx, int ith, int nth) {
     size_t off = (size_t)lo * (size_t)j->d;
     int m = (int)(hi - lo);
     switch (j->kind) {
-    case 0: ts_ref_rmsnorm(NULL, j->y + off, j->cx + off, j->g, m, j->d, j->eps); break;
-    case 1:
-        ts_ref_add_rmsnorm(NULL, j->y + off, j->x + off, j->r + off, j->g, m, j->d, j->eps);
+    case 0:
+        if (j->simd) ts_avx2_rmsnorm_rows(j->y + off, j->cx + off, j->g, m, j->d, j->eps);
+        else ts_ref_rmsnorm(NULL, j->y + off, j->cx + off, j->g, m, j->d, j->eps);
         break;
-    case 2: ts_ref_swiglu(NULL, j->y + off, j->cx + off, j->r + off, m, j->d); break;
+    case 1:
+        if (j->simd)
+            ts_avx2_add_rmsnorm_rows(j->y + off, j->x + off, j->r + off, j->g, m, j->d, j->eps);
+        else ts_ref_add_rmsnorm(NULL, j->y + off, j->x + off, j->r + off, j->g, m, j->d, j->eps);
+        break;
+    case 2:
+        if (j->simd)
+            ts_avx2_swiglu_rows(j->y + off, j->cx + off, j->r + off, (size_t)m * (size_t)j->d);
+        else ts_ref_swiglu(NULL, j->y + off, j->cx + off, j->r + off, m, j->d);
+        break;
     case 3: ts_ref_rope(NULL, j->x + off, j->pos + lo, m, j->n_heads, j->d / j->n_heads, j->g);
         break;
     }
 }
 
 static void ts_ew_run(ts_cpu *cpu, ts_ew_job *j) {
+    j->simd = cpu->isa == TS_ISA_AVX2 || cpu->isa == TS_ISA_AVX512;
     if (cpu->nth > 1 && (long)j->n * j->d >= TS_EW_MIN_PAR && j->n > 1)
         ts_pool_run(cpu->pool, ts_ew_task, j);
     else

@@ -98,6 +98,14 @@ void ts_cpu_swiglu(void *ctx, float *out, const float *gate, const float *up, in
 void ts_cpu_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
                  const float *inv_freq);
 
+/* ---- AVX2 element-wise rows (ew_avx2.c); the same math as the reference ---- */
+
+void ts_avx2_rmsnorm_rows(float *y, const float *x, const float *g, int n, int d, float eps);
+void ts_avx2_add_rmsnorm_rows(float *y, float *x, const float *r, const float *g, int n, int d,
+                              float eps);
+/* out[i] = silu(gate[i]) * up[i] for i < cnt; out may be gate. */
+void ts_avx2_swiglu_rows(float *out, const float *gate, const float *up, size_t cnt);
+
 /* ---- SIMD kernels; ctx is the ts_cpu ---- */
 
 void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
