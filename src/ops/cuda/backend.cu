@@ -93,7 +93,10 @@ void ts_cuda_destroy(ts_cuda *c) {
     cudaFree(c->act.p);
     cudaFree(c->part.p);
     cudaFree(c->meta.p);
-    if (c->host_meta) cudaFreeHost(c->host_meta);
+    for (int i = 0; i < TS_CUDA_RING; i++) {
+        if (c->ring[i]) cudaFreeHost(c->ring[i]);
+        if (c->ring_ev[i]) cudaEventDestroy(c->ring_ev[i]);
+    }
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
@@ -130,21 +133,28 @@ void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes) {
 }
 
 void *ts_cuda_stage(ts_cuda *c, ts_cuda_scratch *s, const void *host, size_t bytes) {
+    /* stream order keeps the device buffer safe: this copy runs after the
+     * kernels already queued that read the previous contents */
     void *dev = ts_cuda_scratch_get(c, s, bytes);
     if (!dev) return NULL;
-    /* the staging buffer may still be the source of a queued copy */
-    if (!TS_CU(c, cudaStreamSynchronize(c->stream))) return NULL;
-    if (bytes > c->host_meta_cap) {
-        if (c->host_meta) cudaFreeHost(c->host_meta);
-        c->host_meta = NULL;
-        c->host_meta_cap = 0;
-        size_t cap = bytes < 65536 ? 65536 : bytes * 2;
-        if (!TS_CU(c, cudaMallocHost(&c->host_meta, cap))) return NULL;
-        c->host_meta_cap = cap;
-    }
-    memcpy(c->host_meta, host, bytes);
-    if (!TS_CU(c, cudaMemcpyAsync(dev, c->host_meta, bytes, cudaMemcpyHostToDevice, c->stream)))
+    int i = c->ring_next;
+    c->ring_next = (i + 1) % TS_CUDA_RING;
+    if (!c->ring_ev[i] && !TS_CU(c, cudaEventCreateWithFlags(&c->ring_ev[i], cudaEventDisableTiming)))
         return NULL;
+    /* the slot's previous copy must have left the host buffer */
+    if (!TS_CU(c, cudaEventSynchronize(c->ring_ev[i]))) return NULL;
+    if (bytes > c->ring_cap[i]) {
+        if (c->ring[i]) cudaFreeHost(c->ring[i]);
+        c->ring[i] = NULL;
+        c->ring_cap[i] = 0;
+        size_t cap = bytes < 65536 ? 65536 : bytes * 2;
+        if (!TS_CU(c, cudaMallocHost(&c->ring[i], cap))) return NULL;
+        c->ring_cap[i] = cap;
+    }
+    memcpy(c->ring[i], host, bytes);
+    if (!TS_CU(c, cudaMemcpyAsync(dev, c->ring[i], bytes, cudaMemcpyHostToDevice, c->stream)))
+        return NULL;
+    if (!TS_CU(c, cudaEventRecord(c->ring_ev[i], c->stream))) return NULL;
     return dev;
 }
 

@@ -11,6 +11,8 @@
 
 #include "ops/cuda/cuda.h"
 
+#define TS_CUDA_RING 8
+
 /* A device buffer kept between calls, grown on demand. */
 typedef struct ts_cuda_scratch {
     void *p;
@@ -28,8 +30,12 @@ struct ts_cuda {
     ts_cuda_scratch act;    /* matmul: activations converted to bf16 */
     ts_cuda_scratch part;   /* matmul split products / attention partials */
     ts_cuda_scratch meta;   /* attention work items */
-    void *host_meta;        /* pinned staging for work items */
-    size_t host_meta_cap;
+    /* pinned staging for work items: a ring, so that a call never waits for
+     * the previous one; slot i is reused once ring_ev[i] (its copy) is done */
+    void *ring[TS_CUDA_RING];
+    size_t ring_cap[TS_CUDA_RING];
+    cudaEvent_t ring_ev[TS_CUDA_RING];
+    int ring_next;
     int att_bps[4];         /* resident attention blocks per SM, by head_dim class */
 };
 
@@ -68,7 +74,9 @@ static inline bool ts_cuda_live(const ts_cuda *c) { return c->err[0] == 0; }
  * with a recorded error on failure. Growth synchronises the stream. */
 void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes);
 /* Copies `bytes` of host data into device scratch s via pinned staging,
- * queued on the stream; returns the device pointer or NULL. */
+ * queued on the stream (no host wait unless the buffer grows or the staging
+ * ring wraps onto a copy still in flight); returns the device pointer or
+ * NULL. The device data stays valid for work queued before the next call. */
 void *ts_cuda_stage(ts_cuda *c, ts_cuda_scratch *s, const void *host, size_t bytes);
 
 static inline unsigned ts_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
