@@ -52,7 +52,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         STR("-m", model) STR("--model", model) STR("-p", prompt) STR("--prompt-text", prompt)
         STR("-f", prompt_file) STR("--system", system) STR("--text", text) STR("--ids", ids)
         STR("--out", out) STR("--cases", cases) STR("--mode", mode) FLT("--repair-frac", repair_frac)
-        FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa)
+        FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa) STR("--cascade", cascade)
         INT("-n", n_predict, 1, 1 << 20) INT("--max-tokens", n_predict, 1, 1 << 20)
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)
         INT("--limit", limit, 0, 1 << 30) INT("--reps", reps, 1, 100)
@@ -95,6 +95,10 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     ts_err err;
     if (ts_sample_params_validate(&a->sample, &err)) {
         fprintf(stderr, "error: %s\n", err.msg);
+        return false;
+    }
+    if (a->cascade && strcmp(a->cascade, "auto") && strcmp(a->cascade, "on") && strcmp(a->cascade, "off")) {
+        fprintf(stderr, "error: --cascade expects auto, on or off\n");
         return false;
     }
     if (!a->model) {

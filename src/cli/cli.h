@@ -22,7 +22,7 @@ typedef struct cli_args {
     ts_sample_params sample;
     const char *stop[CLI_MAX_STOP];
     int n_stop;
-    const char *kv_mem, *isa;
+    const char *kv_mem, *isa, *cascade;
     int block_size;
 } cli_args;
 

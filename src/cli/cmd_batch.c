@@ -57,6 +57,7 @@ int cmd_generate_batch(cli_args *a) {
     ts_engine_opts o = ts_engine_opts_default();
     o.n_threads = a->threads;
     o.exact = a->exact;
+    o.cascade = !a->cascade || !strcmp(a->cascade, "auto") ? -1 : !strcmp(a->cascade, "on");
     if (a->kv_mem && !(o.kv_bytes = ts_parse_size(a->kv_mem))) {
         fprintf(stderr, "error: --kv-mem expects a size such as 512M or 4G\n");
         return 2;

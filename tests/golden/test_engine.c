@@ -203,6 +203,59 @@ static void check_bad_input(const char *dir, const char *good, const result *wan
     ts_engine_destroy(e);
 }
 
+/* A golden (random-weight) model: prompts of random ids sharing a 40-token
+ * prefix, run together with the prefix cache on and cascade forced, equal
+ * each run alone with caching off. */
+static void check_golden_model(const char *dir) {
+    enum { N = 6, PREFIX = 40 };
+    int32_t ids[N][80];
+    int len[N];
+    for (int i = 0; i < N; i++) {
+        len[i] = PREFIX + 5 + (int)rnd(30);
+        for (int t = 0; t < len[i]; t++) ids[i][t] = t < PREFIX ? 1000 + 37 * t : (int32_t)(1000 + rnd(20000));
+    }
+    result want[N], got[N];
+    memset(want, 0, sizeof want);
+    memset(got, 0, sizeof got);
+    ts_engine *ref = make(dir, false, 0, 0, 512), *e = make(dir, true, 1, 0, 32 + (int)rnd(64));
+    CHECKF(ref && e, "%s: engines", dir);
+    ts_err err;
+    for (int i = 0; ref && e && i < N; i++) {
+        ts_request q = ts_request_default();
+        q.ids = ids[i];
+        q.n_ids = (size_t)len[i];
+        q.max_tokens = 12;
+        q.ignore_eos = true;
+        CHECK(ts_engine_submit(ref, &q, on_event, &want[i], NULL, &err) == TS_OK);
+        CHECK(ts_engine_run(ref, &err) == TS_OK);
+        if (i == 0) { /* the first computes the prefix, the rest arrive together */
+            CHECK(ts_engine_submit(e, &q, on_event, &got[i], NULL, &err) == TS_OK);
+            CHECK(ts_engine_run(e, &err) == TS_OK);
+        } else {
+            CHECK(ts_engine_submit(e, &q, on_event, &got[i], NULL, &err) == TS_OK);
+        }
+    }
+    if (e) CHECK(ts_engine_run(e, &err) == TS_OK);
+    for (int i = 0; ref && e && i < N; i++) {
+        const char *a = got[i].text.data ? got[i].text.data : "";
+        const char *b = want[i].text.data ? want[i].text.data : "";
+        CHECKF(got[i].done && !strcmp(a, b) && got[i].n_gen == want[i].n_gen, "%s: request %d differs", dir, i);
+    }
+    if (e) {
+        ts_engine_stats st;
+        ts_engine_get_stats(e, &st);
+        CHECKF(st.prefix_hits > 0 && st.cascade_steps > 0, "%s: %llu hits, %llu cascade steps", dir,
+               (unsigned long long)st.prefix_hits, (unsigned long long)st.cascade_steps);
+        check_pool_clean(e, dir);
+    }
+    for (int i = 0; i < N; i++) {
+        ts_buf_free(&want[i].text);
+        ts_buf_free(&got[i].text);
+    }
+    ts_engine_destroy(ref);
+    ts_engine_destroy(e);
+}
+
 int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
@@ -323,6 +376,11 @@ int main(void) {
         ts_engine_destroy(e);
     }
     check_threads(dir, prompts, n, max_tokens, want);
+    char gdir[512];
+    snprintf(gdir, sizeof gdir, "%s/golden/qwen3-tiny-random", ts_test_shared());
+    check_golden_model(gdir);
+    snprintf(gdir, sizeof gdir, "%s/golden/llama3-tiny-random", ts_test_shared());
+    check_golden_model(gdir);
     for (int i = 0; i < n; i++) /* a bare document fits the small pool */
         if (is_doc[i]) {
             check_bad_input(dir, prompts[i], &want[i], max_tokens);
