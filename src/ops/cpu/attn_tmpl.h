@@ -92,11 +92,22 @@ TS_INLINE_A void pv_strip(float *O, const float *S, const float *const *vr, int 
     }
 }
 
-static void pv_small(float *O, const float *S, const ts_attn *a, const int32_t *blocks, int h,
-                     int t0, int cn, int R, int hd) {
-    const float *vr[TS_AC];
-    for (int t = 0; t < cn; t++)
-        vr[t] = ts_kv_row(a->v, blocks, t0 + t, h, a->n_kv_heads, a->block_size, hd);
+/* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1: one
+ * division for the whole range instead of one per slot. */
+static void kv_rows(const float **kr, const float **vr, const ts_attn *a, const int32_t *blocks,
+                    int h, int t0, int n) {
+    int bs = a->block_size, b = t0 / bs, o = t0 % bs;
+    size_t hd = (size_t)a->head_dim;
+    for (int t = 0; t < n; t++) {
+        size_t off = (((size_t)blocks[b] * (size_t)a->n_kv_heads + (size_t)h) * (size_t)bs +
+                      (size_t)o) * hd;
+        kr[t] = a->k + off;
+        vr[t] = a->v + off;
+        if (++o == bs) o = 0, b++;
+    }
+}
+
+static void pv_small(float *O, const float *S, const float *const *vr, int cn, int R, int hd) {
     switch (R) {
     case 1: pv_strip(O, S, vr, cn, 1, hd); break;
     case 2: pv_strip(O, S, vr, cn, 2, hd); break;
@@ -115,6 +126,7 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
           *L = M + R;
     int lim[TS_AROWS]; /* last visible slot per row */
     int tmax = 0, lmin = INT_MAX;
+    const float *kr[TS_AC + TS_APF], *vr[TS_AC + TS_APF]; /* this chunk's rows and a few more */
     for (int r = 0; r < R; r++) {
         int i = i0 + r / G, hq = h * G + r % G;
         const float *q = a->q + (size_t)(sq->q_start + i) * qstride + (size_t)hq * hd;
@@ -132,21 +144,19 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
     /* slots before kv_start belong to a shared level computed elsewhere */
     for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
+        int nr = tmax - t0 < TS_AC + TS_APF ? tmax - t0 : TS_AC + TS_APF;
+        kv_rows(kr, vr, a, sq->blocks, h, t0, nr);
         /* scores; K and V rows TS_APF slots ahead are prefetched (blocks are
          * scattered, so hardware prefetch cannot follow the table) */
         for (int t = 0; t < cn; t++) {
-            if (t0 + t + TS_APF < tmax) {
-                const char *kn = (const char *)ts_kv_row(a->k, sq->blocks, t0 + t + TS_APF, h,
-                                                         a->n_kv_heads, a->block_size, hd);
-                const char *vn = (const char *)ts_kv_row(a->v, sq->blocks, t0 + t + TS_APF, h,
-                                                         a->n_kv_heads, a->block_size, hd);
+            if (t + TS_APF < nr) {
+                const char *kn = (const char *)kr[t + TS_APF], *vn = (const char *)vr[t + TS_APF];
                 for (size_t c = 0; c < (size_t)hd * sizeof(float); c += 64) {
                     _mm_prefetch(kn + c, _MM_HINT_T0);
                     _mm_prefetch(vn + c, _MM_HINT_T0);
                 }
             }
-            const float *kp = ts_kv_row(a->k, sq->blocks, t0 + t, h, a->n_kv_heads,
-                                        a->block_size, hd);
+            const float *kp = kr[t];
             int r = 0;
             for (; r + 2 <= R; r += 2) {
                 float *s0 = S + (size_t)r * TS_AC + t, *s1 = s0 + TS_AC;
@@ -193,12 +203,11 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
         if (R <= 4 && hd % (2 * VW) == 0 && t0 + cn - 1 <= lmin) {
             /* few rows that see the whole chunk (decode): O in registers, a
              * column strip of 2 vectors at a time over every slot */
-            pv_small(O, S, a, sq->blocks, h, t0, cn, R, hd);
+            pv_small(O, S, vr, cn, R, hd);
             continue;
         }
         for (int t = 0; t < cn; t++) {
-            const float *vp = ts_kv_row(a->v, sq->blocks, t0 + t, h, a->n_kv_heads,
-                                        a->block_size, hd);
+            const float *vp = vr[t];
             for (int r = 0; r < R; r++) {
                 float p = S[(size_t)r * TS_AC + t];
                 if (p == 0.0f) continue;
