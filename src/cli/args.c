@@ -51,7 +51,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         if (0) {}
         STR("-m", model) STR("--model", model) STR("-p", prompt) STR("--prompt-text", prompt)
         STR("-f", prompt_file) STR("--system", system) STR("--text", text) STR("--ids", ids)
-        STR("--out", out) STR("--cases", cases) STR("--mode", mode) FLT("--repair-frac", repair_frac)
+        STR("--out", out) STR("--cases", cases) STR("--mode", mode) STR("--chunk-store", chunk_store) FLT("--repair-frac", repair_frac)
         FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa) STR("--cascade", cascade)
         INT("-n", n_predict, 1, 1 << 20) INT("--max-tokens", n_predict, 1, 1 << 20)
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)

@@ -19,6 +19,7 @@ typedef struct cli_args {
     const char *mode;       /* eval-qa composition mode, NULL = whole-prompt prefill */
     float repair_frac;
     bool chunks_cached;
+    const char *chunk_store; /* persistent chunk store: DIR or redis://HOST[:PORT] */
     ts_sample_params sample;
     const char *stop[CLI_MAX_STOP];
     int n_stop;

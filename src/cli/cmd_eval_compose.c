@@ -98,6 +98,11 @@ static ts_status answer(ts_runtime *rt, ts_composer *cm, ts_seq *seq, case_parts
     return s;
 }
 
+static void log_store(void *ctx, const char *msg) {
+    (void)ctx;
+    fprintf(stderr, "chunk store: %s\n", msg);
+}
+
 int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt) {
     ts_compose_mode mode;
     if (!strcmp(a->mode, "full")) mode = TS_COMPOSE_FULL;
@@ -109,6 +114,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
         return 2;
     }
     ts_composer *cm = NULL, *ref = NULL;
+    ts_chunk_store *store = NULL;
     ts_seq seq = {0}, ref_seq = {0};
     ts_buf out = {0}, full = {0};
     ts_err err;
@@ -131,6 +137,13 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
             free_parts(&cp);
             rc = 1;
             break;
+        }
+        if (i == 0 && a->chunk_store && !rc) {
+            if (ts_chunk_store_open(a->chunk_store, log_store, NULL, &store, &err))
+                fprintf(stderr, "warning: chunk store %s unavailable (%s); continuing without it\n",
+                        a->chunk_store, err.msg);
+            else
+                ts_composer_set_store(cm, store);
         }
         if (i == 0 && a->chunks_cached) { /* register every document before timing */
             for (size_t j = 0; j < n_cases && !rc; j++) {
@@ -171,12 +184,13 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
         printf("{\"mode\": \"%s\", \"cases\": %d, \"accuracy\": %.4f, \"agreement_with_full\": %.4f, "
                "\"ttft_ms_mean\": %.3f, \"prefill_tokens\": %ld, \"reused_tokens\": %ld, "
                "\"kv_bytes\": %llu, \"chunk_hit_rate\": %.4f, \"chunks\": %llu, "
-               "\"prompt_mismatches\": %d, \"repair_frac\": %.3f}\n",
+               "\"prompt_mismatches\": %d, \"repair_frac\": %.3f, \"store_loads\": %ld}\n",
                a->mode, done, done ? (double)correct / done : 0.0, done ? (double)agree / done : 0.0,
                done ? ttft_sum / done : 0.0, cs.prefill_tokens, cs.reused_tokens,
                (unsigned long long)rs.bytes_used,
                cs.chunk_hits + cs.chunk_misses ? (double)cs.chunk_hits / (double)(cs.chunk_hits + cs.chunk_misses) : 0.0,
-               (unsigned long long)rs.n_chunks, mismatches, mode == TS_COMPOSE_REPAIR ? a->repair_frac : 0.0);
+               (unsigned long long)rs.n_chunks, mismatches, mode == TS_COMPOSE_REPAIR ? a->repair_frac : 0.0,
+               cs.store_loads);
     }
     ts_seq_reset(&seq, rt->kv);
     ts_seq_free(&seq);
@@ -186,5 +200,6 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
     ts_buf_free(&full);
     ts_composer_destroy(cm);
     ts_composer_destroy(ref);
+    ts_chunk_store_close(store);
     return rc;
 }

@@ -13,6 +13,7 @@ struct ts_composer {
     int n_prefix;
     uint8_t enc_id[32];
     ts_compose_stats st;
+    ts_chunk_store *store;
     int32_t *tokens;      /* scratch: the composed token list */
     int cap_tokens;
     float *k, *v;         /* scratch: one chunk's rows for one layer */
@@ -53,6 +54,7 @@ void ts_composer_destroy(ts_composer *c) {
 }
 
 ts_chunk_reg *ts_composer_registry(ts_composer *c) { return c->reg; }
+void ts_composer_set_store(ts_composer *c, ts_chunk_store *store) { c->store = store; }
 ts_compose_stats ts_composer_stats(const ts_composer *c) { return c->st; }
 
 static bool reserve_tokens(ts_composer *c, int n) {
@@ -99,6 +101,21 @@ static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, 
     return s;
 }
 
+/* Tries to fill chunk id's KV from the store; false if it has none usable. */
+static bool store_load(ts_composer *c, const ts_chunk_id *id) {
+    const ts_model_config *mc = &c->rt->model->cfg;
+    ts_chunk_expect exp = {.model_fp = c->rt->model->fingerprint,
+                           .shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim}};
+    ts_chunk *h = NULL;
+    ts_err err;
+    if (ts_chunk_store_load(c->store, c->reg, id, &exp, &h, &err) != TS_OK) return false;
+    ts_chunk_info info;
+    ts_chunk_get_info(c->reg, h, &info);
+    bool ok = info.has_kv;
+    ts_chunk_release(c->reg, h);
+    return ok;
+}
+
 ts_status ts_composer_register(ts_composer *c, const int32_t *ids, int n, ts_chunk_type type,
                                ts_chunk_id *id_out, ts_err *err) {
     ts_chunk_id id;
@@ -109,10 +126,16 @@ ts_status ts_composer_register(ts_composer *c, const int32_t *ids, int n, ts_chu
     if (s) return s;
     ts_chunk_info info;
     ts_chunk_get_info(c->reg, h, &info);
-    if (info.has_kv) c->st.chunk_hits++;
-    else {
+    if (info.has_kv) {
+        c->st.chunk_hits++;
+    } else if (c->store && store_load(c, &id)) {
+        c->st.chunk_hits++;
+        c->st.store_loads++;
+    } else {
         c->st.chunk_misses++;
         s = encode(c, h, ids, n, err);
+        ts_err serr;
+        if (!s && c->store) ts_chunk_store_save(c->store, c->reg, h, &serr); /* best effort */
     }
     ts_chunk_release(c->reg, h);
     if (id_out) *id_out = id;

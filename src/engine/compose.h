@@ -20,6 +20,7 @@
 #include "engine/runtime.h"
 #include "engine/seq.h"
 #include "kv/chunk.h"
+#include "kv/chunk_store.h"
 
 typedef enum ts_compose_mode {
     TS_COMPOSE_FULL = 0,
@@ -39,6 +40,7 @@ typedef struct ts_compose_stats {
     long prefill_tokens;  /* tokens computed by the model */
     long reused_tokens;   /* tokens whose KV was reused (chunks or a cached prefix) */
     long chunk_hits, chunk_misses;
+    long store_loads;     /* chunks read back from the persistent store */
 } ts_compose_stats;
 
 typedef struct ts_composer ts_composer;
@@ -49,6 +51,11 @@ ts_status ts_composer_create(ts_runtime *rt, const int32_t *prefix, int n_prefix
                              ts_composer **out, ts_err *err);
 void ts_composer_destroy(ts_composer *c);
 ts_chunk_reg *ts_composer_registry(ts_composer *c);
+/* Uses store (not owned) to persist chunks: a chunk missing from the
+ * registry is loaded from it (a corrupt or foreign blob is refused by the
+ * store and the chunk recomputed), and a freshly computed one is saved.
+ * A store that fails is ignored (the composer keeps working). */
+void ts_composer_set_store(ts_composer *c, ts_chunk_store *store);
 
 /* Registers a chunk and computes its KV unless present; *id (optional)
  * receives its id. */

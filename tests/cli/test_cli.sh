@@ -77,6 +77,25 @@ check "bench-shared: identical outputs, hits, KV <= 1.2x ideal" 'python3 -c "
 import json,sys; r=json.load(open(\"$tmp/bs\"))
 sys.exit(0 if r[\"outputs_identical\"] and r[\"prefix_hit_rate\"]>0.5 and r[\"kv_used_over_ideal\"]<=1.2 and r[\"cascade_steps\"]>0 else 1)"'
 
+# chunk composition: repair recovers over reuse on average; a second process
+# reads the chunks back from the directory store; a corrupted file is
+# refused and recomputed with the same answers
+for m in reuse repair; do
+    "$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --limit 6 --mode $m --repair-frac 1.0 \
+        --chunk-store "$tmp/chunks" --threads 2 --exact >"$tmp/c_$m" 2>"$tmp/e"
+    check "eval-qa --mode $m exit status" '[ $? -eq 0 ]'
+done
+check "repair(1.0) agrees with full" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/c_repair\"))
+sys.exit(0 if r[\"agreement_with_full\"]==1.0 and r[\"store_loads\"]>0 else 1)"'
+f=$(ls "$tmp/chunks" | head -n 1)
+printf '\001' | dd of="$tmp/chunks/$f" bs=1 seek=200 conv=notrunc 2>/dev/null
+"$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --limit 6 --mode reuse \
+    --chunk-store "$tmp/chunks" --threads 2 --exact >"$tmp/c_again" 2>"$tmp/e"
+check "corrupt chunk file refused and recomputed" 'grep -q "corrupt" "$tmp/e" && python3 -c "
+import json,sys; a=json.load(open(\"$tmp/c_reuse\")); b=json.load(open(\"$tmp/c_again\"))
+sys.exit(0 if a[\"accuracy\"]==b[\"accuracy\"] and b[\"store_loads\"]>0 else 1)"'
+
 # eval-qa on facts-qwen3-14m: accuracy and agreement with HF's outputs
 limit=""; [ -n "${TS_TEST_LIGHT:-}" ] && limit="--limit 16"
 "$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --threads 2 $limit >"$tmp/eval" 2>"$tmp/e"
