@@ -124,6 +124,70 @@ TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
                                          (bias ? bias[j] : 0.0f);
 }
 
+/* Tiles of RB <= 4 weight rows for NB >= 2 activation rows: each activation
+ * vector feeds RB rows (32 registers hold the 4 x 4 accumulators).
+ * y[b][j0..j0+RB) for NB activation rows (f32 precision). */
+TS_INLINE void gemv_f32_t4(float *y, size_t ldy, const float *x, int K, const void *w,
+                        ts_dtype dt, int j0, int RB, int NB, const float *bias) {
+    __m512 acc[4][4];
+    const size_t es = dt == TS_DT_F32 ? 4 : 2;
+    const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < 4; r++)
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 xv[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < RB; r++) {
+            _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + TS_GEMV_PF, _MM_HINT_T0);
+            __m512 wv = ld16(wb + (size_t)r * K * es, dt, (size_t)k, m);
+            _Pragma("GCC unroll 8")
+            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < NB; b++)
+            y[(size_t)b * ldy + (size_t)(j0 + r)] =
+                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+}
+
+/* The same with bf16 activations (row stride Kp) and bf16 weights. */
+TS_INLINE void gemv_bf16_t4(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
+                         const uint16_t *w, int j0, int RB, int NB, const float *bias) {
+    __m512 acc[4][4];
+    const uint16_t *wb = w + (size_t)j0 * (size_t)K;
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < 4; r++)
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 32) {
+        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
+        __m512i xv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
+        _Pragma("GCC unroll 8")
+        for (int r = 0; r < RB; r++) {
+            _mm_prefetch((const char *)(wb + (size_t)r * K + k) + TS_GEMV_PF, _MM_HINT_T0);
+            __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
+            _Pragma("GCC unroll 8")
+            for (int b = 0; b < NB; b++)
+                acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
+        }
+    }
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < NB; b++)
+            y[(size_t)b * ldy + (size_t)(j0 + r)] =
+                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+}
+
 #define GEMV_NB(CALL_NB, nb)           \
     do {                               \
         switch (nb) {                  \
@@ -161,12 +225,31 @@ static void gemv_task(void *vctx, int ith, int nth) {
                 const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp;
                 const uint16_t *wd = w->data;
 #define C1(NB) for (int r = r0; r < r1; r++) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, NB, j->bias)
-                GEMV_NB(C1, nb);
+#define C4(NB)                                                                     \
+    for (; r + 4 <= r1; r += 4) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 4, NB, j->bias); \
+    for (; r < r1; r++) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 1, NB, j->bias)
+                if (nb == 1) {
+                    C1(1);
+                } else {
+                    int r = r0;
+                    GEMV_NB(C4, nb);
+                }
+#undef C4
 #undef C1
                 continue;
             }
             const float *xi = j->x + (size_t)i * (size_t)K;
-#define C1(NB) for (int r = r0; r < r1; r++) gemv_f32(yi, ldy, xi, K, w->data, DT, r, NB, j->bias)
+/* one row at a time for a single activation row, 4-row tiles for more */
+#define C1(NB)                                                                            \
+    do {                                                                                  \
+        int r = r0;                                                                       \
+        if (NB == 1) {                                                                    \
+            for (; r < r1; r++) gemv_f32(yi, ldy, xi, K, w->data, DT, r, 1, j->bias);       \
+            break;                                                                        \
+        }                                                                                 \
+        for (; r + 4 <= r1; r += 4) gemv_f32_t4(yi, ldy, xi, K, w->data, DT, r, 4, NB, j->bias); \
+        for (; r < r1; r++) gemv_f32_t4(yi, ldy, xi, K, w->data, DT, r, 1, NB, j->bias);  \
+    } while (0)
             switch (w->dtype) {
             case TS_DT_BF16:
 #define DT TS_DT_BF16
