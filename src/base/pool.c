@@ -8,11 +8,18 @@
  *
  * Lost wake-ups are avoided Dekker-style with sequentially consistent
  * atomics: a sleeper announces itself (n_sleep++) before re-checking the
- * word it waits on, and a waker changes the word before reading n_sleep. */
+ * word it waits on, and a waker changes the word before reading n_sleep.
+ *
+ * Shares are claimed: whoever first moves taken[ith] from the previous run's
+ * number to this run's runs share ith. After its own share the caller claims every share whose
+ * worker has not started yet and runs it itself, so a worker that another
+ * process keeps off its core (or that is still waking from the futex)
+ * delays a run by nothing; a worker that finds its share taken skips it. */
 #include "base/pool.h"
 
 #include <limits.h>
 #include <linux/futex.h>
+#include <stdbool.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -46,6 +53,7 @@ struct ts_pool {
     _Atomic int n_sleep_gen;   /* workers sleeping on gen */
     _Atomic int caller_sleeps; /* the caller sleeps on pending */
     _Atomic int stop;
+    _Atomic int *taken;        /* [n]: the last run (gen) whose share ith was claimed */
 };
 
 static long ts_futex(_Atomic int *addr, int op, int val) {
@@ -78,6 +86,14 @@ static void ts_wait_change(_Atomic int *word, int old, _Atomic int *n_sleep) {
     }
 }
 
+/* Claims a share for run g: taken holds g - 1 until someone claims it, and
+ * a worker that still thinks run g is current while a later run has begun
+ * finds a larger value and fails. */
+static bool ts_claim(_Atomic int *taken, int g) {
+    int expect = (int)((unsigned)g - 1u);
+    return atomic_compare_exchange_strong(taken, &expect, g);
+}
+
 static void *ts_worker_main(void *arg) {
     ts_worker *w = arg;
     ts_pool *p = w->pool;
@@ -86,6 +102,7 @@ static void *ts_worker_main(void *arg) {
         ts_wait_change(&p->gen, seen, &p->n_sleep_gen);
         seen = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (atomic_load(&p->stop)) break;
+        if (!ts_claim(&p->taken[w->ith], seen)) continue; /* the caller ran it */
         p->fn(p->ctx, w->ith, p->n);
         if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_sleeps))
             ts_futex(&p->pending, FUTEX_WAKE_PRIVATE, 1);
@@ -100,7 +117,10 @@ ts_pool *ts_pool_create(int n_threads) {
     p->n = n_threads;
     if (n_threads > 1) {
         p->w = calloc((size_t)n_threads - 1, sizeof *p->w);
-        if (!p->w) {
+        p->taken = calloc((size_t)n_threads, sizeof *p->taken);
+        if (!p->w || !p->taken) {
+            free(p->w);
+            free(p->taken);
             free(p);
             return NULL;
         }
@@ -127,6 +147,7 @@ void ts_pool_destroy(ts_pool *p) {
         for (int i = 1; i < p->n; i++) pthread_join(p->w[i - 1].th, NULL);
     }
     free(p->w);
+    free(p->taken);
     free(p);
 }
 
@@ -141,8 +162,14 @@ void ts_pool_run(ts_pool *p, ts_pool_fn fn, void *ctx) {
     p->ctx = ctx;
     atomic_store(&p->pending, p->n - 1);
     atomic_fetch_add(&p->gen, 1); /* release: publishes fn, ctx, pending */
+    int g = atomic_load(&p->gen);  /* only the caller changes gen */
     if (atomic_load(&p->n_sleep_gen) > 0) ts_futex(&p->gen, FUTEX_WAKE_PRIVATE, INT_MAX);
     fn(ctx, 0, p->n);
+    for (int i = 1; i < p->n; i++) /* shares whose worker has not started */
+        if (ts_claim(&p->taken[i], g)) {
+            fn(ctx, i, p->n);
+            atomic_fetch_sub(&p->pending, 1);
+        }
     int left;
     while ((left = atomic_load(&p->pending)) != 0)
         ts_wait_change(&p->pending, left, &p->caller_sleeps);

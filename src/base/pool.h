@@ -1,8 +1,10 @@
 /* ts_pool: a fixed pool of worker threads for data-parallel kernels.
  *
- * ts_pool_run(pool, fn, ctx) calls fn(ctx, ith, nth) once on each of the
- * nth = ts_pool_size(pool) threads (the caller is thread 0) and returns when
- * all have finished. Workers spin briefly between jobs, so back-to-back
+ * ts_pool_run(pool, fn, ctx) calls fn(ctx, ith, nth) once for each ith in
+ * [0, nth), nth = ts_pool_size(pool), and returns when all have finished.
+ * Share ith runs on worker ith, or on the caller (thread 0, after its own
+ * share) when that worker has not started it by then: shares must not wait
+ * for each other, and per-share state belongs to ith, not to the OS thread. Workers spin briefly between jobs, so back-to-back
  * small kernels (a decode step issues hundreds) do not pay a wake-up each.
  * Only one thread may call ts_pool_run at a time. */
 #ifndef TS_BASE_POOL_H
