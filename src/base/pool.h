@@ -4,8 +4,9 @@
  * [0, nth), nth = ts_pool_size(pool), and returns when all have finished.
  * Share ith runs on worker ith, or on the caller (thread 0, after its own
  * share) when that worker has not started it by then: shares must not wait
- * for each other, and per-share state belongs to ith, not to the OS thread. Workers spin briefly between jobs, so back-to-back
- * small kernels (a decode step issues hundreds) do not pay a wake-up each.
+ * for each other, and per-share state belongs to ith, not to the OS thread.
+ * Workers spin briefly between jobs, so back-to-back small kernels (a decode
+ * step issues hundreds) do not pay a wake-up each.
  * Only one thread may call ts_pool_run at a time. */
 #ifndef TS_BASE_POOL_H
 #define TS_BASE_POOL_H
