@@ -112,15 +112,18 @@ int ts_cascade_plan_build(ts_cascade_plan *p, const ts_fwd_seq *seqs, int n_seq,
     if (rule.min_sharers < 2) rule.min_sharers = 2;
     if (rule.min_blocks < 1) rule.min_blocks = 1;
     if (!grow((void **)&p->kv_start, &p->cap_seq, n_seq, sizeof *p->kv_start)) return -1;
-    int cap = p->cap_seq ? 0 : 0;
-    if (!p->order || n_seq > p->cap_order) {
+    if (n_seq > p->cap_order) { /* scratch grows, never shrinks: no allocation per step */
+        int cap = 0, cap2 = 0;
         free(p->order);
+        free(p->row0);
         p->order = NULL;
-        if (!grow((void **)&p->order, &cap, n_seq, sizeof *p->order)) return -1;
-        p->cap_order = cap;
+        p->row0 = NULL;
+        if (!grow((void **)&p->order, &cap, n_seq, sizeof *p->order) ||
+            !grow((void **)&p->row0, &cap2, n_seq, sizeof *p->row0))
+            return -1;
+        p->cap_order = cap < cap2 ? cap : cap2;
     }
-    int *row0 = malloc((size_t)(n_seq ? n_seq : 1) * sizeof *row0);
-    if (!row0) return -1;
+    int *row0 = p->row0;
     int row = 0;
     for (int s = 0; s < n_seq; s++) {
         p->kv_start[s] = 0;
@@ -133,7 +136,6 @@ int ts_cascade_plan_build(ts_cascade_plan *p, const ts_fwd_seq *seqs, int n_seq,
     qsort(p->order, (size_t)n_seq, sizeof *p->order, cmp_tables);
     ctx c = {.p = p, .seqs = seqs, .row0 = row0, .ord = p->order, .bs = bs, .rule = rule};
     bool ok = build(&c, 0, n_seq, 0);
-    free(row0);
     return ok ? p->n_levels : -1;
 }
 
@@ -142,5 +144,6 @@ void ts_cascade_plan_free(ts_cascade_plan *p) {
     free(p->rows);
     free(p->kv_start);
     free(p->order);
+    free(p->row0);
     memset(p, 0, sizeof *p);
 }

@@ -28,6 +28,7 @@ typedef struct ts_cascade_plan {
     int n_rows, cap_rows;
     int *kv_start;          /* [n_seq] slots covered by levels; 0 = none */
     int *order;             /* [n_seq] scratch */
+    int *row0;              /* [n_seq] scratch: each sequence's first row */
     int cap_seq, cap_order;
 } ts_cascade_plan;
 
