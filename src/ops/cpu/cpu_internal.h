@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "base/half.h"
 #include "ops/cpu/cpu.h"
 
 /* A growable buffer kept between calls (64-byte aligned). */
@@ -30,27 +31,9 @@ struct ts_cpu {
  * contents are not preserved across growth. */
 void *ts_scratch_get(ts_scratch *s, size_t bytes);
 
-/* ---- scalar conversions ---- */
-
-static inline float ts_bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-/* Round to nearest even; NaN stays a (quiet) NaN. */
-static inline uint16_t ts_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+/* ---- scalar conversions (base/half.h has f16/bf16 <-> f32) ---- */
 
 static inline float ts_round_bf16(float f) { return ts_bf16_to_f32(ts_f32_to_bf16(f)); }
-
-float ts_f16_to_f32(uint16_t h);
 
 /* Element (r, c) of a weight matrix, widened to f32. */
 static inline float ts_wmat_at(const ts_wmat *w, int r, int c) {

@@ -5,27 +5,6 @@
 
 #include "ops/cpu/cpu_internal.h"
 
-float ts_f16_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13); /* inf / NaN */
-    } else if (exp != 0) {
-        u = sign | ((exp + 112) << 23) | (man << 13);
-    } else if (man == 0) {
-        u = sign;
-    } else { /* subnormal: normalise */
-        int e = -1;
-        do {
-            man <<= 1;
-            e++;
-        } while (!(man & 0x400));
-        u = sign | ((uint32_t)(112 - e) << 23) | ((man & 0x3ff) << 13);
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 /* TS_PREC_BF16 rounds each activation to bf16 (nearest even) first; the
  * weights are used as stored (bf16 products are exact in f32/f64). */
 void ts_ref_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
