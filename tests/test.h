@@ -29,6 +29,20 @@ static inline const char *ts_test_shared(void) {
     return s ? s : "../shared";
 }
 
+/* ||a - b|| / ||b|| in double; NaN anywhere gives +inf, so it never passes a
+ * bound. Both zero: 0. */
+static inline double ts_test_rel_err(const float *a, const float *b, size_t n) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        r += (double)b[i] * b[i];
+    }
+    if (r == 0) return d == 0 ? 0 : INFINITY;
+    double e = sqrt(d / r);
+    return isnan(e) ? INFINITY : e;
+}
+
 static inline int ts_test_done(const char *name) {
     printf("%s: %d passed, %d failed\n", name, ts_test_pass, ts_test_fail);
     return ts_test_fail ? 1 : 0;

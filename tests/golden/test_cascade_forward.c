@@ -7,15 +7,6 @@
 #include "engine/runtime.h"
 #include "test.h"
 
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
 enum { BS = 16, SYS = 4, DOC = 3, OWN = 2, NSEQ = 4 };
 
 int main(void) {
@@ -81,7 +72,7 @@ int main(void) {
         for (int b = 0; b < n_blocks; b++) own[b] = ts_kv_alloc(kv);
         ts_fwd_seq fs = {.tokens = tok[s], .n = n_tok, .blocks = own, .n_logits = 1};
         CHECK(ts_fwd_run(rt->fwd, &fs, 1, &lg, &err) == TS_OK);
-        double e_on = rel_l2(on + s * V, lg, V), e_off = rel_l2(off + s * V, lg, V);
+        double e_on = ts_test_rel_err(on + s * V, lg, V), e_off = ts_test_rel_err(off + s * V, lg, V);
         CHECKF(e_on < 1e-5 && e_off < 1e-5, "seq %d: cascade %.3g, flat %.3g vs alone", s, e_on, e_off);
         for (int b = 0; b < n_blocks; b++) ts_kv_release(kv, own[b]);
     }

@@ -13,15 +13,6 @@
 #include "engine/compose.h"
 #include "test.h"
 
-static double rel_l2(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / (den > 0 ? den : 1));
-}
-
 static int32_t *tok(ts_runtime *rt, const char *s, int *n) {
     int32_t *ids = NULL;
     size_t k = 0;
@@ -81,8 +72,8 @@ int main(void) {
     float *exact = run(cm, rt, at_home, 2, TS_COMPOSE_EXACT, 0);
     CHECK(full && reuse && exact);
     if (full && reuse && exact) {
-        CHECKF(rel_l2(reuse, full, V) < 1e-5, "reuse at home vs full: %.3g", rel_l2(reuse, full, V));
-        CHECKF(rel_l2(exact, full, V) < 1e-6, "exact vs full: %.3g", rel_l2(exact, full, V));
+        CHECKF(ts_test_rel_err(reuse, full, V) < 1e-5, "reuse at home vs full: %.3g", ts_test_rel_err(reuse, full, V));
+        CHECKF(ts_test_rel_err(exact, full, V) < 1e-6, "exact vs full: %.3g", ts_test_rel_err(exact, full, V));
     }
     free(full); free(reuse); free(exact);
 
@@ -98,9 +89,9 @@ int main(void) {
     reuse = run(cm, rt, mixed, 6, TS_COMPOSE_REUSE, 0);
     CHECK(full && repair && reuse);
     if (full && repair && reuse) {
-        CHECKF(rel_l2(repair, full, V) < 1e-5, "repair(1.0) vs full: %.3g", rel_l2(repair, full, V));
-        CHECKF(rel_l2(reuse, full, V) > 1e-4, "reuse away from home should differ: %.3g",
-               rel_l2(reuse, full, V));
+        CHECKF(ts_test_rel_err(repair, full, V) < 1e-5, "repair(1.0) vs full: %.3g", ts_test_rel_err(repair, full, V));
+        CHECKF(ts_test_rel_err(reuse, full, V) > 1e-4, "reuse away from home should differ: %.3g",
+               ts_test_rel_err(reuse, full, V));
     }
     free(full); free(repair); free(reuse);
 

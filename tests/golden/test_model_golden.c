@@ -9,16 +9,6 @@
 #include "engine/seq.h"
 #include "test.h"
 
-static double rel_l2(const float *a, const float *ref, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - ref[i];
-        num += d * d;
-        den += (double)ref[i] * ref[i];
-    }
-    return den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static float *read_f32(const char *dir, const char *name, size_t n) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
@@ -123,7 +113,7 @@ static void on_layer(void *ctx, int layer, const float *x, int n_tok, int hidden
     snprintf(name, sizeof name, "hidden_0_layer%d.f32", file_l);
     float *ref = read_f32(h->dir, name, (size_t)n_tok * hidden);
     if (!ref) return;
-    double e = rel_l2(x, ref, (size_t)n_tok * hidden);
+    double e = ts_test_rel_err(x, ref, (size_t)n_tok * hidden);
     CHECKF(e < 1e-4, "%s: %s rel err %.3g", h->dir, name, e);
     if (e > h->worst) h->worst = e;
     h->checked++;
@@ -166,7 +156,7 @@ static void check_model(const char *dir, ts_cpu_isa isa) {
         float *last = read_f32(dir, json_string_value(json_object_get(pr, "last_logits_file")), V);
         CHECKF(last != NULL, "%s: last logits file", tag);
         if (last) {
-            double e = rel_l2(lg + (size_t)(n - 1) * V, last, V);
+            double e = ts_test_rel_err(lg + (size_t)(n - 1) * V, last, V);
             CHECKF(e < 1e-4, "%s: last logits rel err %.3g", tag, e);
             if (e > worst_last) worst_last = e;
         }
@@ -214,7 +204,7 @@ static void check_model(const char *dir, ts_cpu_isa isa) {
             snprintf(tag, sizeof tag, "%s[%s] long", dir, rt->ops->name);
             check_top5(tag, lg, n, V, json_object_get(lp, "top5_ids"), json_object_get(lp, "top5_logits"));
             float *last = read_f32(dir, json_string_value(json_object_get(lp, "last_logits_file")), V);
-            double e = last ? rel_l2(lg + (size_t)(n - 1) * V, last, V) : 1;
+            double e = last ? ts_test_rel_err(lg + (size_t)(n - 1) * V, last, V) : 1;
             CHECKF(e < 1e-4, "%s: last logits rel err %.3g", tag, e);
             free(last);
             free(lg);
@@ -249,7 +239,7 @@ static void check_model(const char *dir, ts_cpu_isa isa) {
         double worst = 0;
         for (int i = 0; batched && i < n_seq; i++) {
             float *single = all_logits(rt, idv[i], fs[i].n);
-            double e = single ? rel_l2(batched + off, single, (size_t)fs[i].n * V) : 1;
+            double e = single ? ts_test_rel_err(batched + off, single, (size_t)fs[i].n * V) : 1;
             if (e > worst) worst = e;
             off += (size_t)fs[i].n * V;
             free(single);
@@ -283,7 +273,7 @@ static void check_facts(const char *dir) {
         CHECKF(lg && want, "facts case %zu", i);
         if (lg && want) {
             const float *last = lg + (size_t)(n - 1) * V;
-            double e = rel_l2(last, want, V);
+            double e = ts_test_rel_err(last, want, V);
             CHECKF(e < 1e-4, "facts case %zu: rel err %.3g", i, e);
             size_t am = 0;
             for (size_t v = 1; v < V; v++)

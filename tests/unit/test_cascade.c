@@ -40,18 +40,6 @@ static void shuffle(int32_t *a, int n) {
     }
 }
 
-/* ||a - b|| / ||b||; NaN anywhere gives +inf. */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    if (r == 0) return d == 0 ? 0 : INFINITY;
-    return sqrt(d / r);
-}
-
 /* lse values equal within tol; infinities must match exactly; NaN fails. */
 static int lse_close(const float *a, const float *b, size_t n, double tol) {
     for (size_t i = 0; i < n; i++) {
@@ -240,7 +228,7 @@ static void check_cascade(int G, int hd, int bs, int n_seq, int p_sys, int p_doc
         ops->attention(ops->ctx, &own);
         for (int s = 0; s < n_seq; s++) b.seqs[s].kv_start = 0;
         ts_attn_merge_rows(o1, l1, o3, l3, all, n_all, b.n_heads, hd);
-        double err = rel_err(o1, fo, no);
+        double err = ts_test_rel_err(o1, fo, no);
         CHECKF(err < 1e-5 && lse_close(l1, fl, nl, 1e-5),
                "%s cascade == full: G=%d hd=%d bs=%d seqs=%d sys=%d doc=%d x%d err %g", be[e].name,
                G, hd, bs, n_seq, p_sys, p_doc, n_doc, err);
@@ -316,7 +304,7 @@ static void check_kv_start(int G, int hd, bool causal) {
         ts_attn a = batch_attn(&b, o, l, causal);
         poison(o, no), poison(l, nl);
         ops->attention(ops->ctx, &a);
-        double err = rel_err(o, eof, no);
+        double err = ts_test_rel_err(o, eof, no);
         int exact_empty = 1;
         for (size_t r = 0; r < nl; r++)
             if (el[r] == -INFINITY)
@@ -397,7 +385,7 @@ static void check_shared(int G, int n_kv_heads, int hd, int n_kv, int n_rows) {
             if (isnan(o[i])) o[i] = 0.0f;
         for (size_t i = 0; i < nl; i++)
             if (isnan(l[i])) l[i] = 0.0f;
-        double err = rel_err(o, ro, no);
+        double err = ts_test_rel_err(o, ro, no);
         CHECKF(only && err < 1e-5 && lse_close(l, rl, nl, 1e-5),
                "%s shared vs ref G=%d kvh=%d hd=%d n_kv=%d rows=%d err %g", be[e].name, G,
                n_kv_heads, hd, n_kv, n_rows, err);

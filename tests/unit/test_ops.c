@@ -27,18 +27,6 @@ static void poison(float *p, size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = NAN;
 }
 
-/* ||a - b|| / ||b||; NaN anywhere (or in the norms) gives +inf. */
-static double rel_err(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
-        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        r += (double)b[i] * b[i];
-    }
-    if (r == 0) return d == 0 ? 0 : INFINITY;
-    double e = sqrt(d / r);
-    return isnan(e) ? INFINITY : e;
-}
 static double rel_err_d(const float *a, const double *b, size_t n) {
     double d = 0, r = 0;
     for (size_t i = 0; i < n; i++) {
@@ -127,13 +115,13 @@ static void check_matmul(const ts_ops *ops, const char *isa, int nth) {
                 ts_ref_matmul(NULL, r16, x, n, &wm, bias, TS_PREC_BF16);
                 poison(y, (size_t)n * rows);
                 ops->matmul(ops->ctx, y, x, n, &wm, bias, TS_PREC_F32);
-                double e = rel_err(y, r, (size_t)n * rows);
+                double e = ts_test_rel_err(y, r, (size_t)n * rows);
                 CHECKF(e < 1e-5, "%s/%d matmul f32 %s n=%d %dx%d err %g", isa, nth,
                        ts_dtype_name(dts[d]), n, rows, cols, e);
                 poison(y, (size_t)n * rows);
                 ops->matmul(ops->ctx, y, x, n, &wm, bias, TS_PREC_BF16);
-                e = rel_err(y, r, (size_t)n * rows);
-                double e16 = rel_err(y, r16, (size_t)n * rows);
+                e = ts_test_rel_err(y, r, (size_t)n * rows);
+                double e16 = ts_test_rel_err(y, r16, (size_t)n * rows);
                 CHECKF(e < 1e-2 && e16 < 1e-5, "%s/%d matmul bf16 %s n=%d %dx%d err %g / %g", isa,
                        nth, ts_dtype_name(dts[d]), n, rows, cols, e, e16);
                 free(w), free(x), free(b), free(y), free(r), free(r16);
@@ -157,7 +145,7 @@ static void check_elementwise(const ts_ops *ops, const char *isa, int nth, int c
         poison(y, m);
         ops->rmsnorm(ops->ctx, y, x, g, n, d, 1e-6f);
         ts_ref_rmsnorm(NULL, ry, x, g, n, d, 1e-6f);
-        CHECKF(rel_err(y, ry, m) < 1e-6, "%s/%d rmsnorm %dx%d", isa, nth, n, d);
+        CHECKF(ts_test_rel_err(y, ry, m) < 1e-6, "%s/%d rmsnorm %dx%d", isa, nth, n, d);
         if (check_ref) {
             for (int i = 0; i < n; i++) {
                 double ss = 0;
@@ -174,7 +162,7 @@ static void check_elementwise(const ts_ops *ops, const char *isa, int nth, int c
         for (size_t i = 0; i < m; i++) e[i] = x[i] + r[i];
         CHECKF(rel_err_d(x2, e, m) < 1e-7, "%s/%d add_rmsnorm residual", isa, nth);
         ts_ref_rmsnorm(NULL, ry, x2, g, n, d, 1e-6f);
-        CHECKF(rel_err(y, ry, m) < 1e-6, "%s/%d add_rmsnorm %dx%d", isa, nth, n, d);
+        CHECKF(ts_test_rel_err(y, ry, m) < 1e-6, "%s/%d add_rmsnorm %dx%d", isa, nth, n, d);
         /* swiglu, in place on gate */
         memcpy(x2, x, m * 4);
         ops->swiglu(ops->ctx, x2, x2, r, n, d);
@@ -350,14 +338,14 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
                 a.out = out, a.lse = lse;
                 poison(out, no), poison(lse, nl);
                 ops->attention(ops->ctx, &a);
-                double e = rel_err(out, ro, no);
+                double e = ts_test_rel_err(out, ro, no);
                 CHECKF(e < 1e-5 && lse_close(lse, rl, nl, 1e-5), "%s/%d attention G=%d hd=%d causal=%d err %g",
                        isa, nth, G, c.hd, causal, e);
                 /* without lse */
                 a.lse = NULL;
                 poison(out, no);
                 ops->attention(ops->ctx, &a);
-                CHECKF(rel_err(out, ro, no) < 1e-5, "%s/%d attention no-lse G=%d hd=%d", isa, nth, G, c.hd);
+                CHECKF(ts_test_rel_err(out, ro, no) < 1e-5, "%s/%d attention no-lse G=%d hd=%d", isa, nth, G, c.hd);
                 free(out), free(lse), free(ro), free(rl);
                 acase_free(&c);
             }
@@ -401,14 +389,14 @@ static void check_merge(void) {
     memcpy(ao, po[0], sizeof ao), memcpy(al, pl[0], sizeof al);
     ts_attn_merge(ao, al, po[1], pl[1], 3, 4, 32);
     ts_attn_merge(ao, al, po[2], pl[2], 3, 4, 32);
-    CHECKF(rel_err(ao, wo, no) < 1e-6 && lse_close(al, wl, nl, 1e-5), "merge of 3 parts = whole");
+    CHECKF(ts_test_rel_err(ao, wo, no) < 1e-6 && lse_close(al, wl, nl, 1e-5), "merge of 3 parts = whole");
     /* 0 + (1 + 2) */
     memcpy(bo, po[1], sizeof bo), memcpy(bl, pl[1], sizeof bl);
     ts_attn_merge(bo, bl, po[2], pl[2], 3, 4, 32);
     float co[384], cl[12];
     memcpy(co, po[0], sizeof co), memcpy(cl, pl[0], sizeof cl);
     ts_attn_merge(co, cl, bo, bl, 3, 4, 32);
-    CHECKF(rel_err(co, ao, no) < 1e-6 && lse_close(cl, al, nl, 1e-6), "merge associative");
+    CHECKF(ts_test_rel_err(co, ao, no) < 1e-6 && lse_close(cl, al, nl, 1e-6), "merge associative");
     /* the empty state is neutral on either side */
     float eo[384] = {0}, el[12];
     for (int i = 0; i < 12; i++) el[i] = -INFINITY;
