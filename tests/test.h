@@ -3,6 +3,7 @@
 #ifndef TS_TEST_H
 #define TS_TEST_H
 
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,32 @@ static inline double ts_test_rel_err(const float *a, const float *b, size_t n) {
     if (r == 0) return d == 0 ? 0 : INFINITY;
     double e = sqrt(d / r);
     return isnan(e) ? INFINITY : e;
+}
+
+/* Replays every file of a fuzz seed corpus (up to 64 KiB each) through
+ * accept(data, n, name), which returns whether the parser took it. Checks
+ * that the corpus exists and that at least one seed is accepted. */
+static inline void ts_test_replay_corpus(const char *dir,
+                                         int (*accept)(const unsigned char *, size_t, const char *)) {
+    DIR *d = opendir(dir);
+    CHECKF(d != NULL, "no %s", dir);
+    if (!d) return;
+    int files = 0, ok = 0;
+    struct dirent *e;
+    static unsigned char buf[1 << 16];
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        size_t n = fread(buf, 1, sizeof buf, f);
+        fclose(f);
+        files++;
+        ok += accept(buf, n, e->d_name) != 0;
+    }
+    closedir(d);
+    CHECKF(files > 0 && ok > 0, "%s: %d files, %d accepted", dir, files, ok);
 }
 
 static inline int ts_test_done(const char *name) {

@@ -289,36 +289,19 @@ static void test_fields(void) {
 }
 
 /* The fuzz seeds: config text, optionally a NUL and a generation config. */
-static void test_corpus(void) {
-    const char *dir = "tests/fuzz/corpus/config";
-    DIR *d = opendir(dir);
-    CHECKF(d != NULL, "no %s", dir);
-    if (!d) return;
-    int files = 0, ok = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        char path[512];
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        static char buf[1 << 16];
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        files++;
-        char *nul = memchr(buf, 0, n);
-        size_t len = nul ? (size_t)(nul - buf) : n;
-        ts_model_config c;
-        ts_err err;
-        if (ts_config_parse(buf, len, nul ? nul + 1 : NULL, nul ? n - len - 1 : 0, e->d_name, &c,
-                            &err) == TS_OK) {
-            ok++;
-            check_freqs(&c, e->d_name);
-        }
-    }
-    closedir(d);
-    CHECKF(files > 0 && ok > 0, "corpus: %d files, %d accepted", files, ok);
+static int accept_config(const unsigned char *data, size_t n, const char *name) {
+    const char *buf = (const char *)data;
+    const char *nul = memchr(buf, 0, n);
+    size_t len = nul ? (size_t)(nul - buf) : n;
+    ts_model_config c;
+    ts_err err;
+    if (ts_config_parse(buf, len, nul ? nul + 1 : NULL, nul ? n - len - 1 : 0, name, &c, &err))
+        return 0;
+    check_freqs(&c, name);
+    return 1;
 }
+
+static void test_corpus(void) { ts_test_replay_corpus("tests/fuzz/corpus/config", accept_config); }
 
 int main(void) {
     check_golden("golden/qwen3-tiny-random");
