@@ -66,7 +66,37 @@ typedef struct ts_engine_opts {
     int cascade;              /* shared-prefix attention: -1 auto, 0 off, 1 always */
     bool exact;               /* f32 activations in every product (batch-invariant) */
     int isa;                  /* ts_cpu_isa; 0 = best available */
+    /* chunks (see "Chunks" below) */
+    int chunk_mode;           /* ts_chunk_mode used when a request says DEFAULT; 0 = REPAIR */
+    float repair_frac;        /* fraction of each chunk recomputed by REPAIR; < 0 = 0.15 */
+    uint64_t chunk_bytes;     /* chunk registry budget (KV held off the pool); 0 = kv_bytes / 2 */
+    const char *chunk_prefix; /* text chunks are encoded after (the level-0 prefix every
+                                 request starts with); NULL = none */
+    const char *chunk_dir;    /* persistent chunk store directory, or NULL */
+    const char *chunk_redis;  /* shared chunk store "host:port" in Redis, or NULL */
 } ts_engine_opts;
+
+/* How a request's chunk parts get their KV (the context a chunk was
+ * encoded in differs from where the request places it):
+ *   EXACT  - chunk tokens are computed like text (prefix cache only):
+ *            identical to a plain prompt;
+ *   REUSE  - the chunk's cached KV is placed as it is, nothing recomputed;
+ *   REPAIR - as REUSE, then the first repair_frac of each chunk's tokens
+ *            recomputed in the request's context. */
+typedef enum ts_chunk_mode {
+    TS_CHUNKS_DEFAULT = 0,    /* the engine's chunk_mode */
+    TS_CHUNKS_EXACT,
+    TS_CHUNKS_REUSE,
+    TS_CHUNKS_REPAIR,
+} ts_chunk_mode;
+
+/* One piece of a prompt given as parts: exactly one of text, ids, chunk. */
+typedef struct ts_prompt_part {
+    const char *text;         /* text, tokenized with special tokens recognised */
+    const int32_t *ids;       /* token ids [n_ids] */
+    size_t n_ids;
+    const char *chunk;        /* a registered chunk's id (64 hex characters) */
+} ts_prompt_part;
 
 /* Defaults as documented above. */
 ts_engine_opts ts_engine_opts_default(void);
@@ -82,6 +112,12 @@ typedef struct ts_request {
     bool ignore_eos;          /* keep generating past EOS until max_tokens (benchmarks) */
     const void *cache_salt;   /* per-tenant salt: prefixes are shared only within a salt */
     size_t cache_salt_len;
+    /* A prompt made of parts (n_parts > 0: ids and text are then ignored).
+     * Chunk parts must have been registered with the same cache salt. */
+    const ts_prompt_part *parts;
+    int n_parts;
+    int chunk_mode;           /* ts_chunk_mode */
+    float repair_frac;        /* < 0 = the engine's */
 } ts_request;
 
 /* Fills defaults: greedy, max_tokens 256, no stop strings, no salt. */
@@ -116,6 +152,13 @@ typedef struct ts_engine_stats {
     uint64_t kv_bytes_shared;     /* KV bytes not duplicated thanks to sharing, now */
     int32_t n_running, n_waiting;
     uint64_t cascade_steps;       /* forward steps that used cascade attention */
+    uint64_t chunk_hits;          /* chunk parts whose KV was already computed */
+    uint64_t chunk_misses;        /* chunk parts whose KV had to be computed (or loaded) */
+    uint64_t chunk_tokens_reused; /* prompt tokens whose KV came from a chunk */
+    uint64_t chunk_store_loads;   /* chunks read back from the persistent store */
+    uint32_t chunks;              /* chunks registered now */
+    uint64_t chunk_bytes;         /* memory the chunk registry holds */
+    bool chunk_store_ok;          /* false when a configured store is unavailable */
 } ts_engine_stats;
 
 /* Loads the model in model_dir and starts an engine. */
@@ -143,6 +186,48 @@ ts_status ts_engine_run(ts_engine *e, ts_err *err);
  * timeout_ms (negative: forever) with nothing queued. Thread-safe. */
 bool ts_engine_wait(ts_engine *e, int timeout_ms);
 void ts_engine_get_stats(ts_engine *e, ts_engine_stats *out);
+
+/* ------------------------------------------------------------------ */
+/* Chunks: context registered once, placed anywhere in later prompts.  */
+/*                                                                     */
+/* A chunk's id is content-addressed (model, encoding prefix, cache    */
+/* salt, tokens): registering the same content twice gives the same id */
+/* and one copy. Chunks belong to a cache salt: a chunk registered     */
+/* under one salt is not found (TS_ERR_NOTFOUND) under another. All    */
+/* chunk calls are thread-safe and do not block on the stepping thread: */
+/* the KV is computed by ts_engine_step, before the first request that */
+/* uses the chunk (and soon after registration when the engine idles). */
+
+#define TS_CHUNK_ID_HEX 64
+
+typedef struct ts_chunk_desc {
+    char id[TS_CHUNK_ID_HEX + 1];
+    const char *type;         /* "system", "document", "code", "rag" or "query" */
+    int32_t n_tokens;
+    bool has_kv;              /* KV computed and held */
+    uint64_t bytes;           /* memory held */
+    uint64_t hits;            /* uses since registration */
+    uint64_t last_use_ms;     /* wall clock, ms since the epoch */
+} ts_chunk_desc;
+
+/* Registers text (tokenized without special tokens) or ids[n_ids] as a
+ * chunk of type (NULL = "document"). Fills desc (optional). Errors:
+ * empty or over-long content or unknown type (TS_ERR_INVALID), bad ids,
+ * registry full of chunks in use (TS_ERR_CAPACITY). */
+ts_status ts_engine_chunk_register(ts_engine *e, const char *text, const int32_t *ids,
+                                   size_t n_ids, const char *type, const void *salt,
+                                   size_t salt_len, ts_chunk_desc *desc, ts_err *err);
+/* Describes chunk id (64 hex) of this salt; TS_ERR_NOTFOUND if absent. */
+ts_status ts_engine_chunk_get(ts_engine *e, const char *id, const void *salt, size_t salt_len,
+                              ts_chunk_desc *out, ts_err *err);
+/* Every chunk of this salt, most recently used first, in a malloc'd array
+ * (free()); *n may be 0. */
+ts_status ts_engine_chunk_list(ts_engine *e, const void *salt, size_t salt_len,
+                               ts_chunk_desc **out, size_t *n, ts_err *err);
+/* Removes a chunk of this salt (requests already using it finish);
+ * TS_ERR_NOTFOUND if absent. */
+ts_status ts_engine_chunk_remove(ts_engine *e, const char *id, const void *salt,
+                                 size_t salt_len, ts_err *err);
 
 #ifdef __cplusplus
 }
