@@ -16,13 +16,13 @@ else
   LDSAN   :=
 endif
 
-PKGS    := libpcre2-8 libutf8proc jansson libcrypto hiredis
+PKGS    := libpcre2-8 libutf8proc jansson libcrypto hiredis libmicrohttpd
 CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wpedantic $(OPT) -g -pthread \
            -Iinclude -Isrc $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 ifeq ($(WERROR),1)
   CFLAGS += -Werror
 endif
-LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lutf8proc -ljansson -lcrypto) -lm -pthread
+LDLIBS  := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -lpcre2-8 -lutf8proc -ljansson -lcrypto -lhiredis -lmicrohttpd) -lm -pthread
 
 # SIMD kernels are compiled per file for their instruction set and chosen at
 # run time, so the binary still runs on CPUs without them.
@@ -78,7 +78,7 @@ bench: $(BENCH) $(B)/tessera $(TOOLS)
 test: deps
 	@bash scripts/deps.sh --test
 	$(MAKE) tests
-	bash tests/run.sh $(UNIT) $(GOLDEN) tests/cli/*.sh
+	bash tests/run.sh $(UNIT) $(GOLDEN) tests/cli/*.sh $(wildcard tests/server/*.sh)
 	$(MAKE) SAN=1 tests
 	TS_TEST_LIGHT=1 TS_BUILD=build-san bash tests/run.sh $(patsubst $(B)/%,build-san/%,$(UNIT) $(GOLDEN)) tests/cli/*.sh
 

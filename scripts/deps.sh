@@ -2,9 +2,9 @@
 # Installs the Debian packages tessera builds and tests with. As root it runs
 # apt-get; otherwise it names the missing packages and fails.
 set -eu
-pkgs="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libssl-dev libhiredis-dev"
+pkgs="build-essential pkg-config libpcre2-dev libutf8proc-dev libjansson-dev libssl-dev libhiredis-dev libmicrohttpd-dev"
 if [ "${1:-}" = "--test" ]; then
-    pkgs="$pkgs clang libclang-rt-14-dev python3 redis-server"
+    pkgs="$pkgs clang libclang-rt-14-dev python3 redis-server nodejs npm chromium"
 fi
 missing=""
 for p in $pkgs; do
