@@ -47,6 +47,19 @@ $(B)/libtessera.a: $(LIB_OBJ)
 	@mkdir -p $(@D)
 	ar rcs $@ $^
 
+# The server's chat page (src/server/web/index.html) embedded in the library
+# as a C string by scripts/embed.sh (a placeholder page if the file is absent).
+WEB_PAGE := $(wildcard src/server/web/index.html)
+$(B)/gen/web_page.c: scripts/embed.sh $(WEB_PAGE)
+	@mkdir -p $(@D)
+	sh scripts/embed.sh src/server/web/index.html ts_web_page >$@.tmp && mv $@.tmp $@
+
+$(B)/obj/gen/web_page.o: $(B)/gen/web_page.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/libtessera.a: $(B)/obj/gen/web_page.o
+
 $(B)/tessera: $(CLI_OBJ) $(B)/libtessera.a
 	$(CC) $(LDSAN) -o $@ $(CLI_OBJ) $(B)/libtessera.a $(LDLIBS)
 

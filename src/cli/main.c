@@ -18,6 +18,8 @@ static const char USAGE[] =
     "  bench     [--prompt 512] [--gen 64] [--depth D] [--reps 3]   tokens/s as JSON\n"
     "  bench-shared [--requests 32] [--prefix 2048] [--suffix 32] [--gen 32]\n"
     "            requests sharing a prefix: cache and cascade on vs off, as JSON\n"
+    "  serve     [--host H] [--port 8000] [--api-key KEY]...   OpenAI-compatible HTTP\n"
+    "            server with chunks, metrics and a chat page (tessera serve --help)\n"
     "\n"
     "common options: --threads N, --kv-mem SIZE (e.g. 2G), --block-size 16,\n"
     "  --exact (f32 activations everywhere; default uses bf16 dot products for prefill),\n"
@@ -28,6 +30,7 @@ int main(int argc, char **argv) {
         fputs(USAGE, argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc, argv);
     static const struct {
         const char *name;
         int (*fn)(cli_args *);
