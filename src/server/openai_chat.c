@@ -160,7 +160,7 @@ enum MHD_Result ts_api_chat(ts_server *s, struct MHD_Connection *c, ts_http_req 
         ts_chunk_desc d;
         st = ts_engine_chunk_get(s->eng, in.chunk_ids[i], salt, salt_len, &d, &err);
         if (st == TS_ERR_NOTFOUND) {
-            res = ts_reply_error(c, r, 400, in.params[i], "chunk_not_found",
+            res = ts_reply_error(c, r, 404, in.params[i], "chunk_not_found",
                                  "chunk %s does not exist (register it with POST /v1/chunks)",
                                  in.chunk_ids[i]);
             goto done;
