@@ -9,13 +9,17 @@
 #include "engine/engine.h"
 #include "engine/generate.h"
 
+static void stats_now(ts_engine *e, ts_engine_stats *out);
+
 ts_engine_opts ts_engine_opts_default(void) {
     return (ts_engine_opts){.block_size = 16, .max_batch_tokens = 512, .max_running = 64,
-                            .max_waiting = 4096, .prefix_cache = true, .cascade = -1};
+                            .max_waiting = 4096, .prefix_cache = true, .cascade = -1,
+                            .chunk_mode = TS_CHUNKS_REPAIR, .repair_frac = 0.15f};
 }
 
 ts_request ts_request_default(void) {
-    return (ts_request){.sample = ts_sample_params_default(), .max_tokens = 256};
+    return (ts_request){.sample = ts_sample_params_default(), .max_tokens = 256,
+                        .repair_frac = -1.0f};
 }
 
 bool ts_grow(void **p, int *cap, int need, size_t elem) {
@@ -37,6 +41,8 @@ ts_status ts_engine_create(const char *dir, const ts_engine_opts *opts, ts_engin
     if (o.max_running <= 0) o.max_running = 64;
     if (o.max_waiting <= 0) o.max_waiting = 4096;
     if (o.block_size <= 0) o.block_size = 16;
+    if (o.chunk_mode <= TS_CHUNKS_DEFAULT || o.chunk_mode > TS_CHUNKS_REPAIR) o.chunk_mode = TS_CHUNKS_REPAIR;
+    if (!(o.repair_frac >= 0 && o.repair_frac <= 1)) o.repair_frac = 0.15f;
     ts_engine *e = calloc(1, sizeof *e);
     if (!e) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     e->o = o;
@@ -54,17 +60,20 @@ ts_status ts_engine_create(const char *dir, const ts_engine_opts *opts, ts_engin
         e->row = malloc((size_t)e->rt->model->cfg.vocab * sizeof *e->row);
         if (!e->row) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
     }
+    if (!s) s = ts_echunks_create(e, err);
     if (s) {
         ts_engine_destroy(e);
         return s;
     }
     ts_fwd_set_cascade(e->rt->fwd, o.cascade);
+    stats_now(e, &e->snap);
     *out = e;
     return TS_OK;
 }
 
-static void free_req(ts_req *r) {
+static void free_req(ts_engine *e, ts_req *r) {
     if (!r) return;
+    ts_echunks_release(e, r);
     free(r->tokens);
     free(r->blocks);
     free(r->hashes);
@@ -102,7 +111,7 @@ void ts_engine_finish(ts_engine *e, ts_req *r, const char *finish, ts_status st,
     pthread_mutex_lock(&e->lock);
     e->n_queued_total--;
     pthread_mutex_unlock(&e->lock);
-    free_req(r);
+    free_req(e, r);
 }
 
 bool ts_engine_emit_token(ts_engine *e, ts_req *r, int32_t id) {
@@ -129,7 +138,19 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
         return ts_fail(err, TS_ERR_INVALID, "cache salt length without a salt");
     ts_req *r = calloc(1, sizeof *r);
     if (!r) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    if (q->text) {
+    if (q->cache_salt) { /* before the prompt: chunk lookups are per salt */
+        r->salt = malloc(q->cache_salt_len ? q->cache_salt_len : 1);
+        if (!r->salt) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(r->salt, q->cache_salt, q->cache_salt_len);
+            r->salt_len = q->cache_salt_len;
+            r->has_salt = true;
+        }
+    }
+    if (s) {
+    } else if (q->n_parts) {
+        s = ts_echunks_build_prompt(e, q, r, err);
+    } else if (q->text) {
         size_t n = 0;
         s = ts_tok_encode(e->rt->tok, q->text, strlen(q->text), false, &r->tokens, &n, err);
         if (!s && n > (size_t)c->max_pos) s = TS_ERR_CAPACITY;
@@ -143,7 +164,7 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
             r->n_tokens = r->cap_tokens = (int)q->n_ids;
         }
     }
-    size_t n_prompt = q->text ? (size_t)r->n_tokens : q->n_ids;
+    size_t n_prompt = q->text || q->n_parts ? (size_t)r->n_tokens : q->n_ids;
     if (s == TS_ERR_CAPACITY)
         s = ts_fail(err, TS_ERR_CAPACITY,
                     "the prompt is longer than the model's context of %d tokens", c->max_pos);
@@ -159,17 +180,8 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
                     r->n_tokens + 1, (long long)kv->n_blocks * kv->block_size);
     if (!s) s = ts_sampler_create(&q->sample, c->vocab, &r->smp, err);
     if (!s) s = ts_stop_create(q->stop, (size_t)(q->stop ? q->n_stop : 0), &r->stop, err);
-    if (!s && q->cache_salt) {
-        r->salt = malloc(q->cache_salt_len ? q->cache_salt_len : 1);
-        if (!r->salt) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
-        else {
-            memcpy(r->salt, q->cache_salt, q->cache_salt_len);
-            r->salt_len = q->cache_salt_len;
-            r->has_salt = true;
-        }
-    }
     if (s) {
-        free_req(r);
+        free_req(e, r);
         return s;
     }
     r->n_prompt = r->n_tokens;
@@ -182,13 +194,13 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
     pthread_mutex_lock(&e->lock);
     if (e->n_queued_total >= e->o.max_waiting) {
         pthread_mutex_unlock(&e->lock);
-        free_req(r);
+        free_req(e, r);
         return ts_fail(err, TS_ERR_CAPACITY, "the request queue is full (%d requests)",
                        e->o.max_waiting);
     }
     if (!ts_grow((void **)&e->inbox, &e->cap_inbox, e->n_inbox + 1, sizeof *e->inbox)) {
         pthread_mutex_unlock(&e->lock);
-        free_req(r);
+        free_req(e, r);
         return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     }
     r->id = e->next_id++;
@@ -255,6 +267,12 @@ static ts_status drain(ts_engine *e, ts_err *err) {
 ts_status ts_engine_step(ts_engine *e, int *n_busy, ts_err *err) {
     ts_status s = drain(e, err);
     if (!s && (e->n_waiting || e->n_running)) s = ts_sched_step(e, err);
+    else if (!s) ts_echunks_encode_pending(e); /* idle: compute newly registered chunks */
+    ts_engine_stats snap;
+    stats_now(e, &snap);
+    pthread_mutex_lock(&e->lock);
+    e->snap = snap;
+    pthread_mutex_unlock(&e->lock);
     if (n_busy) {
         pthread_mutex_lock(&e->lock);
         *n_busy = e->n_queued_total;
@@ -282,17 +300,18 @@ bool ts_engine_wait(ts_engine *e, int timeout_ms) {
             until.tv_nsec -= 1000000000L;
         }
     }
-    while (e->n_queued_total == 0 && e->n_cancels == 0) {
+    while (e->n_queued_total == 0 && e->n_cancels == 0 && !ts_echunks_has_pending(e)) {
         int rc = timeout_ms < 0 ? pthread_cond_wait(&e->cond, &e->lock)
                                 : pthread_cond_timedwait(&e->cond, &e->lock, &until);
         if (rc == ETIMEDOUT) break;
     }
-    bool any = e->n_queued_total > 0 || e->n_cancels > 0;
+    bool any = e->n_queued_total > 0 || e->n_cancels > 0 || ts_echunks_has_pending(e);
     pthread_mutex_unlock(&e->lock);
     return any;
 }
 
-void ts_engine_get_stats(ts_engine *e, ts_engine_stats *out) {
+/* Stats now (stepping thread). */
+static void stats_now(ts_engine *e, ts_engine_stats *out) {
     *out = e->st;
     ts_kv_stats ks;
     ts_kv_get_stats(e->rt->kv, &ks);
@@ -306,11 +325,18 @@ void ts_engine_get_stats(ts_engine *e, ts_engine_stats *out) {
     out->kv_bytes_shared = ks.bytes_shared;
     out->n_running = e->n_running;
     out->n_waiting = e->n_waiting;
+    ts_echunks_stats(e, out);
+}
+
+void ts_engine_get_stats(ts_engine *e, ts_engine_stats *out) {
+    pthread_mutex_lock(&e->lock);
+    *out = e->snap;
+    pthread_mutex_unlock(&e->lock);
 }
 
 void ts_engine_destroy(ts_engine *e) {
     if (!e) return;
-    for (int i = 0; i < e->n_inbox; i++) free_req(e->inbox[i]);
+    for (int i = 0; i < e->n_inbox; i++) free_req(e, e->inbox[i]);
     for (int i = 0; i < e->n_waiting; i++) ts_engine_finish(e, e->waiting[i], "cancelled", TS_OK, NULL);
     for (int i = 0; i < e->n_running; i++) ts_engine_finish(e, e->running[i], "cancelled", TS_OK, NULL);
     free(e->inbox);
@@ -321,6 +347,7 @@ void ts_engine_destroy(ts_engine *e) {
     free(e->batch_req);
     free(e->row);
     ts_buf_free(&e->piece);
+    ts_echunks_destroy(e);
     ts_runtime_close(e->rt);
     pthread_mutex_destroy(&e->lock);
     pthread_cond_destroy(&e->cond);

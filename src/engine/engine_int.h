@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 
+#include "engine/engine_chunks.h"
 #include "engine/runtime.h"
 #include "engine/sampler.h"
 #include "engine/stop.h"
@@ -37,6 +38,8 @@ typedef struct ts_req {
     bool cancelled;
     double t_submit, ttft_ms;
     int step_n;               /* tokens scheduled this step */
+    ts_req_seg *segs;         /* [n_segs] placed chunks, in slot order (engine_chunks.h) */
+    int n_segs, cap_segs;
 } ts_req;
 
 struct ts_engine {
@@ -53,6 +56,7 @@ struct ts_engine {
     float *row;               /* [vocab] logits copy for sampling */
     ts_buf piece;
     ts_engine_stats st;
+    ts_echunks *chunks;
     /* shared with submitting threads, under lock */
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -62,6 +66,7 @@ struct ts_engine {
     int n_cancels, cap_cancels;
     int64_t next_id;
     int n_queued_total;       /* inbox + waiting + running, for max_waiting */
+    ts_engine_stats snap;     /* stats as of the last step, for other threads */
 };
 
 /* One scheduling step (sched.c). */

@@ -19,8 +19,11 @@ static const uint8_t *fingerprint(ts_engine *e) { return e->rt->model->fingerpri
 
 static ts_status block_hash(ts_engine *e, ts_req *r, int b, uint8_t out[32]) {
     int bs = e->rt->kv->block_size;
+    const void *salt = r->has_salt ? r->salt : NULL;
+    size_t salt_len = r->salt_len;
+    if (r->n_segs) ts_echunks_block_salt(e, r, b, &salt, &salt_len);
     return ts_kv_block_hash(out, b ? r->hashes[b - 1] : NULL, r->tokens + (size_t)b * bs, bs,
-                            fingerprint(e), r->has_salt ? r->salt : NULL, r->salt_len);
+                            fingerprint(e), salt, salt_len);
 }
 
 static bool ensure_tables(ts_req *r, int n_blocks) {
@@ -92,6 +95,22 @@ static bool shares_pending_prefix(ts_engine *e, ts_req *r) {
     return false;
 }
 
+static void publish(ts_engine *e, ts_req *r);
+
+/* Places the chunk KV that starts where r's computed slots end (its
+ * blocks cover the prompt); a failure makes r compute those tokens. */
+static void place_chunks(ts_engine *e, ts_req *r) {
+    while (r->n_segs && r->n_computed < r->n_prompt &&
+           ts_echunks_next_placed(r, r->n_computed) == r->n_computed) {
+        int before = r->n_computed;
+        if (ts_echunks_place(e, r, NULL) || r->n_computed == before) {
+            ts_echunks_release(e, r); /* compute the rest in context */
+            return;
+        }
+        publish(e, r);
+    }
+}
+
 static void admit(ts_engine *e) {
     ts_kv *kv = e->rt->kv;
     int i = 0;
@@ -113,6 +132,8 @@ static void admit(ts_engine *e) {
         }
         if (!ts_grow((void **)&e->running, &e->cap_running, e->n_running + 1, sizeof *e->running))
             break;
+        if (r->n_segs && ts_echunks_ready(e, r, NULL) == TS_ERR_CAPACITY)
+            break; /* its chunks' KV needs pool blocks now in use */
         take_cached_prefix(e, r);
         /* the whole prompt plus the first generated token must fit now */
         if (!reserve(e, r, r->n_tokens + 1)) {
@@ -123,6 +144,7 @@ static void admit(ts_engine *e) {
         }
         if (r->n_gen == 0) r->n_cached = r->n_computed;
         e->st.cached_tokens += (uint64_t)r->n_computed;
+        place_chunks(e, r);
         e->running[e->n_running++] = r;
         memmove(e->waiting + i, e->waiting + i + 1, (size_t)(e->n_waiting - i - 1) * sizeof *e->waiting);
         e->n_waiting--;
@@ -165,6 +187,10 @@ static void plan(ts_engine *e, int budget) {
             if ((pass == 0) != (pending == 1) || r->step_n) continue;
             int n = pending < budget ? pending : budget;
             if (pass == 0) n = 1; /* decodes always run */
+            if (r->n_segs) { /* a prefill piece stops where placed chunk KV begins */
+                int next = ts_echunks_next_placed(r, r->n_computed);
+                if (next - r->n_computed < n) n = next - r->n_computed;
+            }
             if (n <= 0) continue;
             while (!reserve(e, r, r->n_computed + n)) {
                 if (e->n_running == 1 || i == e->n_running - 1) {
@@ -215,6 +241,7 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         r->n_computed += r->step_n;
         if (from_prompt) e->st.prefill_tokens += (uint64_t)r->step_n;
         publish(e, r);
+        place_chunks(e, r);
         if (!e->batch[k].n_logits) continue;
         memcpy(e->row, logits + (size_t)row++ * vocab, (size_t)vocab * sizeof *e->row);
         int32_t id = ts_sampler_sample(r->smp, e->row, r->tokens, (size_t)r->n_tokens);

@@ -36,6 +36,7 @@ struct ts_chunk_reg {
     ts_chunk *pending;      /* removed but referenced, linked by prev/next */
     uint64_t budget, bytes_used;
     uint64_t hits, misses, evictions, rejected;
+    bool keep_tokens;       /* evict KV first, whole chunks only when that is not enough */
 };
 
 static const char id_tag[] = "tessera.chunk.v1"; /* versions the id encoding */
@@ -260,6 +261,19 @@ static void destroy_detached(ts_chunk_reg *reg, ts_chunk *c) {
  * bytes fit in the budget. Returns whether they fit. */
 static bool make_room(ts_chunk_reg *reg, uint64_t extra) {
     if (!reg->budget) return true;
+    /* keep_tokens: first drop the KV of unreferenced chunks (they stay
+     * registered and are recomputed on their next use) */
+    for (ts_chunk *c = reg->lru_tail; reg->keep_tokens && c && reg->bytes_used + extra > reg->budget;
+         c = c->prev) {
+        if (c->refs || !c->kv) continue;
+        uint64_t kv_bytes = 2 * ts_chunk_kv_bytes(c->shape, c->n_tokens);
+        free(c->kv);
+        c->kv = NULL;
+        c->shape = (ts_chunk_shape){0, 0, 0};
+        c->bytes -= kv_bytes;
+        reg->bytes_used -= kv_bytes;
+        reg->evictions++;
+    }
     ts_chunk *c = reg->lru_tail;
     while (reg->bytes_used + extra > reg->budget && c) {
         ts_chunk *prev = c->prev;
@@ -271,6 +285,13 @@ static bool make_room(ts_chunk_reg *reg, uint64_t extra) {
         c = prev;
     }
     return reg->bytes_used + extra <= reg->budget;
+}
+
+void ts_chunk_reg_set_keep_tokens(ts_chunk_reg *reg, bool keep) {
+    if (!reg) return;
+    pthread_mutex_lock(&reg->mu);
+    reg->keep_tokens = keep;
+    pthread_mutex_unlock(&reg->mu);
 }
 
 /* ---- registry API ---- */
@@ -536,6 +557,7 @@ ts_status ts_chunk_reg_list(ts_chunk_reg *reg, ts_chunk_entry **out, size_t *n, 
     for (ts_chunk *c = reg->lru_head; c && i < cnt; c = c->next, i++) {
         e[i].id = c->id;
         e[i].type = c->type;
+        memcpy(e[i].enc_id, c->enc_id, 32);
         e[i].n_tokens = c->n_tokens;
         e[i].has_kv = c->kv != NULL;
         e[i].bytes = c->bytes;

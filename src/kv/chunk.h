@@ -81,6 +81,7 @@ typedef struct ts_chunk_info {
 typedef struct ts_chunk_entry {
     ts_chunk_id id;
     ts_chunk_type type;
+    uint8_t enc_id[32];
     int32_t n_tokens;
     bool has_kv;
     uint64_t bytes;         /* memory held: tokens + KV + bookkeeping */
@@ -134,6 +135,11 @@ uint64_t ts_chunk_kv_bytes(ts_chunk_shape shape, int64_t n_tokens);
 
 /* Creates an empty registry that holds at most budget_bytes (0 = no limit). */
 ts_status ts_chunk_reg_create(uint64_t budget_bytes, ts_chunk_reg **out, ts_err *err);
+/* With keep set, making room first drops the KV of unreferenced chunks
+ * (least recently used first; they stay registered, has_kv false, and each
+ * drop counts as an eviction) and evicts whole chunks only if that is not
+ * enough. Off by default: whole chunks are evicted. */
+void ts_chunk_reg_set_keep_tokens(ts_chunk_reg *reg, bool keep);
 /* Frees the registry and every chunk, referenced or not (handles become
  * invalid); NULL is a no-op. */
 void ts_chunk_reg_destroy(ts_chunk_reg *reg);

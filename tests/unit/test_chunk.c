@@ -355,6 +355,54 @@ static void test_threads(void) {
     ts_chunk_reg_destroy(reg);
 }
 
+/* keep_tokens: over budget, the least recently used chunk loses its KV
+ * but stays registered; a held chunk keeps it; whole chunks go only when
+ * dropping KV is not enough. */
+static void test_keep_tokens(void) {
+    enum { NT = 8 };
+    ts_chunk_reg *reg = NULL;
+    uint64_t kv = 2 * ts_chunk_kv_bytes(SHAPE, NT);
+    CHECK(ts_chunk_reg_create(kv + kv / 2, &reg, NULL) == TS_OK);
+    ts_chunk_reg_set_keep_tokens(reg, true);
+    int32_t t[NT];
+    float k[3 * NT * 16], v[3 * NT * 16];
+    ts_chunk_id ids[3];
+    for (int c = 0; c < 3; c++) {
+        for (int i = 0; i < NT; i++) t[i] = c * 100 + i;
+        ts_chunk *h = NULL;
+        CHECK(ts_chunk_reg_register(reg, t, NT, TS_CHUNK_RAG, ENC0, FP_A, &ids[c], NULL, &h, NULL) == TS_OK);
+        make_kv(k, v, NT, (uint32_t)c);
+        CHECK(ts_chunk_attach_kv(reg, h, SHAPE, k, v, NULL) == TS_OK);
+        ts_chunk_release(reg, h);
+    }
+    /* only the newest fits with KV; the others are still there without it */
+    for (int c = 0; c < 3; c++) {
+        ts_chunk *h = NULL;
+        CHECK(ts_chunk_reg_lookup(reg, &ids[c], FP_A, &h, NULL) == TS_OK);
+        ts_chunk_info info;
+        if (h) ts_chunk_get_info(reg, h, &info);
+        CHECKF(h && info.has_kv == (c == 2) && info.n_tokens == NT && info.tokens[0] == c * 100,
+               "chunk %d: has_kv %d", c, h ? info.has_kv : -1);
+        ts_chunk_release(reg, h);
+    }
+    /* KV can be attached again, evicting the other's */
+    ts_chunk *h = NULL;
+    CHECK(ts_chunk_reg_lookup(reg, &ids[0], FP_A, &h, NULL) == TS_OK);
+    if (h) {
+        make_kv(k, v, NT, 0);
+        CHECK(ts_chunk_attach_kv(reg, h, SHAPE, k, v, NULL) == TS_OK);
+        ts_chunk_info info;
+        ts_chunk_get_info(reg, h, &info);
+        CHECK(info.has_kv && info.k[5] == k[5]);
+        ts_chunk_release(reg, h);
+    }
+    ts_chunk_reg_stats st = ts_chunk_reg_get_stats(reg);
+    CHECKF(st.n_chunks == 3 && st.evictions == 3 && st.bytes_used <= st.budget,
+           "%u chunks, %llu evictions, %llu bytes", st.n_chunks, (unsigned long long)st.evictions,
+           (unsigned long long)st.bytes_used);
+    ts_chunk_reg_destroy(reg);
+}
+
 int main(void) {
     for (int i = 0; i < 32; i++) {
         FP_A[i] = (uint8_t)i;
@@ -366,5 +414,6 @@ int main(void) {
     test_basic();
     test_lru();
     test_threads();
+    test_keep_tokens();
     return ts_test_done("test_chunk");
 }
