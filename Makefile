@@ -129,14 +129,18 @@ $(B)/obj/%.o: %.cu $(wildcard src/ops/cuda/*.cuh) src/ops/cuda/cuda.h src/ops/op
 	@mkdir -p $(@D)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
-# The GPU tests link only what they use (no jansson/pcre2/... needed there).
+# The GPU tests link the CUDA objects, the library and its libraries.
+# ts_cuda_create is forced into every CUDA link: src/engine/runtime.c only
+# references it weakly, so that builds without CUDA still link ("--device
+# cuda" then says to rebuild with CUDA=1).
+CUDA_FORCE := -Wl,--undefined=ts_cuda_create
 $(B)/tests/gpu/%: tests/gpu/%.c $(CUDA_OBJ) $(B)/libtessera.a
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -Itests -o $@ $< $(CUDA_OBJ) $(B)/libtessera.a $(CUDA_LIBS)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(CUDA_OBJ) $(B)/libtessera.a $(filter-out $(CUDA_LIBS),$(LDLIBS)) $(CUDA_LIBS)
 
 ifeq ($(CUDA),1)
 $(B)/libtessera.a: $(CUDA_OBJ)
-LDLIBS += $(CUDA_LIBS)
+LDLIBS += $(CUDA_FORCE) $(CUDA_LIBS)
 endif
 
 cuda-check: $(CUDA_OBJ) $(GPU_TESTS)

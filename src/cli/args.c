@@ -53,6 +53,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         STR("-f", prompt_file) STR("--system", system) STR("--text", text) STR("--ids", ids)
         STR("--out", out) STR("--cases", cases) STR("--mode", mode) STR("--chunk-store", chunk_store) FLT("--repair-frac", repair_frac)
         FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa) STR("--cascade", cascade)
+        STR("--device", device)
         INT("-n", n_predict, 1, 1 << 20) INT("--max-tokens", n_predict, 1, 1 << 20)
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)
         INT("--limit", limit, 0, 1 << 30) INT("--reps", reps, 1, 100)
@@ -113,6 +114,7 @@ ts_runtime *cli_open(const cli_args *a) {
     o.n_threads = a->threads;
     o.block_size = a->block_size;
     o.fast_prefill = !a->exact;
+    o.device = a->device;
     if (a->kv_mem) {
         o.kv_bytes = ts_parse_size(a->kv_mem);
         if (!o.kv_bytes) {

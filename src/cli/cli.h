@@ -24,6 +24,7 @@ typedef struct cli_args {
     const char *stop[CLI_MAX_STOP];
     int n_stop;
     const char *kv_mem, *isa, *cascade;
+    const char *device;     /* --device cpu|cuda|cuda:N (NULL: cpu) */
     int block_size;
 } cli_args;
 

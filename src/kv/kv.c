@@ -13,6 +13,11 @@ size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_s
 
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err) {
+    return ts_kv_create_mem(n_layers, n_kv_heads, head_dim, block_size, n_blocks, NULL, out, err);
+}
+
+ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block_size,
+                           int32_t n_blocks, const ts_kv_mem *mem, ts_kv **out, ts_err *err) {
     *out = NULL;
     if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || block_size <= 0 || n_blocks <= 0)
         return ts_fail(err, TS_ERR_INVALID, "KV pool: sizes must be positive");
@@ -43,7 +48,9 @@ ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_siz
     kv->index = malloc(cap * sizeof *kv->index);
     kv->mark = calloc(nb, 1);
     /* calloc: pages are only touched when a block is first written */
-    kv->storage = calloc(2 * (size_t)n_layers, per_layer * sizeof(float));
+    kv->mem = mem;
+    if (mem) kv->storage = mem->alloc(mem->ctx, 2 * (size_t)n_layers * per_layer * sizeof(float));
+    else kv->storage = calloc(2 * (size_t)n_layers, per_layer * sizeof(float));
     if (!kv->k || !kv->v || !kv->free_stack || !kv->storage || !kv->refs || !kv->flags ||
         !kv->hash || !kv->tokens || !kv->lru_prev || !kv->lru_next || !kv->index || !kv->mark) {
         size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size) * nb >> 20;
@@ -66,7 +73,8 @@ ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_siz
 
 void ts_kv_destroy(ts_kv *kv) {
     if (!kv) return;
-    free(kv->storage);
+    if (kv->mem) kv->mem->free(kv->mem->ctx, kv->storage);
+    else free(kv->storage);
     free(kv->k);
     free(kv->v);
     free(kv->free_stack);

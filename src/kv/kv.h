@@ -62,7 +62,19 @@ typedef struct ts_kv {
     uint8_t *mark;         /* [n_blocks] scratch for ts_kv_check */
     uint64_t extra_refs;   /* sum over used blocks of refcount - 1 */
     uint64_t hits, misses, evictions, collisions, bad_release, bad_ref;
+    /* where storage lives: NULL for host memory (calloc), else the allocator
+     * that made it (device memory: k/v/storage are device pointers, never
+     * dereferenced on the host) */
+    const struct ts_kv_mem *mem;
 } ts_kv;
+
+/* An allocator for the K/V storage (for example device memory through a
+ * backend's op table). alloc returns zero-filled memory or NULL. */
+typedef struct ts_kv_mem {
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *p);
+    void *ctx;
+} ts_kv_mem;
 
 enum { TS_KV_F_PUBLISHED = 1, TS_KV_F_IN_LRU = 2 };
 
@@ -72,6 +84,11 @@ size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_s
 /* Creates a pool of n_blocks blocks, all free. */
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err);
+/* ts_kv_create with the K/V storage (2 * n_layers arrays) taken from mem,
+ * which must outlive the pool; mem == NULL is ts_kv_create. Only the storage
+ * moves: every bookkeeping array stays in host memory. */
+ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block_size,
+                           int32_t n_blocks, const ts_kv_mem *mem, ts_kv **out, ts_err *err);
 /* Frees the pool and its storage; NULL is a no-op. */
 void ts_kv_destroy(ts_kv *kv);
 

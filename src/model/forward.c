@@ -33,10 +33,39 @@ struct ts_fwd {
     float *lse, *lse2; /* [n_tok][n_heads] log-sum-exp of the partial outputs */
     float *gate, *up;/* [n_tok][ffn] */
     float *rows;     /* [n_logits][hidden] rows gathered for the LM head */
-    float *logits;   /* [n_logits][vocab] */
-    int32_t *ids, *pos, *slot; /* [n_tok] */
-    ts_attn_seq *aseq;         /* [n_seq] */
+    float *logits;   /* [n_logits][vocab] (on the device when dev) */
+    int32_t *ids, *pos, *slot; /* [n_tok] views into ib (host) or ib_d (device) */
+    ts_attn_seq *aseq;         /* [n_seq] host descriptors; blocks on the device when dev */
+    /* host int32 staging: ids, pos, slot [n_tok each], then (dev only) the
+     * block tables, the cascade levels' blocks and the cascade rows */
+    int32_t *ib;
+    size_t cap_ib;
+    /* device backend (ops->dev_alloc set): the scratch above lives there */
+    bool dev;
+    int32_t *ib_d;            /* device copy of ib */
+    size_t cap_ib_d;
+    const int32_t **lvl_blocks; /* [n_levels] device block tables of the cascade levels */
+    const int32_t *rows_d;    /* device copy of plan.rows */
+    int cap_lvl;
+    float *logits_h;          /* host copy of logits (page-locked when the backend can) */
+    bool logits_h_pinned;
+    float *hook_x;            /* host copy of the residual stream for the hook */
+    size_t cap_hook;
+    ts_status dev_st;         /* first failure of a download inside a run */
+    ts_err dev_err;
 };
+
+/* Scratch memory: the backend's device memory when it has one, else host. */
+static void *s_alloc(ts_fwd *f, size_t bytes) {
+    if (f->dev) return f->ops->dev_alloc(f->ops->ctx, bytes ? bytes : 4);
+    return malloc(bytes ? bytes : 1);
+}
+
+static void s_free(ts_fwd *f, void *p) {
+    if (!p) return;
+    if (f->dev) f->ops->dev_free(f->ops->ctx, p);
+    else free(p);
+}
 
 ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     ts_fwd *f = calloc(1, sizeof *f);
@@ -44,6 +73,7 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     f->m = m;
     f->ops = ops;
     f->kv = kv;
+    f->dev = ops->dev_alloc != NULL;
     f->prec = TS_PREC_F32;
     f->prec_min_rows = 1 << 30;
     return f;
@@ -51,9 +81,13 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
 
 void ts_fwd_destroy(ts_fwd *f) {
     if (!f) return;
-    free(f->x); free(f->xb); free(f->tmp); free(f->q); free(f->k); free(f->v);
-    free(f->att); free(f->att2); free(f->lse); free(f->lse2); free(f->gate); free(f->up); free(f->rows); free(f->logits);
-    free(f->ids); free(f->pos); free(f->slot); free(f->aseq);
+    float **sc[] = {&f->x, &f->xb, &f->tmp, &f->q, &f->k, &f->v, &f->att, &f->att2,
+                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits};
+    for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) s_free(f, *sc[i]);
+    if (f->dev) f->ops->dev_free(f->ops->ctx, f->ib_d);
+    if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
+    else free(f->logits_h);
+    free(f->ib); free(f->aseq); free(f->lvl_blocks); free(f->hook_x);
     ts_cascade_plan_free(&f->plan);
     free(f);
 }
@@ -90,20 +124,35 @@ static int grow(void **p, size_t bytes) {
     return 1;
 }
 
+/* Replaces scratch buffer *p by one of bytes (contents are not kept). */
+static int sgrow(ts_fwd *f, float **p, size_t bytes) {
+    s_free(f, *p);
+    *p = s_alloc(f, bytes);
+    return *p != NULL;
+}
+
+/* The host staging buffer holds at least n int32 (contents kept). */
+static int grow_ib(ts_fwd *f, size_t n) {
+    if (n <= f->cap_ib) return 1;
+    size_t cap = f->cap_ib ? f->cap_ib : 256;
+    while (cap < n) cap *= 2;
+    if (!grow((void **)&f->ib, cap * sizeof *f->ib)) return 0;
+    f->cap_ib = cap;
+    return 1;
+}
+
 static ts_status reserve(ts_fwd *f, int n_tok, int n_seq, int n_logits, ts_err *err) {
     const ts_model_config *c = &f->m->cfg;
     int ok = 1;
     if (n_tok > f->cap_tok) {
         size_t t = (size_t)n_tok;
         size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-        ok = grow((void **)&f->x, t * c->hidden * 4) && grow((void **)&f->xb, t * c->hidden * 4) &&
-             grow((void **)&f->tmp, t * c->hidden * 4) && grow((void **)&f->q, t * qd * 4) &&
-             grow((void **)&f->k, t * kvd * 4) && grow((void **)&f->v, t * kvd * 4) &&
-             grow((void **)&f->att, t * qd * 4) && grow((void **)&f->att2, t * qd * 4) &&
-             grow((void **)&f->lse, t * c->n_heads * 4) &&
-             grow((void **)&f->lse2, t * c->n_heads * 4) && grow((void **)&f->gate, t * c->ffn * 4) &&
-             grow((void **)&f->up, t * c->ffn * 4) && grow((void **)&f->ids, t * 4) &&
-             grow((void **)&f->pos, t * 4) && grow((void **)&f->slot, t * 4);
+        ok = sgrow(f, &f->x, t * c->hidden * 4) && sgrow(f, &f->xb, t * c->hidden * 4) &&
+             sgrow(f, &f->tmp, t * c->hidden * 4) && sgrow(f, &f->q, t * qd * 4) &&
+             sgrow(f, &f->k, t * kvd * 4) && sgrow(f, &f->v, t * kvd * 4) &&
+             sgrow(f, &f->att, t * qd * 4) && sgrow(f, &f->att2, t * qd * 4) &&
+             sgrow(f, &f->lse, t * c->n_heads * 4) && sgrow(f, &f->lse2, t * c->n_heads * 4) &&
+             sgrow(f, &f->gate, t * c->ffn * 4) && sgrow(f, &f->up, t * c->ffn * 4);
         if (ok) f->cap_tok = n_tok;
     }
     if (ok && n_seq > f->cap_seq) {
@@ -111,11 +160,34 @@ static ts_status reserve(ts_fwd *f, int n_tok, int n_seq, int n_logits, ts_err *
         if (ok) f->cap_seq = n_seq;
     }
     if (ok && n_logits > f->cap_logits) {
-        ok = grow((void **)&f->rows, (size_t)n_logits * c->hidden * 4) &&
-             grow((void **)&f->logits, (size_t)n_logits * c->vocab * 4);
+        size_t lb = (size_t)n_logits * c->vocab * 4;
+        ok = sgrow(f, &f->rows, (size_t)n_logits * c->hidden * 4) && sgrow(f, &f->logits, lb);
+        if (ok && f->dev) {
+            if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
+            else free(f->logits_h);
+            f->logits_h = f->ops->host_alloc ? f->ops->host_alloc(f->ops->ctx, lb) : NULL;
+            f->logits_h_pinned = f->logits_h != NULL;
+            if (!f->logits_h) f->logits_h = malloc(lb);
+            ok = f->logits_h != NULL;
+        }
         if (ok) f->cap_logits = n_logits;
     }
-    return ok ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "forward: out of memory for %d tokens", n_tok);
+    /* ids, pos, slot */
+    ok = ok && grow_ib(f, 3 * (size_t)n_tok);
+    if (!ok) {
+        f->cap_tok = f->cap_logits = 0; /* buffers may be half replaced: redo next time */
+        if (f->dev && f->ops->sync) {
+            ts_err derr;
+            if (f->ops->sync(f->ops->ctx, &derr))
+                return ts_fail(err, TS_ERR_NOMEM, "forward: no device memory for %d tokens (%s)",
+                               n_tok, derr.msg);
+        }
+        return ts_fail(err, TS_ERR_NOMEM, "forward: out of memory for %d tokens", n_tok);
+    }
+    f->ids = f->ib;
+    f->pos = f->ib + n_tok;
+    f->slot = f->ib + 2 * (size_t)n_tok;
+    return TS_OK;
 }
 
 /* Flattens the batch into ids/pos/slot rows and attention descriptors,
@@ -184,6 +256,89 @@ static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_
     return TS_OK;
 }
 
+/* Device backend: copies ids, pos, slot, every block table, the cascade
+ * levels' block tables and rows to the device in one upload, and points the
+ * descriptors (aseq, lvl_blocks, rows_d) at the device copies. */
+static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n, ts_err *err) {
+    int bs = f->kv->block_size;
+    size_t need = 3 * (size_t)n;
+    for (int s = 0; s < n_seqs; s++)
+        need += (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
+    int nl = f->used_cascade ? f->plan.n_levels : 0;
+    for (int i = 0; i < nl; i++) need += (size_t)(f->plan.levels[i].n_kv + bs - 1) / bs;
+    if (nl) need += (size_t)f->plan.n_rows;
+    if (!grow_ib(f, need)) return ts_fail(err, TS_ERR_NOMEM, "forward: out of memory");
+    if (nl > f->cap_lvl) {
+        if (!grow((void **)&f->lvl_blocks, (size_t)nl * sizeof *f->lvl_blocks))
+            return ts_fail(err, TS_ERR_NOMEM, "forward: out of memory");
+        f->cap_lvl = nl;
+    }
+    if (need > f->cap_ib_d) {
+        f->ops->dev_free(f->ops->ctx, f->ib_d);
+        f->cap_ib_d = 0;
+        f->ib_d = f->ops->dev_alloc(f->ops->ctx, f->cap_ib * sizeof *f->ib);
+        if (!f->ib_d) {
+            ts_status st = f->ops->sync(f->ops->ctx, err);
+            return st ? st : ts_fail(err, TS_ERR_NOMEM, "forward: no device memory");
+        }
+        f->cap_ib_d = f->cap_ib;
+    }
+    /* ib holds ids, pos, slot already; append the tables, remembering offsets
+     * in the descriptors as device pointers */
+    size_t off = 3 * (size_t)n;
+    for (int s = 0; s < n_seqs; s++) {
+        size_t nb = (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
+        memcpy(f->ib + off, seqs[s].blocks, nb * sizeof *f->ib);
+        f->aseq[s].blocks = f->ib_d + off;
+        off += nb;
+    }
+    for (int i = 0; i < nl; i++) {
+        size_t nb = (size_t)(f->plan.levels[i].n_kv + bs - 1) / bs;
+        memcpy(f->ib + off, f->plan.levels[i].blocks, nb * sizeof *f->ib);
+        f->lvl_blocks[i] = f->ib_d + off;
+        off += nb;
+    }
+    if (nl) {
+        memcpy(f->ib + off, f->plan.rows, (size_t)f->plan.n_rows * sizeof *f->ib);
+        f->rows_d = f->ib_d + off;
+        off += (size_t)f->plan.n_rows;
+    }
+    ts_status st = f->ops->upload(f->ops->ctx, f->ib_d, f->ib, off * sizeof *f->ib, err);
+    if (st) return st;
+    f->ids = f->ib_d;
+    f->pos = f->ib_d + n;
+    f->slot = f->ib_d + 2 * (size_t)n;
+    return TS_OK;
+}
+
+/* Records the first failure of a device copy made during a run. */
+static void dev_fail(ts_fwd *f, ts_status st, const ts_err *e) {
+    if (st && !f->dev_st) {
+        f->dev_st = st;
+        f->dev_err = *e;
+    }
+}
+
+/* Calls the hook with a host view of x[n_tok][hidden]. */
+static void call_hook(ts_fwd *f, int layer, const float *x, int n_tok, int hidden) {
+    if (!f->dev) {
+        f->hook(f->hook_ctx, layer, x, n_tok, hidden);
+        return;
+    }
+    size_t bytes = (size_t)n_tok * hidden * sizeof(float);
+    ts_err e;
+    if (bytes > f->cap_hook) {
+        if (!grow((void **)&f->hook_x, bytes)) {
+            dev_fail(f, ts_fail(&e, TS_ERR_NOMEM, "forward: out of memory for the hook"), &e);
+            return;
+        }
+        f->cap_hook = bytes;
+    }
+    ts_status st = f->ops->download(f->ops->ctx, f->hook_x, x, bytes, &e);
+    dev_fail(f, st, &e);
+    if (!st) f->hook(f->hook_ctx, layer, f->hook_x, n_tok, hidden);
+}
+
 static double now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -213,8 +368,17 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     }
     if (f->cap_n && f->cap_row0 + f->cap_n <= n) { /* chunk encoding: K before RoPE */
         size_t kvd = (size_t)c->n_kv_heads * hd, rows = (size_t)f->cap_n;
-        memcpy(f->cap_k + (size_t)l * rows * kvd, f->k + (size_t)f->cap_row0 * kvd, rows * kvd * 4);
-        memcpy(f->cap_v + (size_t)l * rows * kvd, f->v + (size_t)f->cap_row0 * kvd, rows * kvd * 4);
+        float *dk = f->cap_k + (size_t)l * rows * kvd, *dv = f->cap_v + (size_t)l * rows * kvd;
+        const float *sk = f->k + (size_t)f->cap_row0 * kvd, *sv = f->v + (size_t)f->cap_row0 * kvd;
+        if (f->dev) { /* the capture buffers are host memory */
+            ts_err e;
+            ts_status st = f->ops->download(o->ctx, dk, sk, rows * kvd * 4, &e);
+            if (!st) st = f->ops->download(o->ctx, dv, sv, rows * kvd * 4, &e);
+            dev_fail(f, st, &e);
+        } else {
+            memcpy(dk, sk, rows * kvd * 4);
+            memcpy(dv, sv, rows * kvd * 4);
+        }
     }
     o->rope(o->ctx, f->q, f->pos, n, c->n_heads, hd, m->inv_freq);
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
@@ -231,14 +395,19 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     for (int i = 0; f->used_cascade && i < f->plan.n_levels; i++) {
         /* each shared prefix once for every query row that sees it */
         const ts_cascade_level *L = &f->plan.levels[i];
-        const int32_t *rows = f->plan.rows + L->row_start;
+        const int32_t *rows = (f->dev ? f->rows_d : f->plan.rows) + L->row_start;
         ts_attn_shared sh = {.out = f->att2, .lse = f->lse2, .q = f->q, .rows = rows,
-                             .n_rows = L->n_rows, .k = a.k, .v = a.v, .blocks = L->blocks,
+                             .n_rows = L->n_rows, .k = a.k, .v = a.v,
+                             .blocks = f->dev ? f->lvl_blocks[i] : L->blocks,
                              .n_kv = L->n_kv, .n_heads = c->n_heads,
                              .n_kv_heads = c->n_kv_heads, .head_dim = hd,
                              .block_size = f->kv->block_size, .scale = scale};
         o->attention_shared(o->ctx, &sh);
-        ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
+        if (o->attn_merge_rows)
+            o->attn_merge_rows(o->ctx, f->att, f->lse, f->att2, f->lse2, rows, L->n_rows,
+                               c->n_heads, hd);
+        else
+            ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
     }
     f->times.attention_ms += now_ms() - t_attn;
     matmul(f, f->tmp, f->att, n, &L->wo, L->bo, prec);
@@ -256,17 +425,24 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     if (st) return st;
     ts_prec prec = n >= f->prec_min_rows ? f->prec : TS_PREC_F32;
     if ((st = plan_cascade(f, seqs, n_seqs, err))) return st;
+    if (f->dev) {
+        if (!f->kv->mem)
+            return ts_fail(err, TS_ERR_INVALID,
+                           "forward: the %s backend needs a KV pool in device memory", o->name);
+        if ((st = stage_dev(f, seqs, n_seqs, n, err))) return st;
+        f->dev_st = TS_OK;
+    }
     int H = c->hidden;
 
     o->embed(o->ctx, f->x, &m->embed, f->ids, n);
-    if (f->hook) f->hook(f->hook_ctx, 0, f->x, n, H);
+    if (f->hook) call_hook(f, 0, f->x, n, H);
     for (int l = 0; l < c->n_layers; l++) {
         const ts_layer *L = &m->layers[l];
         if (l == 0) {
             o->rmsnorm(o->ctx, f->xb, f->x, L->attn_norm, n, H, c->rms_eps);
         } else { /* x += previous MLP output; xb = norm(x) */
             o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->attn_norm, n, H, c->rms_eps);
-            if (f->hook) f->hook(f->hook_ctx, l, f->x, n, H);
+            if (f->hook) call_hook(f, l, f->x, n, H);
         }
         attention_block(f, l, n, n_seqs, prec);
         o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->ffn_norm, n, H, c->rms_eps);
@@ -277,18 +453,36 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     }
     o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, H, c->rms_eps);
     if (f->hook) {
-        f->hook(f->hook_ctx, c->n_layers, f->x, n, H);
-        f->hook(f->hook_ctx, c->n_layers + 1, f->xb, n, H); /* after the final norm */
+        call_hook(f, c->n_layers, f->x, n, H);
+        call_hook(f, c->n_layers + 1, f->xb, n, H); /* after the final norm */
     }
-    /* gather the rows whose logits are wanted, then one LM-head product */
+    /* gather the rows whose logits are wanted (one run per sequence), then
+     * one LM-head product */
     int r = 0, row = 0;
     for (int s = 0; s < n_seqs; s++) {
         row += seqs[s].n;
-        for (int i = row - seqs[s].n_logits; i < row; i++, r++)
-            memcpy(f->rows + (size_t)r * H, f->xb + (size_t)i * H, (size_t)H * 4);
+        int k = seqs[s].n_logits;
+        if (!k) continue;
+        float *dst = f->rows + (size_t)r * H;
+        const float *src = f->xb + (size_t)(row - k) * H;
+        if (f->dev) o->copy(o->ctx, dst, src, (size_t)k * H * 4);
+        else memcpy(dst, src, (size_t)k * H * 4);
+        r += k;
     }
     if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
-    f->times.total_ms += now_ms() - t_start;
     *logits = f->logits;
+    if (f->dev) { /* logits to the host; this also waits for the step */
+        if (n_logits)
+            st = o->download(o->ctx, f->logits_h, f->logits, (size_t)n_logits * c->vocab * 4, err);
+        else
+            st = o->sync(o->ctx, err);
+        if (!st && f->dev_st) {
+            st = f->dev_st;
+            if (err) *err = f->dev_err;
+        }
+        if (st) return st;
+        *logits = f->logits_h;
+    }
+    f->times.total_ms += now_ms() - t_start;
     return TS_OK;
 }

@@ -2,7 +2,17 @@
  *
  * One call runs any mix of prefill pieces and decode tokens: each sequence
  * contributes n new tokens at explicit RoPE positions, written to the given
- * KV slots, attending causally to everything already in its block table. */
+ * KV slots, attending causally to everything already in its block table.
+ *
+ * Backends with device memory (ops->dev_alloc set, e.g. CUDA): the model's
+ * weights and f32 vectors and the KV pool's storage must already be device
+ * memory (ts_runtime arranges it). The workspace is then allocated on the
+ * device; each run uploads ids, positions, slots and the block tables in one
+ * copy, runs every op on the device (cascade merges included), and
+ * downloads the logits, so *logits is host memory as on the CPU. Hooks and
+ * chunk capture get host copies (a download each, for tests and chunk
+ * encoding). The times split below counts queueing only on such a backend;
+ * total_ms includes the wait for the step. */
 #ifndef TS_MODEL_FORWARD_H
 #define TS_MODEL_FORWARD_H
 

@@ -10,6 +10,7 @@
 #define TS_OPS_OPS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "io/safetensors.h"
 
@@ -108,6 +109,30 @@ typedef struct ts_ops {
      * streamed once for all rows and q heads. Writes out and lse of the listed
      * rows only. */
     void (*attention_shared)(void *ctx, const ts_attn_shared *a);
+
+    /* ---- device memory (added for the GPU engine; all NULL on host backends,
+     * whose tensors are ordinary host memory). On a device backend every
+     * tensor pointer an op receives is device memory (src/ops/cuda/cuda.h);
+     * these move data in and out. Failures are sticky in the backend and
+     * reported by sync (and by upload/download, which sync). ---- */
+    /* Zero-filled device buffer, or NULL (bytes == 0, or failure). */
+    void *(*dev_alloc)(void *ctx, size_t bytes);
+    void (*dev_free)(void *ctx, void *p); /* NULL is a no-op; waits for queued work */
+    /* Synchronous copies host -> device, device -> host (waits for queued work). */
+    ts_status (*upload)(void *ctx, void *dev, const void *host, size_t bytes, ts_err *err);
+    ts_status (*download)(void *ctx, void *host, const void *dev, size_t bytes, ts_err *err);
+    /* Queued device -> device copy. */
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Waits for queued work; TS_OK or the backend's sticky error. */
+    ts_status (*sync)(void *ctx, ts_err *err);
+    /* Page-locked host memory (faster downloads), or NULL; free(NULL) no-op. */
+    void *(*host_alloc)(void *ctx, size_t bytes);
+    void (*host_free)(void *ctx, void *p);
+    /* ts_attn_merge_rows with device arrays (rows too); NULL on host backends,
+     * where callers use ts_attn_merge_rows itself. */
+    void (*attn_merge_rows)(void *ctx, float *o_a, float *lse_a, const float *o_b,
+                            const float *lse_b, const int32_t *rows, int n_rows, int n_heads,
+                            int head_dim);
 } ts_ops;
 
 /* Merges partial attention states in place: (o_a, lse_a) <- merge((o_a, lse_a),

@@ -35,6 +35,82 @@ const char *ts_cublas_str(cublasStatus_t s) {
     }
 }
 
+/* ---- the op table's device-memory entries (ctx is the ts_cuda) ---- */
+static void *op_dev_alloc(void *ctx, size_t bytes) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    void *p = ts_cuda_alloc(c, bytes);
+    if (p) ts_cuda_memset(c, p, 0, bytes);
+    return p;
+}
+static void op_dev_free(void *ctx, void *p) { ts_cuda_free((ts_cuda *)ctx, p); }
+static ts_status op_upload(void *ctx, void *dev, const void *host, size_t bytes, ts_err *err) {
+    return ts_cuda_upload((ts_cuda *)ctx, dev, host, bytes, err);
+}
+static ts_status op_download(void *ctx, void *host, const void *dev, size_t bytes, ts_err *err) {
+    return ts_cuda_download((ts_cuda *)ctx, host, dev, bytes, err);
+}
+static void op_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    ts_cuda_copy((ts_cuda *)ctx, dst, src, bytes);
+}
+static ts_status op_sync(void *ctx, ts_err *err) { return ts_cuda_sync((ts_cuda *)ctx, err); }
+static void *op_host_alloc(void *ctx, size_t bytes) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    void *p = NULL;
+    if (!bytes || !ts_cuda_live(c)) return NULL;
+    if (cudaMallocHost(&p, bytes) != cudaSuccess) { /* optional: the caller falls back */
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    return p;
+}
+static void op_host_free(void *ctx, void *p) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!p) return;
+    TS_CU(c, cudaStreamSynchronize(c->stream));
+    TS_CU(c, cudaFreeHost(p));
+}
+static void op_merge_rows(void *ctx, float *o_a, float *lse_a, const float *o_b,
+                          const float *lse_b, const int32_t *rows, int n_rows, int n_heads,
+                          int head_dim) {
+    ts_cuda_attn_merge_rows((ts_cuda *)ctx, o_a, lse_a, o_b, lse_b, rows, n_rows, n_heads,
+                            head_dim);
+}
+
+/* ---- ts_cuda_host_ops: rope and kv_write on host arrays ---- */
+static void host_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
+                      const float *inv_freq) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || n <= 0) return;
+    size_t xb = (size_t)n * n_heads * head_dim * sizeof(float);
+    float *xd = (float *)ts_cuda_stage(c, &c->hs[0], x, xb);
+    const int32_t *pd = (const int32_t *)ts_cuda_stage(c, &c->hs[1], pos, (size_t)n * 4);
+    const float *fd = (const float *)ts_cuda_stage(c, &c->hs[2], inv_freq,
+                                                   (size_t)(head_dim / 2) * sizeof(float));
+    if (!xd || !pd || !fd) return;
+    ts_cuda_rope(c, xd, pd, n, n_heads, head_dim, fd);
+    if (ts_cuda_live(c))
+        TS_CU(c, cudaMemcpyAsync(x, xd, xb, cudaMemcpyDeviceToHost, c->stream));
+    if (ts_cuda_live(c)) TS_CU(c, cudaStreamSynchronize(c->stream));
+}
+
+static void host_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k,
+                          const float *v, const int32_t *slot, int n, int n_kv_heads,
+                          int head_dim, int block_size) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || n <= 0) return;
+    size_t rb = (size_t)n * n_kv_heads * head_dim * sizeof(float);
+    const float *kd = (const float *)ts_cuda_stage(c, &c->hs[0], k, rb);
+    const float *vd = (const float *)ts_cuda_stage(c, &c->hs[1], v, rb);
+    const int32_t *sd = (const int32_t *)ts_cuda_stage(c, &c->hs[2], slot, (size_t)n * 4);
+    if (!kd || !vd || !sd) return;
+    ts_cuda_kv_write(c, k_pool, v_pool, kd, vd, sd, n, n_kv_heads, head_dim, block_size);
+    /* the caller may reuse its arrays at once: the staging ring holds copies,
+     * but wait anyway so that errors surface at this call */
+    if (ts_cuda_live(c)) TS_CU(c, cudaStreamSynchronize(c->stream));
+}
+
+const ts_ops *ts_cuda_host_ops(ts_cuda *c) { return &c->host_ops; }
+
 ts_cuda *ts_cuda_create(int device, ts_err *err) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -84,6 +160,18 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->kv_write = ts_cuda_kv_write;
     o->attention = ts_cuda_attention;
     o->attention_shared = ts_cuda_attention_shared;
+    o->dev_alloc = op_dev_alloc;
+    o->dev_free = op_dev_free;
+    o->upload = op_upload;
+    o->download = op_download;
+    o->copy = op_copy;
+    o->sync = op_sync;
+    o->host_alloc = op_host_alloc;
+    o->host_free = op_host_free;
+    o->attn_merge_rows = op_merge_rows;
+    c->host_ops = *o;
+    c->host_ops.rope = host_rope;
+    c->host_ops.kv_write = host_kv_write;
     return c;
 }
 
@@ -93,6 +181,7 @@ void ts_cuda_destroy(ts_cuda *c) {
     cudaFree(c->act.p);
     cudaFree(c->part.p);
     cudaFree(c->meta.p);
+    for (int i = 0; i < 3; i++) cudaFree(c->hs[i].p);
     for (int i = 0; i < TS_CUDA_RING; i++) {
         if (c->ring[i]) cudaFreeHost(c->ring[i]);
         if (c->ring_ev[i]) cudaEventDestroy(c->ring_ev[i]);

@@ -40,6 +40,14 @@ void ts_cuda_destroy(ts_cuda *c);
 /* The op table (name "cuda", ctx = c), valid while c lives. */
 const ts_ops *ts_cuda_ops(ts_cuda *c);
 
+/* The op table for code outside the forward pass that holds its rows in
+ * host memory (chunk placement, src/engine/place.c): a copy of ts_cuda_ops
+ * whose rope (x, pos, inv_freq) and kv_write (k, v, slot) take HOST arrays,
+ * staged through the device and waited for (rope's x is written back); the
+ * KV pools passed to kv_write are device memory as always. Every other entry
+ * is ts_cuda_ops's, with device pointers. Valid while c lives. */
+const ts_ops *ts_cuda_host_ops(ts_cuda *c);
+
 /* The first error recorded ("file.cu:line: call: reason"), or NULL. */
 const char *ts_cuda_last_error(const ts_cuda *c);
 /* Waits for all queued work; returns TS_OK, or the sticky error (also put

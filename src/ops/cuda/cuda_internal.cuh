@@ -37,6 +37,8 @@ struct ts_cuda {
     cudaEvent_t ring_ev[TS_CUDA_RING];
     int ring_next;
     int att_bps[4];         /* resident attention blocks per SM, by head_dim class */
+    ts_ops host_ops;        /* ts_cuda_host_ops */
+    ts_cuda_scratch hs[3];  /* device copies of its host arguments */
 };
 
 /* Records "file:line: what: reason" as the sticky error unless one is set. */
