@@ -389,6 +389,60 @@ static void check_store(const char *dir, fcase *f) {
     CHECK(system(cmd) == 0);
 }
 
+/* Requests citing the same chunks at the same places, with different
+ * questions, run together: they share the placed blocks, the step uses
+ * cascade attention, and each answer is the one it gets alone. Redis
+ * configured but down: the engine works and says the store is down. */
+static void check_shared(const char *dir, fcase *cs, int n_cases) {
+    ts_engine_opts o = ts_engine_opts_default();
+    o.n_threads = 2;
+    o.exact = true;
+    o.cascade = 1;
+    o.chunk_prefix = cs[0].system;
+    o.chunk_redis = "127.0.0.1:1"; /* nothing listens there */
+    ts_engine *e = NULL;
+    ts_err err;
+    CHECK(ts_engine_create(dir, &o, &e, &err) == TS_OK);
+    if (!e) return;
+    fcase *f = &cs[0];
+    char ids[16][TS_CHUNK_ID_HEX + 1];
+    register_docs(e, f, NULL, ids);
+    enum { N = 4 };
+    ts_prompt_part p[N][40];
+    int n[N];
+    result alone[N], together[N];
+    for (int i = 0; i < N; i++) {
+        n[i] = build_parts(f, ids, p[i]);
+        p[i][n[i] - 1].text = cs[i % n_cases].tail; /* another question */
+        CHECK(run1(e, p[i], n[i], TS_CHUNKS_REPAIR, NULL, 4, &alone[i], &err) == TS_OK);
+    }
+    ts_engine_stats before, after;
+    ts_engine_get_stats(e, &before);
+    for (int i = 0; i < N; i++) {
+        memset(&together[i], 0, sizeof together[i]);
+        ts_request q = ts_request_default();
+        q.parts = p[i];
+        q.n_parts = n[i];
+        q.chunk_mode = TS_CHUNKS_REPAIR;
+        q.max_tokens = 4;
+        q.ignore_eos = true;
+        CHECK(ts_engine_submit(e, &q, on_event, &together[i], NULL, &err) == TS_OK);
+    }
+    CHECK(ts_engine_run(e, &err) == TS_OK);
+    ts_engine_get_stats(e, &after);
+    for (int i = 0; i < N; i++) {
+        CHECKF(together[i].n_toks == 4 && !memcmp(together[i].toks, alone[i].toks, 4 * sizeof(int32_t)),
+               "shared: request %d differs from its run alone", i);
+        CHECKF(together[i].n_cached > 0, "shared: request %d reused nothing", i);
+        ts_buf_free(&alone[i].text);
+        ts_buf_free(&together[i].text);
+    }
+    CHECKF(after.cascade_steps > before.cascade_steps, "shared: no cascade step");
+    CHECK(!after.chunk_store_ok);
+    check_pool_clean(e, "shared");
+    ts_engine_destroy(e);
+}
+
 int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
@@ -406,6 +460,7 @@ int main(void) {
         ts_engine_destroy(e);
         check_budget(dir, &cs[1 % n_cases]);
         check_store(dir, &cs[0]);
+        check_shared(dir, cs, n_cases);
     }
     for (int i = 0; i < n_cases; i++) free_case(&cs[i]);
     return ts_test_done("test_engine_chunks");
