@@ -122,6 +122,8 @@ async function main() {
 
   // ask the case's question
   await cdp.eval(setField("system", kase.system));
+  // exact: chunk tokens computed like text, so the answer is the full-prefill one
+  await cdp.eval(setField("chunkmode", "exact"));
   await cdp.eval(setField("input", kase.question));
   await cdp.eval(`document.getElementById("send").click(), true`);
   const answer = await cdp.waitFor(`(() => { const m = [...document.querySelectorAll("#log .msg.assistant")].pop();
@@ -139,6 +141,10 @@ async function main() {
     return g("s-prefix") !== "–" && g("s-chunk") !== "–" && /\\d/.test(g("s-kv")) && g("s-tps") !== "–" ?
       {prefix: g("s-prefix"), chunk: g("s-chunk"), kv: g("s-kv"), tps: g("s-tps")} : null; })()`, 6000);
   check(stats && /%$/.test(stats.prefix) && /%$/.test(stats.chunk), "cache statistics shown", stats);
+  // and they follow the server: the answer's tokens show in tokens/s (10 s window) at the next poll
+  const tps = await cdp.waitFor(`(() => { const v = parseFloat(document.getElementById("s-tps").textContent);
+    return v > 0 ? v : null; })()`, 6000);
+  check(tps > 0, "live statistics update after the answer (tokens/s > 0)", tps);
 
   await cdp.send("Page.bringToFront");
   const png = await cdp.send("Page.captureScreenshot", {format: "png"});

@@ -51,6 +51,9 @@ const messagesOf = (c) => [{role: "system", content: systemText(c)}, {role: "use
 const good = cases.filter((c) => c.reference_output === c.answer);
 const case1 = good.find((c) => c.n_docs === 2) || good[0];
 const case3 = good.find((c) => c.n_docs === 3) || good[1];
+// a case whose chunked prompt (documents tokenized on their own) still gets
+// the full-prefill answer
+const caseC = good.find((c) => c.n_docs === 2) || good[1];
 
 let modelId = "tessera";
 let greedy = null;     // the non-streamed greedy answer to case1
@@ -164,13 +167,13 @@ await group("seed", async () => {
 // POST /v1/chunks through the SDK's generic methods (it has no chunks resource).
 const chunkIds = [];
 await group("chunks", async () => {
-  for (const d of case3.documents) {
+  for (const d of caseC.documents) {
     const r = await api.post("/chunks", {body: {text: d, type: "document"}});
     check(r && /^[0-9a-f]{64}$/.test(r.id) && r.object === "chunk" && r.tokens > 0 && r.type === "document",
           "POST /v1/chunks returns id, object, tokens, type", r);
     chunkIds.push(r.id);
   }
-  const again = await api.post("/chunks", {body: {text: case3.documents[0], type: "document"}});
+  const again = await api.post("/chunks", {body: {text: caseC.documents[0], type: "document"}});
   check(again.id === chunkIds[0], "same text registers as the same id", again);
 
   const list = await api.get("/chunks");
@@ -182,21 +185,39 @@ await group("chunks", async () => {
   // cite them in the system message, in the layout the model was trained on
   const parts = [];
   chunkIds.forEach((id, i) => {
-    parts.push({type: "text", text: (i === 0 ? case3.system : "") + `\n\n[Document ${i + 1}]\n`});
+    parts.push({type: "text", text: (i === 0 ? caseC.system : "") + `\n\n[Document ${i + 1}]\n`});
     parts.push({type: "chunk", chunk_id: id});
   });
-  const msgs = [{role: "system", content: parts}, {role: "user", content: case3.question}];
-  const r = await api.chat.completions.create({model: modelId, messages: msgs, temperature: 0, max_tokens: 48});
-  check(trim(r.choices[0].message.content) === case3.answer, "answer with cited chunks matches eval_dev",
-        {got: r.choices[0].message.content, want: case3.answer});
-  // streamed with the chunks too
-  const s = await api.chat.completions.create({model: modelId, messages: msgs, temperature: 0, max_tokens: 48, stream: true});
+  const msgs = [{role: "system", content: parts}, {role: "user", content: caseC.question}];
+  // chunk_mode "exact" (a tessera extension) computes chunk tokens like text:
+  // the answer must be the full-prefill one
+  const r = await api.chat.completions.create({model: modelId, messages: msgs, temperature: 0, max_tokens: 48,
+                                               chunk_mode: "exact"});
+  check(trim(r.choices[0].message.content) === caseC.answer, "answer with cited chunks (exact) matches eval_dev",
+        {got: r.choices[0].message.content, want: caseC.answer});
+  const s = await api.chat.completions.create({model: modelId, messages: msgs, temperature: 0, max_tokens: 48,
+                                               stream: true, chunk_mode: "exact"});
   let text = "";
   for await (const ch of s) for (const c of ch.choices || []) text += (c.delta && c.delta.content) || "";
-  check(trim(text) === case3.answer, "streamed answer with cited chunks matches eval_dev", text);
+  check(text === r.choices[0].message.content, "streamed answer with cited chunks equals the non-streamed one", text);
+  // the default mode places the chunks' cached KV: the chunks count hits
+  const before = await api.get("/chunks/" + chunkIds[1]);
+  const r1 = await api.chat.completions.create({model: modelId, messages: msgs, temperature: 0, max_tokens: 48});
+  check(r1.choices[0].message.content.length > 0 && r1.choices[0].finish_reason === "stop",
+        "answer with cited chunks (default mode)", r1.choices[0]);
+  const afterUse = await api.get("/chunks/" + chunkIds[1]);
+  check(afterUse.hits > before.hits, "a cited chunk counts a hit", {before: before.hits, after: afterUse.hits});
+  // one document, reused as it is: the model still answers right
+  const c0 = good.find((c) => c.n_docs === 1);
+  const id0 = (await api.post("/chunks", {body: {text: c0.documents[0]}})).id;
+  const r0 = await api.chat.completions.create({model: modelId, temperature: 0, max_tokens: 48, messages: [
+    {role: "system", content: [{type: "text", text: c0.system + "\n\n[Document 1]\n"}, {type: "chunk", chunk_id: id0}]},
+    {role: "user", content: c0.question}]});
+  check(trim(r0.choices[0].message.content) === c0.answer, "one cited chunk (default mode) answers right",
+        {got: r0.choices[0].message.content, want: c0.answer});
   // the brief's form: chunk parts then the question in one user message (accepted)
   const r2 = await api.chat.completions.create({model: modelId, temperature: 0, max_tokens: 8, messages: [
-    {role: "user", content: [...chunkIds.map((id) => ({type: "chunk", chunk_id: id})), {type: "text", text: case3.question}]}]});
+    {role: "user", content: [...chunkIds.map((id) => ({type: "chunk", chunk_id: id})), {type: "text", text: caseC.question}]}]});
   check(r2.choices[0].message.content.length > 0, "chunk parts in a user message are accepted", r2.choices[0]);
 
   const del = await api.delete("/chunks/" + chunkIds[0]);
