@@ -23,6 +23,7 @@ ts_gen *ts_gen_new(ts_server *s, ts_gen_kind kind, struct MHD_Connection *c) {
         return NULL;
     }
     pthread_mutex_init(&g->mu, NULL);
+    atomic_fetch_add(&s->n_gens, 1);
     g->srv = s;
     g->refs = 1;
     g->kind = kind;
@@ -48,6 +49,7 @@ void ts_gen_unref(ts_gen *g) {
     ts_buf_free(&g->out);
     ts_think_free(&g->think);
     pthread_mutex_destroy(&g->mu);
+    atomic_fetch_sub(&g->srv->n_gens, 1);
     free(g);
 }
 

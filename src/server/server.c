@@ -291,7 +291,10 @@ void ts_server_stop(ts_server *s) {
     MHD_socket lfd = MHD_INVALID_SOCKET;
     if (s->mhd) lfd = MHD_quiesce_daemon(s->mhd);
     ts_gen_cancel_all(s);
-    /* joins the connection threads; they end as their requests are cancelled */
+    /* let the cancelled requests send the end of their replies (streams end
+     * with [DONE]) before the daemon shuts every socket; at most 5 s */
+    for (int i = 0; i < 500 && atomic_load(&s->n_gens) > 0; i++) usleep(10000);
+    /* joins the connection threads */
     if (s->mhd) MHD_stop_daemon(s->mhd);
     if (lfd != MHD_INVALID_SOCKET) close(lfd);
     atomic_store(&s->quit, true);

@@ -39,7 +39,7 @@ struct ts_server {
     void *log_ctx;
     pthread_mutex_t lock;    /* guards the list of generations in flight */
     ts_gen *active;
-    atomic_uint_fast64_t seq; /* request ids */
+    atomic_int n_gens;       /* generations alive (replies not yet sent) */
 };
 
 /* What one HTTP request carries between libmicrohttpd's calls. */
