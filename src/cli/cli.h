@@ -48,6 +48,7 @@ struct json_t;
 int cmd_eval_compose(cli_args *a, struct json_t *cases, size_t n_cases, ts_runtime *rt);
 int cmd_bench(cli_args *a);
 int cmd_bench_shared(cli_args *a);
+int cmd_bench_chunks(cli_args *a);
 /* serve parses its own options (argv[2..]). */
 int cmd_serve(int argc, char **argv);
 

@@ -18,6 +18,8 @@ static const char USAGE[] =
     "  bench     [--prompt 512] [--gen 64] [--depth D] [--reps 3]   tokens/s as JSON\n"
     "  bench-shared [--requests 32] [--prefix 2048] [--suffix 32] [--gen 32]\n"
     "            requests sharing a prefix: cache and cascade on vs off, as JSON\n"
+    "  bench-chunks --cases FILE [--limit N] [--repair-frac F]   documents as cited chunks\n"
+    "            vs plain text through the engine: TTFT and answers, as JSON\n"
     "  serve     [--host H] [--port 8000] [--api-key KEY]...   OpenAI-compatible HTTP\n"
     "            server with chunks, metrics and a chat page (tessera serve --help)\n"
     "\n"
@@ -36,7 +38,7 @@ int main(int argc, char **argv) {
         int (*fn)(cli_args *);
     } cmds[] = {{"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
                 {"logits", cmd_logits},     {"eval-qa", cmd_eval_qa}, {"bench", cmd_bench},
-                {"bench-shared", cmd_bench_shared}};
+                {"bench-shared", cmd_bench_shared}, {"bench-chunks", cmd_bench_chunks}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;
         cli_args a;

@@ -471,19 +471,39 @@ ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err) {
     for (int i = 0; i < r->n_segs; i++) {
         const ts_req_seg *g = &r->segs[i];
         int a = g->start + g->n_repair;
-        if (r->n_computed < a || r->n_computed >= g->place_end) continue;
+        if (a < r->n_computed) a = r->n_computed;
+        if (a >= g->place_end) continue;
         ts_chunk_info info;
         ts_chunk_get_info(c->reg, g->h, &info);
-        if (!info.has_kv) /* dropped since ts_echunks_ready: compute in context */
+        if (!info.has_kv) /* dropped since ts_echunks_ready */
             return ts_fail(err, TS_ERR_CAPACITY, "chunk KV was evicted before placement");
-        int off = r->n_computed - g->start, m = g->place_end - r->n_computed;
-        ts_status s = ts_place_chunk(e->rt, &info, off, m, r->n_computed, r->blocks, &c->ps, err);
+        int m = g->place_end - a;
+        ts_status s = ts_place_chunk(e->rt, &info, a - g->start, m, a, r->blocks, &c->ps, err);
         if (s) return s;
-        r->n_computed += m;
         c->tokens_reused += (uint64_t)m;
-        return TS_OK;
     }
     return TS_OK;
+}
+
+int ts_echunks_skip_placed(const ts_req *r, int slot) {
+    for (int i = 0; i < r->n_segs; i++) {
+        const ts_req_seg *g = &r->segs[i];
+        if (slot >= g->start + g->n_repair && slot < g->place_end) slot = g->place_end;
+    }
+    return slot;
+}
+
+int ts_echunks_pieces(const ts_req *r, int n, int end, ts_span *out, int max_out) {
+    int k = 0, at = ts_echunks_skip_placed(r, r->n_computed);
+    while (n > 0 && at < end && k < max_out) {
+        int stop = ts_echunks_next_placed(r, at);
+        if (stop > end) stop = end;
+        int m = stop - at < n ? stop - at : n;
+        out[k++] = (ts_span){at, m};
+        n -= m;
+        at = ts_echunks_skip_placed(r, at + m);
+    }
+    return k;
 }
 
 void ts_echunks_block_salt(ts_engine *e, const ts_req *r, int b, const void **salt,

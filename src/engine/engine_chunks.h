@@ -53,9 +53,20 @@ void ts_echunks_release(ts_engine *e, ts_req *r);
  * computation (try again later); a chunk whose KV cannot be held is
  * computed in context instead (its segment dropped). */
 ts_status ts_echunks_ready(ts_engine *e, ts_req *r, ts_err *err);
-/* Places the run of placed slots starting at r->n_computed (if any) into
- * r's blocks, which must cover it, and advances n_computed. */
+/* Writes every placed slot at or after r->n_computed into r's blocks
+ * (which must cover the prompt). n_computed is not changed: placed slots
+ * are skipped by ts_echunks_skip_placed as computation reaches them. */
 ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err);
+/* slot, or the end of the placed run that contains it. */
+int ts_echunks_skip_placed(const ts_req *r, int slot);
+
+typedef struct ts_span {
+    int start, n;
+} ts_span;
+
+/* Splits the next n slots r computes (from r->n_computed, below end, placed
+ * slots skipped) into at most max_out contiguous spans; returns how many. */
+int ts_echunks_pieces(const ts_req *r, int n, int end, ts_span *out, int max_out);
 /* First placed slot at or after slot `from`, or INT32_MAX. */
 int ts_echunks_next_placed(const ts_req *r, int from);
 /* Salt for block b's hash: the request's salt, tagged with the block's

@@ -40,6 +40,8 @@ typedef struct ts_req {
     int step_n;               /* tokens scheduled this step */
     ts_req_seg *segs;         /* [n_segs] placed chunks, in slot order (engine_chunks.h) */
     int n_segs, cap_segs;
+    ts_span pieces[16];       /* this step's computed spans when chunks are placed */
+    int n_pieces;
 } ts_req;
 
 struct ts_engine {
@@ -51,7 +53,7 @@ struct ts_engine {
     ts_req **running;         /* admission order */
     int n_running, cap_running;
     ts_fwd_seq *batch;        /* per-step scratch, [cap_batch] */
-    ts_req **batch_req;
+    ts_req **batch_req;       /* [cap_batch] the request of each batch entry */
     int cap_batch;
     float *row;               /* [vocab] logits copy for sampling */
     ts_buf piece;

@@ -97,18 +97,17 @@ static bool shares_pending_prefix(ts_engine *e, ts_req *r) {
 
 static void publish(ts_engine *e, ts_req *r);
 
-/* Places the chunk KV that starts where r's computed slots end (its
- * blocks cover the prompt); a failure makes r compute those tokens. */
+/* At admission: writes the KV of every chunk slot r places (its blocks
+ * cover the prompt) and moves past placed slots; a failure makes r compute
+ * those tokens instead. */
 static void place_chunks(ts_engine *e, ts_req *r) {
-    while (r->n_segs && r->n_computed < r->n_prompt &&
-           ts_echunks_next_placed(r, r->n_computed) == r->n_computed) {
-        int before = r->n_computed;
-        if (ts_echunks_place(e, r, NULL) || r->n_computed == before) {
-            ts_echunks_release(e, r); /* compute the rest in context */
-            return;
-        }
-        publish(e, r);
+    if (!r->n_segs) return;
+    if (ts_echunks_place(e, r, NULL)) {
+        ts_echunks_release(e, r);
+        return;
     }
+    r->n_computed = ts_echunks_skip_placed(r, r->n_computed);
+    publish(e, r);
 }
 
 static void admit(ts_engine *e) {
@@ -187,12 +186,16 @@ static void plan(ts_engine *e, int budget) {
             if ((pass == 0) != (pending == 1) || r->step_n) continue;
             int n = pending < budget ? pending : budget;
             if (pass == 0) n = 1; /* decodes always run */
-            if (r->n_segs) { /* a prefill piece stops where placed chunk KV begins */
-                int next = ts_echunks_next_placed(r, r->n_computed);
-                if (next - r->n_computed < n) n = next - r->n_computed;
+            int end = r->n_computed + n;
+            r->n_pieces = 0;
+            if (r->n_segs && pass == 1) { /* spans between placed chunk slots */
+                r->n_pieces = ts_echunks_pieces(r, n, r->n_prompt, r->pieces, 16);
+                n = 0;
+                for (int k = 0; k < r->n_pieces; k++) n += r->pieces[k].n;
+                if (r->n_pieces) end = r->pieces[r->n_pieces - 1].start + r->pieces[r->n_pieces - 1].n;
             }
             if (n <= 0) continue;
-            while (!reserve(e, r, r->n_computed + n)) {
+            while (!reserve(e, r, end)) {
                 if (e->n_running == 1 || i == e->n_running - 1) {
                     n = 0; /* r itself is the youngest: preempt it */
                     break;
@@ -214,18 +217,31 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
     ts_runtime *rt = e->rt;
     admit(e);
     plan(e, e->o.max_batch_tokens);
-    int n_seq = 0, cap = e->cap_batch;
-    if (!ts_grow((void **)&e->batch, &cap, e->n_running, sizeof *e->batch) ||
-        !ts_grow((void **)&e->batch_req, &e->cap_batch, e->n_running, sizeof *e->batch_req))
+    int n_entries = 0;
+    for (int i = 0; i < e->n_running; i++) {
+        ts_req *r = e->running[i];
+        n_entries += r->step_n ? (r->n_pieces ? r->n_pieces : 1) : 0;
+    }
+    int cap = e->cap_batch;
+    if (!ts_grow((void **)&e->batch, &cap, n_entries, sizeof *e->batch) ||
+        !ts_grow((void **)&e->batch_req, &e->cap_batch, n_entries, sizeof *e->batch_req))
         return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    int n_seq = 0;
     for (int i = 0; i < e->n_running; i++) {
         ts_req *r = e->running[i];
         if (!r->step_n) continue;
-        bool last = r->n_computed + r->step_n == r->n_tokens;
-        e->batch[n_seq] = (ts_fwd_seq){.tokens = r->tokens + r->n_computed, .n = r->step_n,
-                                       .n_past = r->n_computed, .blocks = r->blocks,
-                                       .n_logits = last ? 1 : 0};
-        e->batch_req[n_seq++] = r;
+        if (!r->n_pieces) { /* one contiguous piece */
+            r->pieces[0] = (ts_span){r->n_computed, r->step_n};
+            r->n_pieces = 1;
+        }
+        for (int k = 0; k < r->n_pieces; k++) { /* in slot order: later pieces see earlier ones */
+            const ts_span *p = &r->pieces[k];
+            bool last = p->start + p->n == r->n_tokens;
+            e->batch[n_seq] = (ts_fwd_seq){.tokens = r->tokens + p->start, .n = p->n,
+                                           .n_past = p->start, .blocks = r->blocks,
+                                           .n_logits = last ? 1 : 0};
+            e->batch_req[n_seq++] = r;
+        }
     }
     if (!n_seq) return TS_OK;
     const float *logits;
@@ -237,11 +253,14 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
     int row = 0;
     for (int k = 0; k < n_seq; k++) {
         ts_req *r = e->batch_req[k];
+        if (k + 1 < n_seq && e->batch_req[k + 1] == r) continue; /* handled at its last piece */
         bool from_prompt = r->n_computed < r->n_prompt;
-        r->n_computed += r->step_n;
+        const ts_span *p = &r->pieces[r->n_pieces - 1];
+        r->n_computed = p->start + p->n;
+        if (r->n_segs) r->n_computed = ts_echunks_skip_placed(r, r->n_computed);
+        r->n_pieces = 0;
         if (from_prompt) e->st.prefill_tokens += (uint64_t)r->step_n;
         publish(e, r);
-        place_chunks(e, r);
         if (!e->batch[k].n_logits) continue;
         memcpy(e->row, logits + (size_t)row++ * vocab, (size_t)vocab * sizeof *e->row);
         int32_t id = ts_sampler_sample(r->smp, e->row, r->tokens, (size_t)r->n_tokens);
