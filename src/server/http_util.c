@@ -25,6 +25,11 @@ enum MHD_Result ts_reply_text(struct MHD_Connection *c, ts_http_req *r, int stat
     return reply(c, r, status, type, text, len, MHD_RESPMEM_MUST_COPY);
 }
 
+enum MHD_Result ts_reply_static(struct MHD_Connection *c, ts_http_req *r, int status,
+                                const char *type, const char *text, size_t len) {
+    return reply(c, r, status, type, text, len, MHD_RESPMEM_PERSISTENT);
+}
+
 enum MHD_Result ts_reply_json(struct MHD_Connection *c, ts_http_req *r, int status, json_t *json) {
     char *s = json ? json_dumps(json, JSON_COMPACT) : NULL;
     json_decref(json);

@@ -156,11 +156,12 @@ void ts_oai_route(ts_gen *g, const char *text, size_t len, bool last) {
     ts_think_feed(&g->think, text, len, &g->reasoning, &g->answer);
     if (last) ts_think_finish(&g->think, &g->reasoning, &g->answer);
     /* no whitespace at the start of the reasoning, nor between it and the answer */
-    if (r0 == 0 && g->reasoning.len) {
-        size_t k = 0;
+    if (!g->reasoning_started && g->reasoning.len > r0) {
+        size_t k = r0;
         while (k < g->reasoning.len && is_space(g->reasoning.data[k])) k++;
-        memmove(g->reasoning.data, g->reasoning.data + k, g->reasoning.len - k + 1);
-        g->reasoning.len -= k;
+        memmove(g->reasoning.data + r0, g->reasoning.data + k, g->reasoning.len - k + 1);
+        g->reasoning.len -= k - r0;
+        if (g->reasoning.len > r0) g->reasoning_started = true;
     }
     if (!g->answer_started && g->answer.len > a0) {
         size_t k = a0;

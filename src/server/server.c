@@ -91,7 +91,7 @@ static enum MHD_Result route(ts_server *s, struct MHD_Connection *c, ts_http_req
     }
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
         if (!get) return method_not_allowed(c, r, method, url, "GET");
-        return ts_reply_text(c, r, 200, "text/html; charset=utf-8", ts_web_page, ts_web_page_len);
+        return ts_reply_static(c, r, 200, "text/html; charset=utf-8", ts_web_page, ts_web_page_len);
     }
     if (!strcmp(url, "/health")) {
         if (!get) return method_not_allowed(c, r, method, url, "GET");

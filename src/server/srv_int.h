@@ -70,6 +70,9 @@ enum MHD_Result ts_reply_error(struct MHD_Connection *c, ts_http_req *r, int sta
 /* Sends text with a content type. */
 enum MHD_Result ts_reply_text(struct MHD_Connection *c, ts_http_req *r, int status,
                               const char *type, const char *text, size_t len);
+/* Sends text that outlives the reply (no copy). */
+enum MHD_Result ts_reply_static(struct MHD_Connection *c, ts_http_req *r, int status,
+                                const char *type, const char *text, size_t len);
 /* The HTTP status that stands for an engine status (queue-full capacity
  * errors, told by their message, give 429). */
 int ts_http_status(ts_status st, const char *msg);
@@ -110,7 +113,7 @@ struct ts_gen {
     char rid[48];            /* response id */
     long long created;
     ts_think think;
-    bool answer_started;
+    bool answer_started, reasoning_started;
     ts_buf reasoning, answer;/* accumulated (non-streamed) or per-piece (streamed) */
     ts_buf out;              /* SSE bytes not yet handed to the socket */
     size_t out_off;
