@@ -18,6 +18,7 @@ struct ts_composer {
     int cap_tokens;
     float *k, *v;         /* scratch: one chunk's rows for one layer */
     size_t cap_rows;
+    ts_repair_kind repair; /* REPAIR's policy */
 };
 
 ts_status ts_composer_create(ts_runtime *rt, const int32_t *prefix, int n_prefix, uint64_t budget,
@@ -56,6 +57,7 @@ void ts_composer_destroy(ts_composer *c) {
 ts_chunk_reg *ts_composer_registry(ts_composer *c) { return c->reg; }
 void ts_composer_set_store(ts_composer *c, ts_chunk_store *store) { c->store = store; }
 ts_compose_stats ts_composer_stats(const ts_composer *c) { return c->st; }
+void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind) { c->repair = kind; }
 
 static bool reserve_tokens(ts_composer *c, int n) {
     if (n <= c->cap_tokens) return true;
@@ -89,6 +91,7 @@ static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, 
         s = ts_fwd_run(rt->fwd, &fs, 1, &lg, err);
         ts_fwd_set_capture(rt->fwd, 0, 0, NULL, NULL);
         c->st.prefill_tokens += total;
+        c->st.encode_tokens += total;
     }
     if (!s) {
         ts_chunk_shape shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim};
@@ -196,6 +199,28 @@ static ts_status compute(ts_composer *c, ts_seq *seq, const int32_t *ids, int n,
     return TS_OK;
 }
 
+/* REPAIR's selection for the chunk parts: a chunk that is the first part
+ * sits where it was encoded (right after the prefix) and needs nothing. */
+static ts_status plan_repair(ts_composer *c, const ts_part *parts, int n_parts, float frac,
+                             ts_repair_plan *plan, ts_err *err) {
+    if (c->repair == TS_REPAIR_SCORED)
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "compose: the scored repair policy needs per-token scores");
+    int32_t *len = malloc((size_t)n_parts * sizeof *len);
+    bool *home = malloc((size_t)n_parts * sizeof *home);
+    int nc = 0;
+    for (int i = 0; len && home && i < n_parts; i++)
+        if (parts[i].is_chunk) {
+            home[nc] = i == 0;
+            len[nc++] = parts[i].n;
+        }
+    ts_status s = len && home ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    ts_repair_policy pol = ts_repair_policy_default(c->repair, frac);
+    if (!s) s = ts_repair_select(&pol, nc, len, home, NULL, plan, err);
+    free(len);
+    free(home);
+    return s;
+}
+
 ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_parts,
                      ts_compose_mode mode, float repair_frac, const float **logits, ts_err *err) {
     ts_runtime *rt = c->rt;
@@ -232,7 +257,9 @@ ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_pa
     ts_status s = ts_seq_reserve(seq, rt->kv, total, err);
     if (!s && keep < c->n_prefix) s = compute(c, seq, c->tokens + keep, c->n_prefix - keep, keep, false, logits, err);
     c->st.reused_tokens += keep;
-    int slot = c->n_prefix;
+    ts_repair_plan plan = {0};
+    if (!s && mode == TS_COMPOSE_REPAIR) s = plan_repair(c, parts, n_parts, repair_frac, &plan, err);
+    int slot = c->n_prefix, ci = 0;
     for (int i = 0; !s && i < n_parts; i++) {
         const ts_part *p = &parts[i];
         if (!p->is_chunk) {
@@ -250,16 +277,18 @@ ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_pa
                 ts_chunk_release(c->reg, h);
             }
             c->st.reused_tokens += p->n;
-            if (!s && mode == TS_COMPOSE_REPAIR) {
-                int k = (int)ceilf(repair_frac * (float)p->n);
-                if (k < 1) k = 1;
-                if (k > p->n) k = p->n;
-                s = compute(c, seq, p->ids, k, slot, false, logits, err);
-                c->st.reused_tokens -= k;
+            /* the chunk's selected spans, in slot order, each over everything before it */
+            for (int j = mode == TS_COMPOSE_REPAIR ? plan.first[ci] : 0;
+                 !s && mode == TS_COMPOSE_REPAIR && j < plan.first[ci + 1]; j++) {
+                const ts_repair_span *sp = &plan.spans[j];
+                s = compute(c, seq, p->ids + sp->off, sp->n, slot + sp->off, false, logits, err);
+                c->st.reused_tokens -= sp->n;
             }
+            ci++;
         }
         slot += p->n;
     }
+    ts_repair_plan_free(&plan);
     if (!s) s = ts_seq_push(seq, c->tokens + seq->n_tokens, total - seq->n_tokens, err);
     return s;
 }

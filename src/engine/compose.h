@@ -11,12 +11,16 @@
  *   EXACT  - reuse only a true prefix (the sequence's cached beginning);
  *            identical to FULL;
  *   REUSE  - chunks placed as they are, nothing recomputed;
- *   REPAIR - as REUSE, then the first ceil(frac * n) tokens of each chunk
- *            recomputed in the full context, in order (where isolated
- *            encoding left a spurious sink). */
+ *   REPAIR - as REUSE, then a fraction of the chunk tokens recomputed in
+ *            the full context, in slot order: which ones is the composer's
+ *            repair policy (engine/repair.h; default FIRST, the first
+ *            tokens of each chunk). A chunk placed right after the prefix
+ *            (where it was encoded) is exact and is not repaired.
+ * docs/CHUNKS.md has the design and the measured quality. */
 #ifndef TS_ENGINE_COMPOSE_H
 #define TS_ENGINE_COMPOSE_H
 
+#include "engine/repair.h"
 #include "engine/runtime.h"
 #include "engine/seq.h"
 #include "kv/chunk.h"
@@ -37,7 +41,8 @@ typedef struct ts_part {
 } ts_part;
 
 typedef struct ts_compose_stats {
-    long prefill_tokens;  /* tokens computed by the model */
+    long prefill_tokens;  /* tokens computed by the model (encoding chunks included) */
+    long encode_tokens;   /* of which: encoding chunks (prefix + chunk, once per chunk) */
     long reused_tokens;   /* tokens whose KV was reused (chunks or a cached prefix) */
     long chunk_hits, chunk_misses;
     long store_loads;     /* chunks read back from the persistent store */
@@ -56,6 +61,11 @@ ts_chunk_reg *ts_composer_registry(ts_composer *c);
  * store and the chunk recomputed), and a freshly computed one is saved.
  * A store that fails is ignored (the composer keeps working). */
 void ts_composer_set_store(ts_composer *c, ts_chunk_store *store);
+
+/* REPAIR's policy: which tokens are recomputed (FIRST, LAST or EDGES; the
+ * fraction is ts_compose's repair_frac). SCORED needs per-token scores that
+ * compose does not compute: ts_compose then fails with TS_ERR_UNSUPPORTED. */
+void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind);
 
 /* Registers a chunk and computes its KV unless present; *id (optional)
  * receives its id. */

@@ -6,12 +6,138 @@
  * - REPAIR with fraction 1 recomputes every chunk token in context, in
  *   order, and so equals FULL wherever the chunks sit (several chunks,
  *   shifted positions, a chunk used twice);
+ * - every repair policy (first, last, edges) with fraction 1 equals FULL,
+ *   and a partial repair counts exactly the selected tokens as computed;
  * - REUSE of chunks away from their encoding position differs from FULL
- *   (the missing context is real), and chunk ids are content-addressed. */
+ *   (the missing context is real), and chunk ids are content-addressed;
+ * - ts_repair_select: deterministic, within budget, spans sorted and
+ *   disjoint, home chunks untouched, the budget split by largest
+ *   remainder, and SCORED picks equal a plain top-k reference. */
 #include <string.h>
 
 #include "engine/compose.h"
+#include "engine/repair.h"
 #include "test.h"
+
+static uint64_t rng = 0x2545f4914f6cdd1dull;
+static uint32_t rnd(uint32_t n) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+/* Plain reference of SCORED without merging: is token t among the k best
+ * (higher score first, earlier offset on ties)? */
+static bool ref_top(const float *s, int n, int k, int t) {
+    int better = 0;
+    for (int u = 0; u < n; u++)
+        if (s[u] > s[t] || (s[u] == s[t] && u < t)) better++;
+    return better < k;
+}
+
+/* Checks one plan's invariants; returns the tokens of chunk i in *per. */
+static void check_plan(const ts_repair_plan *pl, int nc, const int32_t *len, const bool *home,
+                       int max_spans, long *per) {
+    CHECK(pl->n_chunks == nc && pl->first[0] == 0 && pl->first[nc] == pl->n_spans);
+    long tot = 0;
+    for (int i = 0; i < nc; i++) {
+        per[i] = 0;
+        CHECK(pl->first[i] <= pl->first[i + 1]);
+        CHECKF(pl->first[i + 1] - pl->first[i] <= max_spans, "chunk %d: %d spans", i,
+               pl->first[i + 1] - pl->first[i]);
+        for (int j = pl->first[i]; j < pl->first[i + 1]; j++) {
+            const ts_repair_span *sp = &pl->spans[j];
+            CHECK(sp->n >= 1 && sp->off >= 0 && sp->off + sp->n <= len[i]);
+            if (j > pl->first[i]) CHECK(sp->off > pl->spans[j - 1].off + pl->spans[j - 1].n);
+            per[i] += sp->n;
+        }
+        if (home && home[i]) CHECK(per[i] == 0);
+        tot += per[i];
+    }
+    CHECK(tot == pl->n_tokens);
+}
+
+static void test_select(void) {
+    ts_err err;
+    int rounds = getenv("TS_TEST_LIGHT") ? 40 : 300;
+    for (int r = 0; r < rounds; r++) {
+        int nc = 1 + (int)rnd(12);
+        int32_t len[12];
+        bool home[12];
+        float *sc[12];
+        long sum = 0, elig = 0, per[12], per2[12];
+        for (int i = 0; i < nc; i++) {
+            len[i] = 1 + (int32_t)rnd(r % 3 ? 80 : 5);
+            home[i] = i == 0 && rnd(2);
+            sum += len[i];
+            if (!home[i]) elig += len[i];
+            sc[i] = malloc((size_t)len[i] * sizeof *sc[i]);
+            for (int t = 0; t < len[i]; t++) sc[i][t] = (float)rnd(7); /* many ties */
+        }
+        float frac = (float)rnd(101) / 100.0f;
+        ts_repair_kind kind = (ts_repair_kind)rnd(4);
+        ts_repair_policy pol = ts_repair_policy_default(kind, frac);
+        pol.max_spans = kind == TS_REPAIR_SCORED ? (int)rnd(3) + (rnd(2) ? 1 : 100) : 0;
+        int max_spans = kind == TS_REPAIR_SCORED ? pol.max_spans : kind == TS_REPAIR_EDGES ? 2 : 1;
+        ts_repair_plan a = {0}, b = {0};
+        CHECK(ts_repair_select(&pol, nc, len, home, (const float *const *)sc, &a, &err) == TS_OK);
+        CHECK(ts_repair_select(&pol, nc, len, home, (const float *const *)sc, &b, &err) == TS_OK);
+        check_plan(&a, nc, len, home, max_spans, per);
+        check_plan(&b, nc, len, home, max_spans, per2);
+        CHECK(a.n_spans == b.n_spans && !memcmp(a.first, b.first, (size_t)(nc + 1) * sizeof *a.first) &&
+              !memcmp(a.spans, b.spans, (size_t)a.n_spans * sizeof *a.spans)); /* deterministic */
+        long budget = lround((double)frac * (double)sum);
+        if (budget > elig) budget = elig;
+        if (kind != TS_REPAIR_SCORED) { /* exact budget, each chunk floor or ceil of its share */
+            CHECKF(a.n_tokens == budget, "kind %d: %ld tokens for a budget of %ld", kind, a.n_tokens, budget);
+            for (int i = 0; i < nc; i++)
+                if (!home[i]) {
+                    double share = (double)budget * len[i] / (double)elig;
+                    CHECK(per[i] >= (long)floor(share) && per[i] <= (long)ceil(share));
+                }
+        } else {
+            CHECK(a.n_tokens <= budget);
+        }
+        for (int i = 0; i < nc; i++) {
+            int j0 = a.first[i], j1 = a.first[i + 1];
+            if (kind == TS_REPAIR_FIRST && per[i]) CHECK(j1 - j0 == 1 && a.spans[j0].off == 0);
+            if (kind == TS_REPAIR_LAST && per[i])
+                CHECK(j1 - j0 == 1 && a.spans[j0].off + a.spans[j0].n == len[i]);
+            if (kind == TS_REPAIR_SCORED && pol.max_spans >= 100) { /* no merging: the top-k set */
+                int k = 0;
+                for (int j = j0; j < j1; j++) k += a.spans[j].n;
+                long share = (long)floor((double)budget * len[i] / (double)elig);
+                CHECK(home[i] || k >= share);
+                for (int t = 0; t < len[i]; t++) {
+                    bool in = false;
+                    for (int j = j0; j < j1; j++) in |= t >= a.spans[j].off && t < a.spans[j].off + a.spans[j].n;
+                    CHECKF(in == ref_top(sc[i], len[i], k, t), "scored: token %d of chunk %d", t, i);
+                }
+            }
+        }
+        ts_repair_plan_free(&a);
+        ts_repair_plan_free(&b);
+        for (int i = 0; i < nc; i++) free(sc[i]);
+    }
+    /* bad arguments */
+    ts_repair_plan pl = {0};
+    int32_t l1[2] = {5, 0};
+    ts_repair_policy pol = ts_repair_policy_default(TS_REPAIR_FIRST, 0.5f);
+    CHECK(ts_repair_select(&pol, 2, l1, NULL, NULL, &pl, &err) == TS_ERR_INVALID);
+    l1[1] = 3;
+    pol.frac = 1.5f;
+    CHECK(ts_repair_select(&pol, 2, l1, NULL, NULL, &pl, &err) == TS_ERR_INVALID);
+    pol.frac = NAN;
+    CHECK(ts_repair_select(&pol, 2, l1, NULL, NULL, &pl, &err) == TS_ERR_INVALID);
+    pol = ts_repair_policy_default(TS_REPAIR_SCORED, 0.5f);
+    CHECK(ts_repair_select(&pol, 2, l1, NULL, NULL, &pl, &err) == TS_ERR_INVALID);
+    ts_repair_kind k;
+    CHECK(ts_repair_kind_parse("edges", &k, &err) == TS_OK && k == TS_REPAIR_EDGES);
+    CHECK(ts_repair_kind_parse("middle", &k, &err) == TS_ERR_INVALID);
+    ts_repair_plan_free(&pl);
+    ts_repair_plan_free(NULL);
+}
 
 static int32_t *tok(ts_runtime *rt, const char *s, int *n) {
     int32_t *ids = NULL;
@@ -42,6 +168,7 @@ static float *run(ts_composer *cm, ts_runtime *rt, const ts_part *p, int n, ts_c
 }
 
 int main(void) {
+    test_select();
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
     ts_runtime_opts o = ts_runtime_opts_default();
@@ -85,15 +212,44 @@ int main(void) {
                         {.is_chunk = true, .ids = d1, .n = n1, .type = TS_CHUNK_DOCUMENT},
                         {.ids = tail, .n = nt}};
     full = run(cm, rt, mixed, 6, TS_COMPOSE_FULL, 0);
-    float *repair = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 1.0f);
     reuse = run(cm, rt, mixed, 6, TS_COMPOSE_REUSE, 0);
-    CHECK(full && repair && reuse);
-    if (full && repair && reuse) {
-        CHECKF(ts_test_rel_err(repair, full, V) < 1e-5, "repair(1.0) vs full: %.3g", ts_test_rel_err(repair, full, V));
+    CHECK(full && reuse);
+    for (int kind = TS_REPAIR_FIRST; kind <= TS_REPAIR_EDGES; kind++) {
+        ts_composer_set_repair(cm, (ts_repair_kind)kind);
+        float *repair = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 1.0f);
+        CHECK(repair);
+        if (full && repair)
+            CHECKF(ts_test_rel_err(repair, full, V) < 1e-5, "repair %s (1.0) vs full: %.3g",
+                   ts_repair_kind_name((ts_repair_kind)kind), ts_test_rel_err(repair, full, V));
+        /* a partial repair computes the text (prefix included) and exactly the selected tokens */
+        ts_compose_stats s0 = ts_composer_stats(cm);
+        float *part = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 0.3f);
+        ts_compose_stats s1 = ts_composer_stats(cm);
+        int32_t lens[3] = {n2, n1, n1};
+        ts_repair_policy pol = ts_repair_policy_default((ts_repair_kind)kind, 0.3f);
+        ts_repair_plan pl = {0};
+        CHECK(ts_repair_select(&pol, 3, lens, NULL, NULL, &pl, &err) == TS_OK);
+        CHECKF(s1.prefill_tokens - s0.prefill_tokens == np + nh1 + nh2 + nt + pl.n_tokens,
+               "repair %d: %ld computed, want %ld", kind, s1.prefill_tokens - s0.prefill_tokens,
+               (long)(np + nh1 + nh2 + nt) + pl.n_tokens);
+        CHECK(pl.n_tokens == lround(0.3 * (n1 + n1 + n2)));
+        if (part && full && reuse) /* between reuse and full: differs from both */
+            CHECK(ts_test_rel_err(part, full, V) > 1e-6 && ts_test_rel_err(part, reuse, V) > 1e-6);
+        ts_repair_plan_free(&pl);
+        free(repair);
+        free(part);
+    }
+    ts_composer_set_repair(cm, TS_REPAIR_SCORED);
+    ts_seq sq = {0};
+    const float *lgs;
+    CHECK(ts_compose(cm, &sq, mixed, 6, TS_COMPOSE_REPAIR, 0.3f, &lgs, &err) == TS_ERR_UNSUPPORTED);
+    ts_seq_reset(&sq, rt->kv);
+    ts_seq_free(&sq);
+    ts_composer_set_repair(cm, TS_REPAIR_FIRST);
+    if (full && reuse)
         CHECKF(ts_test_rel_err(reuse, full, V) > 1e-4, "reuse away from home should differ: %.3g",
                ts_test_rel_err(reuse, full, V));
-    }
-    free(full); free(repair); free(reuse);
+    free(full); free(reuse);
 
     /* identity: same content, same id; stats count the reuse */
     ts_chunk_id a, b;
