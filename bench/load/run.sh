@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test of "tessera serve" on loopback (not part of make test):
-#   bench/load/run.sh [--clients 32] [--duration 60] [--warmup 10] [--max-tokens 32] [--chunks]
+#   bench/load/run.sh [--clients 32] [--warmup 30] [--duration 60] [--max-tokens 32] [--chunks]
 #                     [-- extra "tessera serve" options]
 # Starts the server with the facts model, runs bench/load/load.mjs against it,
 # samples the server's VmRSS, stops the server with SIGTERM and prints the
@@ -13,7 +13,9 @@ SHARED=${TS_SHARED:-../shared}
 MODEL=$SHARED/models/facts-qwen3-14m
 . tests/server/lib.sh
 
-load_args=(); serve_args=()
+# the KV pool is sized so that the warm-up fills it (its pages are then all
+# resident); give serve options after -- to change it
+load_args=(); serve_args=(--kv-mem 128M)
 while [ $# -gt 0 ]; do
     case $1 in
         --) shift; serve_args=("$@"); break ;;
@@ -45,7 +47,8 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 status=0
 [ $rc -eq 0 ] || { echo "FAIL: some requests failed (load.mjs exit $rc)"; status=1; }
 if [ -f "$tmp/result.json" ]; then
-    # growth after warm-up: end vs the first sample after warm-up, 5% or 8 MiB of slack
+    # growth after warm-up (in which the KV pool's pages become resident):
+    # end vs the first sample after it, 5% or 8 MiB of slack
     node -e '
         const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rss_kib;
         if (!r.after_warmup || !r.end) { console.log("RSS: not sampled"); process.exit(1); }
