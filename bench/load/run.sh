@@ -11,7 +11,7 @@ set -u
 TS_BIN=${TS_BUILD:-build}/tessera
 SHARED=${TS_SHARED:-../shared}
 MODEL=$SHARED/models/facts-qwen3-14m
-. tests/server/lib.sh
+. tests/server/lib.bash
 
 # the KV pool is sized so that the warm-up fills it (its pages are then all
 # resident); give serve options after -- to change it
@@ -24,7 +24,6 @@ while [ $# -gt 0 ]; do
 done
 
 [ -x "$TS_BIN" ] || { echo "$TS_BIN not built (run make)" >&2; exit 1; }
-ts_npm_ready >/dev/null 2>&1 || true   # load.mjs needs no packages; lib.sh's helpers need only node
 
 tmp=$(mktemp -d)
 PID=""

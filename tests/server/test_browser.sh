@@ -9,7 +9,7 @@ TS_BIN=${TS_BUILD:-build}/tessera
 SHARED=${TS_SHARED:-../shared}
 MODEL=$SHARED/models/facts-qwen3-14m
 SHOT=${TS_BUILD:-build}/server-screenshot.png
-. tests/server/lib.sh
+. tests/server/lib.bash
 
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); }

@@ -6,7 +6,7 @@ set -u
 TS_BIN=${TS_BUILD:-build}/tessera
 SHARED=${TS_SHARED:-../shared}
 MODEL=$SHARED/models/facts-qwen3-14m
-. tests/server/lib.sh
+. tests/server/lib.bash
 
 pass=0; fail=0
 ok()  { pass=$((pass + 1)); }

@@ -1,4 +1,5 @@
-# Shell helpers shared by the server tests and the load test (sourced, not run).
+# Shell helpers shared by the server tests and the load test (sourced, not run;
+# named .bash so that make test, which runs tests/server/*.sh, skips it).
 # Callers run from the project root and set: TS_BIN (the tessera binary).
 
 TS_SERVER_DIR=tests/server
