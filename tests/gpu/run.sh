@@ -1,18 +1,42 @@
 #!/usr/bin/env bash
-# One command for the GPU machine: runs the GPU tests and the timing table.
+# One command for the GPU machine: runs the GPU tests, the whole-model runs
+# and the timing tables, and prints a summary table last.
 # Builds nothing: the binaries come prebuilt (make CUDA=1 B=build-cuda
-# gpu-tests, then carry build-cuda/tests/gpu). Usage: tests/gpu/run.sh [bin dir]
+# build-cuda/tessera gpu-tests build-cuda/tools/make_random_qwen3, then carry
+# them). Usage: tests/gpu/run.sh [bin dir]
+# Environment:
+#   TS_SHARED      the shared data (golden/, models/facts-qwen3-14m,
+#                  tokenizers/qwen3); default ../shared
+#   TESSERA        the CLI built with CUDA=1 (default build-cuda/tessera)
+#   MAKE_RANDOM    tools/make_random_qwen3 (default build-cuda/tools/...)
+#   TS_GPU_PARTS   which parts to run: any of "ops model cli bench" (default all)
+#   TS_GPU_MODELS  passed to test_gpu_model: any of "qwen3 llama3 facts"
+#   TS_GPU_MEMCHECK=1  also runs compute-sanitizer over test_gpu_ops (slow)
 set -u
 dir=${1:-build-cuda/tests/gpu}
+S=${TS_SHARED:-../shared}
+export TS_SHARED=$S
+T=${TESSERA:-build-cuda/tessera}
+MR=${MAKE_RANDOM:-build-cuda/tools/make_random_qwen3}
+parts=${TS_GPU_PARTS:-ops model cli bench}
+has() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 # cuBLAS: the toolkit's, else the one PyTorch's wheels bring
 if ! ldconfig -p 2>/dev/null | grep -q libcublas.so.13 && [ ! -e /usr/local/cuda/lib64/libcublas.so.13 ]; then
     py=$(python3 -c 'import nvidia.cublas, os; print(os.path.dirname(nvidia.cublas.__file__))' 2>/dev/null)
     [ -n "$py" ] && export LD_LIBRARY_PATH="$py/lib:${LD_LIBRARY_PATH:-}"
 fi
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null
+gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv,noheader 2>/dev/null)
+echo "$gpu"
 pass=0; fail=0
+summary=()
+row() { summary+=("$(printf '| %-44s | %s |' "$1" "$2")"); }
+ok() { pass=$((pass + 1)); row "$1" "ok${2:+ ($2)}"; }
+bad() { fail=$((fail + 1)); row "$1" "FAILED${2:+ ($2)}"; echo "FAILED: $1 ${2:-}"; }
+
 for t in "$dir"/test_*; do
     [ -x "$t" ] || continue
+    name=$(basename "$t")
+    case $name in test_gpu_model) has model || continue ;; *) has ops || continue ;; esac
     out=$("$t" 2>&1); rc=$?
     echo "$out"
     line=$(echo "$out" | grep -E '^[a-z_]+: [0-9]+ passed, [0-9]+ failed$' | tail -1)
@@ -20,22 +44,87 @@ for t in "$dir"/test_*; do
         p=$(echo "$line" | sed -E 's/.*: ([0-9]+) passed.*/\1/'); f=$(echo "$line" | sed -E 's/.* ([0-9]+) failed/\1/')
         pass=$((pass + p)); fail=$((fail + f))
         [ $rc -ne 0 ] && [ "$f" -eq 0 ] && fail=$((fail + 1))
+        row "$name" "$p passed, $f failed"
     else
-        echo "$t: crashed (exit $rc)"; fail=$((fail + 1))
+        echo "$t: crashed (exit $rc)"; bad "$name" "crashed, exit $rc"
     fi
 done
-echo "GPU tests: $pass passed, $fail failed"
-if [ -x "$dir/bench_gpu" ]; then
-    "$dir/bench_gpu" || { echo "bench_gpu: failed (exit $?)"; fail=$((fail + 1)); }
+if has ops && [ -x "$dir/bench_gpu" ]; then
+    "$dir/bench_gpu" || bad bench_gpu "exit $?"
 fi
+
+# ---- the CLI on the GPU against the CPU (same binary, same machine) ----
+F=$S/models/facts-qwen3-14m
+if has cli && [ -x "$T" ] && [ -d "$F" ]; then
+    tmp=$(mktemp -d)
+    prompts=("The capital of France is" "Q: Who wrote the report on the river? A:" "Once upon a time")
+    same=0
+    for p in "${prompts[@]}"; do
+        "$T" generate -m "$F" -p "$p" -n 64 --exact --device cpu >"$tmp/c.txt" 2>/dev/null
+        "$T" generate -m "$F" -p "$p" -n 64 --device cuda >"$tmp/g.txt" 2>"$tmp/g.err"
+        if cmp -s "$tmp/c.txt" "$tmp/g.txt" && [ -s "$tmp/g.txt" ]; then same=$((same + 1)); else
+            echo "generate differs for '$p':"; head -c 300 "$tmp/c.txt"; echo; head -c 300 "$tmp/g.txt"; echo; cat "$tmp/g.err"
+        fi
+    done
+    [ $same -eq ${#prompts[@]} ] && ok "generate -n 64: GPU text = CPU text" "$same/${#prompts[@]} prompts" \
+        || bad "generate -n 64: GPU text = CPU text" "$same/${#prompts[@]}"
+    # batch through the engine (generate -f), cascade on
+    doc="Document: The river Aldmere flows through the town of Brenwick, where the old mill stands beside the stone bridge that the mason Harlan Voss built in 1820 for the wool merchants."
+    printf '%s\n' "$doc Question: Who built the bridge? Answer:" "$doc Question: Which town does the river flow through? Answer:" \
+        "$doc Question: When was the bridge built? Answer:" "${prompts[@]}" >"$tmp/batch.txt"
+    "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --exact --cascade on --device cpu >"$tmp/bc.txt" 2>/dev/null
+    "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --cascade on --device cuda >"$tmp/bg.txt" 2>"$tmp/bg.err"
+    if cmp -s "$tmp/bc.txt" "$tmp/bg.txt" && [ -s "$tmp/bg.txt" ]; then ok "generate -f (engine batch): GPU = CPU"
+    else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
+    # eval-qa: whole-prompt prefill, then chunks placed (reuse mode)
+    for mode in "" reuse; do
+        m=${mode:+--mode $mode}
+        "$T" eval-qa -m "$F" --cases "$F/eval_dev.json" $m --exact --device cpu >"$tmp/ec.json" 2>/dev/null
+        "$T" eval-qa -m "$F" --cases "$F/eval_dev.json" $m --device cuda >"$tmp/eg.json" 2>"$tmp/eg.err"
+        ac=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$tmp/ec.json" 2>/dev/null)
+        ag=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$tmp/eg.json" 2>/dev/null)
+        echo "eval-qa ${mode:-full prompt}: cpu $(cat "$tmp/ec.json")"
+        echo "eval-qa ${mode:-full prompt}: gpu $(cat "$tmp/eg.json")"; cat "$tmp/eg.err"
+        if [ -n "$ag" ] && [ "$ag" = "$ac" ]; then ok "eval-qa ${mode:-} GPU accuracy = CPU" "$ag"
+        else bad "eval-qa ${mode:-} GPU accuracy = CPU" "gpu ${ag:-none}, cpu ${ac:-none}"; fi
+    done
+    rm -rf "$tmp"
+fi
+
+# ---- batch-1 decode on a Qwen3-0.6B-shaped random checkpoint ----
+if has bench && [ -x "$T" ] && [ -x "$MR" ]; then
+    M=/tmp/qwen3-0.6b-random
+    [ -s "$M/model.safetensors" ] || "$MR" "$M" --tokenizer "$S/tokenizers/qwen3" >/dev/null
+    wb=$(stat -c %s "$M/model.safetensors") # tied: embed = lm_head, read whole once a token
+    for gen in 128; do
+        js=$("$T" bench -m "$M" --device cuda --prompt 128 --gen $gen --reps 3 2>&1 | tail -1)
+        echo "bench: $js"
+        tg=$(echo "$js" | python3 -c 'import json,sys; print(json.load(sys.stdin)["decode_tok_s"])' 2>/dev/null)
+        pp=$(echo "$js" | python3 -c 'import json,sys; print(json.load(sys.stdin)["prefill_tok_s"])' 2>/dev/null)
+        if [ -n "$tg" ]; then
+            roof=$(python3 -c "print('%.0f' % (3.35e12 / $wb))")
+            pct=$(python3 -c "print('%.0f' % (100 * $tg / (3.35e12 / $wb)))")
+            ok "0.6B decode b=1 (prompt 128, gen $gen)" "$tg tok/s; roofline $roof tok/s ($((wb / 1000000)) MB/token at 3.35 TB/s): ${pct}%"
+            row "0.6B prefill 128 tokens" "$pp tok/s"
+        else
+            bad "0.6B bench" "$js"
+        fi
+    done
+fi
+
 # memory checker over the op tests (TS_GPU_MEMCHECK=1; slow)
 if [ "${TS_GPU_MEMCHECK:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
     if TS_GPU_SEED=1 timeout 300 compute-sanitizer --tool memcheck --report-api-errors no --error-exitcode 9 \
         "$dir/test_gpu_ops" > /tmp/memcheck.log 2>&1; then
-        echo "memcheck: clean"; pass=$((pass + 1))
+        ok "memcheck test_gpu_ops"
     else
-        echo "memcheck: FAILED"; grep -v "^=========     " /tmp/memcheck.log | grep -m 30 "========="; fail=$((fail + 1))
+        grep -v "^=========     " /tmp/memcheck.log | grep -m 30 "========="; bad "memcheck test_gpu_ops"
     fi
 fi
+echo
+echo "GPU: $gpu"
+echo "| what | result |"
+echo "| --- | --- |"
+printf '%s\n' "${summary[@]}"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
