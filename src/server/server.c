@@ -49,6 +49,9 @@ enum MHD_Result ts_api_models(ts_server *s, struct MHD_Connection *c, ts_http_re
 enum MHD_Result ts_api_metrics(ts_server *s, struct MHD_Connection *c, ts_http_req *r) {
     ts_buf b = {0};
     ts_metrics_render(&s->metrics, &b);
+    ts_buf_printf(&b, "# HELP tessera_open_requests Generations whose reply is not finished.\n"
+                      "# TYPE tessera_open_requests gauge\ntessera_open_requests %d\n",
+                  atomic_load(&s->n_gens));
     enum MHD_Result res = ts_reply_text(c, r, 200, "text/plain; version=0.0.4; charset=utf-8",
                                         b.data ? b.data : "", b.len);
     ts_buf_free(&b);
@@ -189,8 +192,17 @@ static char *chunk_prefix(const char *model_dir) {
     return res;
 }
 
+static const char *host_of(const ts_server_opts *o) {
+    return o->host && strcmp(o->host, "localhost") ? o->host : "127.0.0.1";
+}
+
+static bool host_ok(const ts_server_opts *o) {
+    unsigned char a[sizeof(struct in6_addr)];
+    return inet_pton(AF_INET, host_of(o), a) == 1 || inet_pton(AF_INET6, host_of(o), a) == 1;
+}
+
 static ts_status listen_on(ts_server *s, const ts_server_opts *o, ts_err *err) {
-    const char *host = o->host && strcmp(o->host, "localhost") ? o->host : "127.0.0.1";
+    const char *host = host_of(o);
     struct sockaddr_in a4;
     struct sockaddr_in6 a6;
     memset(&a4, 0, sizeof a4);
@@ -247,6 +259,9 @@ ts_status ts_server_start(const char *model_dir, const ts_engine_opts *eopts,
         return ts_fail(err, TS_ERR_INVALID, "at most %d API keys", TS_SERVER_MAX_KEYS);
     if (o.port < 0 || o.port > 65535)
         return ts_fail(err, TS_ERR_INVALID, "--port expects 0 to 65535, got %d", o.port);
+    if (!host_ok(&o)) /* before the model is loaded */
+        return ts_fail(err, TS_ERR_INVALID, "--host expects an IPv4 or IPv6 address, got '%s'",
+                       host_of(&o));
     ts_server *s = calloc(1, sizeof *s);
     if (!s) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
