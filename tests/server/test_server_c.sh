@@ -14,6 +14,7 @@ tmp=$(mktemp -d)
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    [ -n "${JV_PID:-}" ] && kill "$JV_PID" 2>/dev/null
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -26,8 +27,25 @@ finish() {
     [ "$fail" -eq 0 ]
     exit
 }
-# jv FILE EXPR: a Python expression over the JSON in FILE (as d)
-jv() { python3 -S -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null; }
+# jv FILE EXPR: a Python expression over the JSON in FILE (as d), answered
+# by one Python process for the whole test (starting one per check is slow)
+coproc JV { python3 -S -u -c '
+import json, sys
+for line in sys.stdin:
+    f, e = line.rstrip("\n").split("\t", 1)
+    try:
+        d = json.load(open(f))
+        r = str(eval(e))
+    except Exception as x:
+        r = "<error: %s>" % x
+    print(r.replace("\n", "\\n"), flush=True)
+'; }
+jv() {
+    local line
+    printf '%s\t%s\n' "$1" "$2" >&"${JV[1]}"
+    IFS= read -r line <&"${JV[0]}"
+    printf '%s\n' "$line"
+}
 
 # start LOG ARGS...: starts a server on a free port; sets PID and U
 start() {
@@ -149,6 +167,13 @@ req POST /v1/chat/completions '{"messages":[{"role":"user","content":[{"type":"c
 check "citing an unknown chunk: 404 naming it ($code)" '[ "$code" = 404 ] && is_error_obj && grep -q eeeeeeee "$tmp/b"'
 req POST /v1/chat/completions '{"messages":[{"role":"user","content":[{"type":"chunk","chunk_id":"nothex"}]}]}'
 check "a malformed chunk id: 400 ($code)" '[ "$code" = 400 ] && is_error_obj'
+req POST /v1/chunks '{"ids":'"$ids"',"type":"code"}'
+n_ids=$(( $(printf '%s' "$ids" | tr -cd ',' | wc -c) + 1 ))
+check "POST /v1/chunks with token ids ($code)" '[ "$code" = 200 ] && [ "$(jv "$tmp/b" "d[\"tokens\"]")" = "$n_ids" ] && [ "$(jv "$tmp/b" "d[\"type\"]")" = code ]'
+req POST /v1/chunks '{"text":"abc","type":"poem"}'
+check "unknown chunk type: 400 ($code)" '[ "$code" = 400 ] && is_error_obj'
+req POST /v1/chunks '{"text":""}'
+check "empty chunk: 400 ($code)" '[ "$code" = 400 ] && is_error_obj'
 req DELETE "/v1/chunks/$cid"
 check "DELETE /v1/chunks/{id}" '[ "$code" = 200 ] && [ "$(jv "$tmp/b" "d[\"deleted\"]")" = True ]'
 req GET "/v1/chunks/$cid"
@@ -189,10 +214,11 @@ for _ in $(seq 1 100); do
     curl -s "$U/metrics" >"$tmp/m"
     cancelled=$(sed -n 's/^tessera_generations_total{finish_reason="cancelled"} //p' "$tmp/m")
     used=$(sed -n 's/^tessera_kv_blocks{state="used"} //p' "$tmp/m")
-    [ "${cancelled:-0}" -ge 1 ] && [ "$used" = 0 ] && break
+    open=$(sed -n 's/^tessera_open_requests //p' "$tmp/m")
+    [ "${cancelled:-0}" -ge 1 ] && [ "$used" = 0 ] && [ "$open" = 0 ] && break
     sleep 0.1
 done
-check "disconnect cancels the request (cancelled=$cancelled, used blocks=$used)" '[ "${cancelled:-0}" -ge 1 ] && [ "$used" = 0 ]'
+check "disconnect cancels the request (cancelled=$cancelled, used blocks=$used, open=$open)" '[ "${cancelled:-0}" -ge 1 ] && [ "$used" = 0 ] && [ "$open" = 0 ]'
 
 # metrics: every family the issue asks for
 for name in 'tessera_requests_total{status="200"}' 'tessera_requests_total{status="400"}' \
