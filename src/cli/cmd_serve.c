@@ -18,6 +18,7 @@ static const char SERVE_USAGE[] =
     "  --max-body BYTES       largest request body (default 1M)\n"
     "  --max-waiting N        requests queued or running before 429 (default 4096)\n"
     "  --max-running N        sequences decoded together (default 64)\n"
+    "  --idle-timeout S       close keep-alive connections idle this long (default 300)\n"
     "  --kv-mem SIZE          KV pool (e.g. 2G)    --threads N    --block-size N\n"
     "  --chunk-mode exact|reuse|repair   default for chunk parts (default repair)\n"
     "  --repair-frac F        share of each chunk recomputed by repair (default 0.15)\n"
@@ -86,6 +87,9 @@ static bool parse(int argc, char **argv, const char **model, ts_engine_opts *eo,
         } else if (!strcmp(f, "--max-waiting")) {
             if (!num(f, v, 1, 1 << 20, &x)) return false;
             eo->max_waiting = (int)x;
+        } else if (!strcmp(f, "--idle-timeout")) {
+            if (!num(f, v, 1, 86400, &x)) return false;
+            so->conn_timeout_s = (int)x;
         } else if (!strcmp(f, "--max-running")) {
             if (!num(f, v, 1, 4096, &x)) return false;
             eo->max_running = (int)x;
