@@ -39,11 +39,13 @@ static void *engine_main(void *arg) {
 
 /* ---- small endpoints ---- */
 
+static json_t *model_obj(ts_server *s) {
+    return json_pack("{s:s,s:s,s:I,s:s,s:i}", "id", s->model_name, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "tessera", "max_model_len", s->ctx_len);
+}
+
 enum MHD_Result ts_api_models(ts_server *s, struct MHD_Connection *c, ts_http_req *r) {
-    json_t *m = json_pack("{s:s,s:s,s:I,s:s,s:i}", "id", s->model_name, "object", "model", "created",
-                          (json_int_t)s->started, "owned_by", "tessera",
-                          "max_model_len", s->ctx_len);
-    return ts_reply_json(c, r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", m));
+    return ts_reply_json(c, r, 200, json_pack("{s:s,s:[o]}", "object", "list", "data", model_obj(s)));
 }
 
 enum MHD_Result ts_api_metrics(ts_server *s, struct MHD_Connection *c, ts_http_req *r) {
@@ -114,6 +116,13 @@ static enum MHD_Result route(ts_server *s, struct MHD_Connection *c, ts_http_req
     if (!strcmp(url, "/v1/models") || !strcmp(url, "/models")) {
         if (!get) return method_not_allowed(c, r, method, url, "GET");
         return ts_api_models(s, c, r);
+    }
+    if (!strncmp(url, "/v1/models/", 11)) {
+        if (!get) return method_not_allowed(c, r, method, url, "GET");
+        if (strcmp(url + 11, s->model_name))
+            return ts_reply_error(c, r, 404, "model", "model_not_found", "model '%.100s' does not exist",
+                                  url + 11);
+        return ts_reply_json(c, r, 200, model_obj(s));
     }
     if (!strcmp(url, "/v1/chat/completions") || !strcmp(url, "/chat/completions")) {
         if (!post) return method_not_allowed(c, r, method, url, "POST");

@@ -101,6 +101,11 @@ check "GET / is text/html ($ctype)" '[[ "$ctype" == text/html* ]]'
 req GET /v1/models
 check "GET /v1/models ($code)" '[ "$code" = 200 ] && [ "$(jv "$tmp/b" "d[\"data\"][0][\"id\"]")" = facts-qwen3-14m ]'
 
+req GET /v1/models/facts-qwen3-14m
+check "GET /v1/models/{id} ($code)" '[ "$code" = 200 ] && [ "$(jv "$tmp/b" "d[\"object\"]")" = model ]'
+req GET /v1/models/other
+check "GET /v1/models/other: 404 ($code)" '[ "$code" = 404 ] && is_error_obj'
+
 # chat, not streamed: the answer comes from the document in the system message
 sys='You answer questions using only the documents below.\n\n[Document 1]\nValvalford is a city located in Helara. It was founded in 1721 by Pel Isnorwen. About 800,585 people live there. Valvalford is famous for its silver observatories.'
 msgs='[{"role":"system","content":"'"$sys"'"},{"role":"user","content":"How many people live in Valvalford?"}]'
