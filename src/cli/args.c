@@ -102,6 +102,9 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         fprintf(stderr, "error: --cascade expects auto, on or off\n");
         return false;
     }
+    /* the engine (generate -f, bench-shared) opens its runtime itself: it
+     * finds the device in TS_DEVICE (see ts_runtime_opts.device) */
+    if (a->device) setenv("TS_DEVICE", a->device, 1);
     if (!a->model) {
         fprintf(stderr, "error: -m MODEL_DIR is required\n");
         return false;

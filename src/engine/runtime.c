@@ -150,6 +150,7 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
     *out = NULL;
     ts_runtime_opts o = opts ? *opts : ts_runtime_opts_default();
     if (o.block_size <= 0) o.block_size = 16;
+    if (!o.device) o.device = getenv("TS_DEVICE"); /* runtimes opened by the engine */
     bool cuda = o.device && !strncmp(o.device, "cuda", 4);
     if (o.device && !cuda && strcmp(o.device, "cpu"))
         return ts_fail(err, TS_ERR_INVALID, "--device %s: expected cpu, cuda or cuda:N", o.device);

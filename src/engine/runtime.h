@@ -30,7 +30,8 @@ typedef struct ts_runtime_opts {
     bool fast_prefill;      /* bf16 activations for prefill matrix products */
     ts_progress_fn progress;/* loading progress (may be NULL) */
     void *progress_ctx;
-    const char *device;     /* "cpu" (NULL: the same), "cuda" or "cuda:N" */
+    const char *device;     /* "cpu", "cuda" or "cuda:N"; NULL: $TS_DEVICE, else "cpu"
+                               (the engine opens its runtime without a device) */
 } ts_runtime_opts;
 
 typedef struct ts_runtime {

@@ -471,6 +471,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     }
     if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
     *logits = f->logits;
+    f->times.queue_ms += now_ms() - t_start;
     if (f->dev) { /* logits to the host; this also waits for the step */
         if (n_logits)
             st = o->download(o->ctx, f->logits_h, f->logits, (size_t)n_logits * c->vocab * 4, err);

@@ -62,6 +62,8 @@ void ts_fwd_set_capture(ts_fwd *f, int row0, int n_rows, float *k_out, float *v_
  * levels and merges); the rest is norms, RoPE, activations, KV writes. */
 typedef struct ts_fwd_times {
     double total_ms, matmul_ms, attention_ms;
+    double queue_ms; /* device backends: until every op of the step was queued
+                        (the rest of total_ms is waiting for the GPU); = total on the CPU */
 } ts_fwd_times;
 ts_fwd_times ts_fwd_get_times(const ts_fwd *f);
 void ts_fwd_reset_times(ts_fwd *f);

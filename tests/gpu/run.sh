@@ -76,6 +76,10 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
     "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --cascade on --device cuda >"$tmp/bg.txt" 2>"$tmp/bg.err"
     if cmp -s "$tmp/bc.txt" "$tmp/bg.txt" && [ -s "$tmp/bg.txt" ]; then ok "generate -f (engine batch): GPU = CPU"
     else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
+    # the engine honours the device (a missing GPU must fail, not fall back to the CPU)
+    if "$T" generate -m "$F" -f "$tmp/batch.txt" -n 4 --device cuda:99 >/dev/null 2>"$tmp/e99"; then
+        bad "generate -f --device cuda:99 fails"; else grep -q 'cuda:99' "$tmp/e99" && ok "generate -f --device cuda:99 fails" \
+        || bad "generate -f --device cuda:99 message" "$(head -c 200 "$tmp/e99")"; fi
     # eval-qa: whole-prompt prefill, then chunks placed (reuse mode)
     for mode in "" reuse; do
         m=${mode:+--mode $mode}
@@ -110,6 +114,13 @@ if has bench && [ -x "$T" ] && [ -x "$MR" ]; then
             bad "0.6B bench" "$js"
         fi
     done
+    # where a decode step goes (host queueing vs waiting for the GPU)
+    if [ -x "$dir/bench_decode" ]; then "$dir/bench_decode" "$M" 128 1024 || bad bench_decode "exit $?"; fi
+    # the engine with shared prefixes: prefix cache and cascade on vs off
+    js=$("$T" bench-shared -m "$M" --device cuda --requests 16 --prefix 1024 --suffix 32 --gen 16 2>&1 | tail -1)
+    echo "bench-shared: $js"
+    echo "$js" | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null && ok "bench-shared 0.6B on the GPU (16 x 1024 prefix)" \
+        || bad "bench-shared 0.6B on the GPU" "$js"
 fi
 
 # memory checker over the op tests (TS_GPU_MEMCHECK=1; slow)
