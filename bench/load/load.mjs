@@ -6,11 +6,11 @@
 //
 //   node bench/load/load.mjs --url http://127.0.0.1:8000 --model-dir DIR
 //        [--clients 32] [--warmup 30] [--duration 60] [--max-tokens 32]
-//        [--pid SERVER_PID] [--chunks] [--json OUT.json]
+//        [--pid SERVER_PID] [--chunks] [--cases N (the first N only)] [--json OUT.json]
 import fs from "node:fs";
 
 const args = {clients: 32, duration: 60, warmup: 30, "max-tokens": 32, url: "", "model-dir": "", pid: "",
-              json: "", chunks: false};
+              json: "", chunks: false, cases: 0};
 for (let i = 2; i < process.argv.length; i++) {
   const k = process.argv[i].replace(/^--/, "");
   if (!(k in args)) { console.error("unknown option " + process.argv[i]); process.exit(2); }
@@ -19,7 +19,8 @@ for (let i = 2; i < process.argv.length; i++) {
 // warm-up first (not measured), then the measured duration
 const N = +args.clients, WARM = +args.warmup * 1000, DUR = WARM + +args.duration * 1000, MAXTOK = +args["max-tokens"];
 const URL = args.url;
-const cases = JSON.parse(fs.readFileSync(args["model-dir"] + "/eval_dev.json", "utf8")).cases;
+const allCases = JSON.parse(fs.readFileSync(args["model-dir"] + "/eval_dev.json", "utf8")).cases;
+const cases = +args.cases > 0 ? allCases.slice(0, +args.cases) : allCases;
 
 function rssKiB(pid) {
   try {
@@ -63,7 +64,7 @@ function messagesOf(c) {
   return [{role: "system", content: parts}, {role: "user", content: c.question}];
 }
 
-const t0 = performance.now();
+let t0 = performance.now(); // reset when the clients start
 // counts cover the whole run; throughput and latencies the measured part
 const stats = {ok: 0, failed: 0, errors: {}, correct: 0, tokens: 0, ttft: [], itl: [], e2e: [],
                okAfterWarm: 0, tokensAfterWarm: 0};
@@ -136,9 +137,10 @@ function pct(a, p) {
 }
 
 if (args.chunks) await registerChunks();
+t0 = performance.now();
 const rss = [];
-// Every second: the server's VmRSS and its KV evictions so far (the pool's
-// memory is all resident once it has been full, i.e. after the first eviction).
+// Every second: the server's VmRSS, CPU time and KV evictions so far (once
+// the pool has been full, i.e. after the first eviction, all of it is resident).
 async function evictions() {
   try {
     const m = (await (await fetch(URL + "/metrics")).text()).match(/^tessera_kv_evictions_total (\S+)/m);
@@ -150,7 +152,7 @@ const sampler = args.pid ? setInterval(async () => {
   rss.push({t, kib, cpu: cpuSec(args.pid), ccpu: process.cpuUsage(), ev: await evictions()});
 }, 1000) : null;
 const rssStart = args.pid ? rssKiB(args.pid) : null;
-const t0Real = performance.now();
+const t0Real = t0;
 await Promise.all(Array.from({length: N}, (_, k) => client(k)));
 const wall = (performance.now() - t0Real) / 1000;
 if (sampler) clearInterval(sampler);
@@ -183,7 +185,7 @@ const rssWarm = afterWarm.length ? afterWarm[0].kib : null;
 const rssMaxAfterWarm = afterWarm.length ? Math.max(...afterWarm.map((r) => r.kib)) : null;
 const measured = wall - WARM / 1000; // (requests in flight at the end finish after DUR)
 const out = {
-  clients: N, warmup_s: WARM / 1000, measured_s: r2(measured), requests_in_warmup: stats.ok - stats.okAfterWarm, max_tokens: MAXTOK, mode: args.chunks ? "chunks" : "text",
+  clients: N, cases: cases.length, warmup_s: WARM / 1000, measured_s: r2(measured), requests_in_warmup: stats.ok - stats.okAfterWarm, max_tokens: MAXTOK, mode: args.chunks ? "chunks" : "text",
   requests_ok: stats.ok, requests_failed: stats.failed, errors: stats.errors,
   answers_correct: stats.correct,
   requests_per_s: r2(stats.okAfterWarm / measured), tokens_per_s: r2(stats.tokensAfterWarm / measured),

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Load test of "tessera serve" on loopback (not part of make test):
-#   bench/load/run.sh [--clients 32] [--warmup 30] [--duration 60] [--max-tokens 32] [--chunks]
+#   bench/load/run.sh [--clients 32] [--warmup 30] [--duration 60] [--max-tokens 32] [--chunks] [--cases N]
 #                     [-- extra "tessera serve" options]
 # Starts the server with the facts model, runs bench/load/load.mjs against it,
 # samples the server's VmRSS, stops the server with SIGTERM and prints the
