@@ -231,6 +231,7 @@ static ts_status listen_on(ts_server *s, const ts_server_opts *o, ts_err *err) {
     } else {
         return ts_fail(err, TS_ERR_INVALID, "--host expects an IPv4 or IPv6 address, got '%s'", host);
     }
+    errno = 0;
     s->mhd = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_LIMIT,
