@@ -193,6 +193,54 @@ req POST /v1/completions '{"prompt":"hi","max_tokens":"many"}'
 check "max_tokens of the wrong type: 400 ($code)" '[ "$code" = 400 ] && [ "$(jv "$tmp/b" "d[\"error\"][\"param\"]")" = max_tokens ]'
 req POST /v1/chat/completions '{"messages":"hello"}'
 check "messages of the wrong type: 400 ($code)" '[ "$code" = 400 ] && is_error_obj'
+# each of these bodies is invalid somewhere: 400 with an error object, and the server lives on
+n400=0; nbad=""
+m='[{"role":"user","content":"hi"}]'
+while IFS= read -r body; do
+    req POST /v1/chat/completions "$body"
+    if [ "$code" = 400 ] && is_error_obj; then n400=$((n400 + 1)); else nbad="$nbad [$code $body]"; fi
+done <<EOF_BODIES
+[]
+"text"
+{"messages":[]}
+{"messages":[1]}
+{"messages":[{"role":1,"content":"hi"}]}
+{"messages":[{"content":"hi"}]}
+{"messages":[{"role":"user","content":5}]}
+{"messages":[{"role":"user","content":[{"type":"chunk"}]}]}
+{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}
+{"messages":[{"role":"user","content":[{"type":"text","text":7}]}]}
+{"messages":[{"role":"user","content":["hi"]}]}
+{"messages":$m,"stop":[1]}
+{"messages":$m,"stop":5}
+{"messages":$m,"stream":"yes"}
+{"messages":$m,"stream_options":"x"}
+{"messages":$m,"stream_options":{"include_usage":1}}
+{"messages":$m,"seed":1.5}
+{"messages":$m,"max_tokens":0}
+{"messages":$m,"max_tokens":-3}
+{"messages":$m,"top_p":2}
+{"messages":$m,"temperature":-1}
+{"messages":$m,"n":2}
+{"messages":$m,"chunk_mode":"fast"}
+{"messages":$m,"stop":["a","b","c","d","e","f","g","h","i","j","k","l","m","n","o","p","q"]}
+EOF_BODIES
+check "24 invalid chat bodies give 400 ($n400;$nbad)" '[ "$n400" = 24 ]'
+n400=0; nbad=""
+while IFS= read -r body; do
+    req POST /v1/completions "$body"
+    if [ "$code" = 400 ] && is_error_obj; then n400=$((n400 + 1)); else nbad="$nbad [$code $body]"; fi
+done <<EOF_BODIES
+{}
+{"prompt":{}}
+{"prompt":[]}
+{"prompt":[1,-2]}
+{"prompt":[1,"a"]}
+{"prompt":["a","b"]}
+{"prompt":[99999999]}
+{"prompt":""}
+EOF_BODIES
+check "8 invalid completion bodies give 400 ($n400;$nbad)" '[ "$n400" = 8 ]'
 req POST /v1/chat/completions '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"unknown_field":{"x":[1]}}'
 check "unknown fields are ignored ($code)" '[ "$code" = 200 ]'
 python3 -c 'import json; print(json.dumps({"text": "x" * 100000}))' >"$tmp/big.json"
