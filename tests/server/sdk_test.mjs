@@ -231,6 +231,40 @@ await group("chunks", async () => {
     OpenAI.NotFoundError, 404);
 });
 
+// One sample of GET /metrics (Prometheus text), by "name{labels}".
+async function metrics(url) {
+  const out = {};
+  for (const line of (await (await fetch(url + "/metrics")).text()).split("\n")) {
+    if (!line || line[0] === "#") continue;
+    const sp = line.lastIndexOf(" ");
+    out[line.slice(0, sp)] = Number(line.slice(sp + 1));
+  }
+  return out;
+}
+
+await group("disconnect", async () => {
+  // a client that goes away mid-stream cancels its request and frees its KV
+  const before = await metrics(URL1);
+  const cancelledKey = 'tessera_generations_total{finish_reason="cancelled"}';
+  check(cancelledKey in before && 'tessera_kv_blocks{state="used"}' in before, "metrics name cancelled generations and KV blocks used",
+        Object.keys(before).filter((k) => /generations|kv_blocks/.test(k)));
+  const stream = await api.completions.create({model: modelId, prompt: "The", temperature: 0, max_tokens: 3000, stream: true});
+  let n = 0;
+  for await (const chunk of stream) { if (++n === 3) break; } // break aborts the HTTP request
+  check(n === 3, "streamed a few chunks before hanging up", n);
+  let after = null;
+  for (let i = 0; i < 50; i++) {
+    after = await metrics(URL1);
+    if (after[cancelledKey] > before[cancelledKey] && after.tessera_requests_running === 0 &&
+        after['tessera_kv_blocks{state="used"}'] === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  check(after[cancelledKey] === before[cancelledKey] + 1, "the hang-up cancelled the generation",
+        {before: before[cancelledKey], after: after[cancelledKey]});
+  check(after.tessera_requests_running === 0 && after['tessera_kv_blocks{state="used"}'] === 0,
+        "nothing left running, no KV blocks in use", {running: after.tessera_requests_running, used: after['tessera_kv_blocks{state="used"}']});
+});
+
 await group("errors", async () => {
   const raw = (s) => new TextEncoder().encode(s);
   await expectError("malformed JSON", api.post("/chat/completions", {body: raw("{\"messages\": [}"),
