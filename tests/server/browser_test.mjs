@@ -8,6 +8,7 @@ import fs from "node:fs";
 import WebSocket from "ws";
 
 const URL = process.env.TS_URL;
+const KEY = process.env.TS_KEY; // the server requires this API key
 const shot = process.env.TS_SCREENSHOT;
 const cases = JSON.parse(fs.readFileSync(process.env.TS_MODEL_DIR + "/eval_dev.json", "utf8")).cases;
 const kase = cases.find((c) => c.n_docs === 2 && c.reference_output === c.answer);
@@ -104,8 +105,12 @@ async function main() {
   const loaded = await cdp.waitFor(`document.readyState === "complete" && !!document.getElementById("send")`, 15000);
   check(loaded, "the chat page loads from GET /");
   if (!loaded) return;
-  const model = await cdp.waitFor(`(() => { const t = document.getElementById("model").textContent; return t.includes("…") ? null : t; })()`, 10000);
-  check(model && !/models:|no model/.test(model), "the page shows the model name", model);
+  const modelText = `(() => { const t = document.getElementById("model").textContent; return t.includes("…") ? null : t; })()`;
+  const noKey = await cdp.waitFor(modelText, 10000);
+  check(noKey === "API key needed", "without a key the page says one is needed", noKey);
+  await cdp.eval(setField("apikey", KEY));
+  const model = await cdp.waitFor(`(() => { const t = ${modelText}; return t && t !== "API key needed" ? t : null; })()`, 10000);
+  check(model && !/models:|no model/.test(model), "with the key the page shows the model name", model);
   const external = responses.filter((r) => !r.url.startsWith(URL) && !r.url.startsWith("data:"));
   check(external.length === 0, "nothing fetched from outside the server", external);
 
@@ -153,7 +158,7 @@ async function main() {
 
   // an error is shown, not swallowed: cite a chunk deleted behind the page's back
   const first = await cdp.eval(`document.querySelector("#chunks input[type=checkbox]").dataset.id`);
-  const del = await fetch(URL + "/v1/chunks/" + first, {method: "DELETE"});
+  const del = await fetch(URL + "/v1/chunks/" + first, {method: "DELETE", headers: {Authorization: "Bearer " + KEY}});
   check(del.status === 200, "chunk deleted through the API", del.status);
   const nErr = await cdp.eval(`document.querySelectorAll("#log .msg.error").length`);
   await cdp.eval(setField("input", kase.question));

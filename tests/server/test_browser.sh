@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Opens the chat page of "tessera serve" in headless Chromium (Debian's
-# chromium), registers a facts case's documents in its document panel, asks
+# Opens the chat page of "tessera serve --api-key" in headless Chromium
+# (Debian's chromium), enters the key, registers a facts case's documents in its document panel, asks
 # the question, waits for the streamed answer and saves a screenshot to
 # ${TS_BUILD:-build}/server-screenshot.png. Run from the project root.
 # Prints "test_browser: N passed, N failed".
@@ -42,7 +42,8 @@ trap 'exit 1' INT TERM
 ts_npm_ready || { bad "npm packages could not be installed"; finish; }
 
 port=$(ts_free_port)
-if ts_start_server "$tmp/server.log" "$port" -m "$MODEL"; then SPID=$TS_PID; ok; else bad "server did not start"; finish; fi
+KEY=sk-tessera-browser
+if ts_start_server "$tmp/server.log" "$port" -m "$MODEL" --api-key "$KEY"; then SPID=$TS_PID; ok; else bad "server did not start"; finish; fi
 
 mkdir -p "$tmp/profile" "$(dirname "$SHOT")"
 "$CHROME" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --no-first-run \
@@ -51,7 +52,7 @@ mkdir -p "$tmp/profile" "$(dirname "$SHOT")"
     --user-data-dir="$tmp/profile" about:blank >"$tmp/chromium.log" 2>&1 &
 CPID=$!
 
-out=$(TS_URL="http://127.0.0.1:$port" TS_CDP_DIR="$tmp/profile" TS_MODEL_DIR=$MODEL TS_SCREENSHOT=$SHOT \
+out=$(TS_URL="http://127.0.0.1:$port" TS_KEY=$KEY TS_CDP_DIR="$tmp/profile" TS_MODEL_DIR=$MODEL TS_SCREENSHOT=$SHOT \
       timeout 120 node tests/server/browser_test.mjs 2>&1)
 rc=$?
 printf '%s\n' "$out" | grep -E '^(FAIL|note)' || true
