@@ -141,6 +141,15 @@ await group("stop strings", async () => {
   check(c.finish_reason === "stop", "stop string gives finish_reason stop", c.finish_reason);
   const r2 = await api.completions.create({model: modelId, prompt: case1.prompt, temperature: 0, max_tokens: 48, stop});
   check(r2.choices[0].text === want, "completions: stop as one string", {got: r2.choices[0].text, want});
+  // streamed: no piece of the stop string leaks out before it is recognised
+  const s = await api.chat.completions.create({model: modelId, messages: messagesOf(case1), temperature: 0,
+                                               max_tokens: 48, stop: [stop], stream: true});
+  let text = "", finish = null;
+  for await (const ch of s) for (const c of ch.choices || []) {
+    text += (c.delta && c.delta.content) || "";
+    if (c.finish_reason) finish = c.finish_reason;
+  }
+  check(text === want && finish === "stop", "streamed text ends before the stop string", {text, want, finish});
 });
 
 await group("max_tokens", async () => {
@@ -276,6 +285,26 @@ await group("errors", async () => {
   await expectError("max_tokens of the wrong type", api.completions.create({model: modelId, prompt: "hi", max_tokens: "many"}),
                     OpenAI.BadRequestError, 400);
   await expectError("chunk without text", api.post("/chunks", {body: {type: "document"}}), OpenAI.BadRequestError, 400);
+  await expectError("chunk of an unknown type", api.post("/chunks", {body: {text: "x y z", type: "poem"}}),
+                    OpenAI.BadRequestError, 400);
+  const hi = [{role: "user", content: "hi"}];
+  await expectError("negative max_tokens", api.chat.completions.create({model: modelId, messages: hi, max_tokens: -1}),
+                    OpenAI.BadRequestError, 400);
+  await expectError("top_p above 1", api.chat.completions.create({model: modelId, messages: hi, top_p: 2}),
+                    OpenAI.BadRequestError, 400);
+  await expectError("negative temperature", api.chat.completions.create({model: modelId, messages: hi, temperature: -1}),
+                    OpenAI.BadRequestError, 400);
+  await expectError("no messages", api.chat.completions.create({model: modelId, messages: []}), OpenAI.BadRequestError, 400);
+  await expectError("message without content", api.chat.completions.create({model: modelId, messages: [{role: "user"}]}),
+                    OpenAI.BadRequestError, 400);
+  await expectError("unknown content part", api.chat.completions.create({model: modelId,
+    messages: [{role: "user", content: [{type: "video", url: "x"}]}]}), OpenAI.BadRequestError, 400);
+  await expectError("chunk part without chunk_id", api.chat.completions.create({model: modelId,
+    messages: [{role: "user", content: [{type: "chunk"}]}]}), OpenAI.BadRequestError, 400);
+  await expectError("stop of the wrong type", api.chat.completions.create({model: modelId, messages: hi, stop: 5}),
+                    OpenAI.BadRequestError, 400);
+  await expectError("completion without a prompt", api.completions.create({model: modelId, max_tokens: 2}),
+                    OpenAI.BadRequestError, 400);
   // unknown fields are ignored
   const r = await api.chat.completions.create({model: modelId, max_tokens: 2, messages: [{role: "user", content: "hi"}],
                                                some_unknown_field: {x: 1}});
@@ -345,6 +374,27 @@ if (URL2) {
 } else {
   check(false, "no keyed server to test API keys against");
 }
+
+// Last, as it ends server 1: SIGTERM with a stream in flight. The stream
+// must end (finished or cancelled) promptly; the shell then checks that the
+// server exits with status 0.
+if (process.env.TS_PID1) await group("sigterm", async () => {
+  const stream = await api.completions.create({model: modelId, prompt: "The", temperature: 0, max_tokens: 3000, stream: true});
+  let n = 0, finish = null, threw = null;
+  const t = performance.now();
+  try {
+    for await (const chunk of stream) {
+      if (++n === 3) process.kill(Number(process.env.TS_PID1), "SIGTERM");
+      for (const c of chunk.choices || []) if (c.finish_reason) finish = c.finish_reason;
+      if (performance.now() - t > 20000) break;
+    }
+  } catch (e) { threw = e; }
+  const ms = performance.now() - t;
+  check(n >= 3 && ms < 15000, "a stream in flight ends soon after SIGTERM", {chunks: n, ms: Math.round(ms)});
+  check(!threw && finish !== null, "it ends with a finish_reason, not a broken connection",
+        {finish, threw: threw && String(threw)});
+  console.log(`note: stream ended after SIGTERM with finish_reason ${finish} after ${n} chunks`);
+});
 
 console.log(`sdk_test: ${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);

@@ -49,7 +49,7 @@ else
 fi
 
 out=$(TS_URL="http://127.0.0.1:$port1" TS_URL_KEYED="${PID2:+http://127.0.0.1:$port2}" \
-      TS_KEY_A=$KEY_A TS_KEY_B=$KEY_B TS_MODEL_DIR=$MODEL \
+      TS_KEY_A=$KEY_A TS_KEY_B=$KEY_B TS_MODEL_DIR=$MODEL TS_PID1=$PID1 \
       node tests/server/sdk_test.mjs 2>&1)
 rc=$?
 printf '%s\n' "$out" | grep -v -E '^sdk_test: [0-9]+ passed' | grep -E '^(FAIL|note)' || true
@@ -64,7 +64,8 @@ else
     [ "$rc" -eq 0 ] || [ "$f" -ne 0 ] || bad "sdk_test.mjs exited $rc"
 fi
 
-# SIGTERM: both servers exit cleanly (status 0).
+# SIGTERM: both servers exit cleanly (status 0); sdk_test.mjs has already
+# sent server 1 its SIGTERM with a stream in flight.
 for v in PID1 PID2; do
     pid=${!v}
     [ -n "$pid" ] || continue
