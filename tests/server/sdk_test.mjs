@@ -295,7 +295,9 @@ await group("errors", async () => {
   await expectError("negative temperature", api.chat.completions.create({model: modelId, messages: hi, temperature: -1}),
                     OpenAI.BadRequestError, 400);
   await expectError("no messages", api.chat.completions.create({model: modelId, messages: []}), OpenAI.BadRequestError, 400);
-  await expectError("message without content", api.chat.completions.create({model: modelId, messages: [{role: "user"}]}),
+  await expectError("content of the wrong type", api.chat.completions.create({model: modelId,
+    messages: [{role: "user", content: 42}]}), OpenAI.BadRequestError, 400);
+  await expectError("message without a role", api.chat.completions.create({model: modelId, messages: [{content: "hi"}]}),
                     OpenAI.BadRequestError, 400);
   await expectError("unknown content part", api.chat.completions.create({model: modelId,
     messages: [{role: "user", content: [{type: "video", url: "x"}]}]}), OpenAI.BadRequestError, 400);
