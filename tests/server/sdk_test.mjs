@@ -362,16 +362,24 @@ if (URL2) {
   });
 
   await group("queue full", async () => {
-    // --max-running 1 --max-waiting 1: of 6 simultaneous requests, some get 429
+    // --max-running 1 --max-waiting 1: while a long stream runs, of 4 more
+    // simultaneous requests at least one is answered 429 (RateLimitError)
+    const long = await a.completions.create({model: modelId, prompt: "The", temperature: 0, max_tokens: 400, stream: true});
+    const it = long[Symbol.asyncIterator]();
+    await it.next(); // it is running now
     const reqs = [];
-    for (let i = 0; i < 6; i++)
-      reqs.push(a.chat.completions.create({model: modelId, max_tokens: 64, temperature: 0,
-        messages: [{role: "user", content: "Tell me about a city number " + i}]}).then(() => 200, (e) => e));
+    for (let i = 0; i < 4; i++)
+      reqs.push(a.chat.completions.create({model: modelId, max_tokens: 4, temperature: 0,
+        messages: [{role: "user", content: "Where is city number " + i + "?"}]}).then(() => 200, (e) => e));
+    await new Promise((r) => setTimeout(r, 500));
+    await it.return(); // hang up: the running stream is cancelled and the queue moves
     const res = await Promise.all(reqs);
-    const limited = res.filter((x) => x instanceof OpenAI.RateLimitError && x.status === 429);
-    const others = res.filter((x) => x !== 200 && !(x instanceof OpenAI.RateLimitError));
-    check(limited.length >= 1, "a full queue answers 429 (RateLimitError)", res.map((x) => x === 200 ? 200 : x.status));
-    check(others.length === 0 && res.includes(200), "the other requests succeed", res.map((x) => x === 200 ? 200 : String(x)));
+    const codes = res.map((x) => x === 200 ? 200 : x.status);
+    check(res.some((x) => x instanceof OpenAI.RateLimitError && x.status === 429), "a full queue answers 429 (RateLimitError)", codes);
+    check(res.every((x) => x === 200 || (x instanceof OpenAI.RateLimitError && x.status === 429)),
+          "the other requests succeed", res.map((x) => x === 200 ? 200 : String(x)));
+    const ok = await a.chat.completions.create({model: modelId, messages: messagesOf(case1), temperature: 0, max_tokens: 48});
+    check(trim(ok.choices[0].message.content) === case1.answer, "the server answers right once the queue drains");
   });
 } else {
   check(false, "no keyed server to test API keys against");
