@@ -189,7 +189,7 @@ static void plan(ts_engine *e, int budget) {
             int end = r->n_computed + n;
             r->n_pieces = 0;
             if (r->n_segs && pass == 1) { /* spans between placed chunk slots */
-                r->n_pieces = ts_echunks_pieces(r, n, r->n_prompt, r->pieces, 16);
+                r->n_pieces = ts_echunks_pieces(r, n, r->n_tokens, r->pieces, 16);
                 n = 0;
                 for (int k = 0; k < r->n_pieces; k++) n += r->pieces[k].n;
                 if (r->n_pieces) end = r->pieces[r->n_pieces - 1].start + r->pieces[r->n_pieces - 1].n;

@@ -21,7 +21,7 @@
 typedef struct result {
     ts_buf text;
     int32_t toks[64];
-    int n_toks, n_cached;
+    int n_toks, n_cached, n_prompt;
     const char *finish;
     bool done;
 } result;
@@ -35,6 +35,7 @@ static void on_event(void *ctx, const ts_event *ev) {
         r->done = true;
         r->finish = ev->finish;
         r->n_cached = ev->n_cached;
+        r->n_prompt = ev->n_prompt;
     }
 }
 
@@ -443,6 +444,80 @@ static void check_shared(const char *dir, fcase *cs, int n_cases) {
     ts_engine_destroy(e);
 }
 
+/* A pool that holds about two of these prompts: six chunk-citing requests
+ * at once are admitted in turns and preempted while decoding, and each
+ * still gets the answer it gets alone. */
+static void check_preemption(const char *dir, fcase *cs, int n_cases) {
+    enum { N = 6, GEN = 40 };
+    ts_engine *big = make(dir, cs[0].system, 0, NULL);
+    CHECK(big != NULL);
+    if (!big) return;
+    ts_prompt_part p[N][40];
+    int n[N], longest = 0;
+    char ids[N][16][TS_CHUNK_ID_HEX + 1];
+    result alone[N], together[N];
+    ts_err err;
+    for (int i = 0; i < N; i++) {
+        fcase *f = &cs[i % n_cases];
+        register_docs(big, f, NULL, ids[i]);
+        n[i] = build_parts(f, ids[i], p[i]);
+        CHECKF(run1(big, p[i], n[i], TS_CHUNKS_REPAIR, NULL, GEN, &alone[i], &err) == TS_OK, "%s", err.msg);
+        if (alone[i].n_prompt > longest) longest = alone[i].n_prompt;
+    }
+    ts_engine_destroy(big);
+    /* room for two of the longest prompts, not for their generations too */
+    ts_engine_opts o = ts_engine_opts_default();
+    o.n_threads = 2;
+    o.exact = true;
+    o.chunk_prefix = cs[0].system;
+    o.max_batch_tokens = 96;
+    o.chunk_bytes = 64u << 20;
+    ts_runtime *rt0 = NULL;
+    const ts_model_config *mc = NULL;
+    ts_engine *e = NULL;
+    CHECK(ts_engine_create(dir, &o, &e, &err) == TS_OK);
+    if (e) {
+        rt0 = ts_engine_runtime(e);
+        mc = &rt0->model->cfg;
+        size_t per_tok = (size_t)mc->n_layers * mc->n_kv_heads * mc->head_dim * 4 * 2;
+        ts_engine_destroy(e);
+        o.kv_bytes = (uint64_t)(2 * longest + GEN / 2) * per_tok;
+        e = NULL;
+        CHECKF(ts_engine_create(dir, &o, &e, &err) == TS_OK, "%s", err.msg);
+    }
+    if (!e) return;
+    for (int i = 0; i < N; i++) {
+        char again[16][TS_CHUNK_ID_HEX + 1];
+        register_docs(e, &cs[i % n_cases], NULL, again);
+        CHECK(!strcmp(again[0], ids[i][0])); /* same content, same id in another engine */
+    }
+    ts_engine_stats before, after;
+    ts_engine_get_stats(e, &before);
+    for (int i = 0; i < N; i++) {
+        memset(&together[i], 0, sizeof together[i]);
+        ts_request q = ts_request_default();
+        q.parts = p[i];
+        q.n_parts = n[i];
+        q.chunk_mode = TS_CHUNKS_REPAIR;
+        q.max_tokens = GEN;
+        q.ignore_eos = true;
+        CHECK(ts_engine_submit(e, &q, on_event, &together[i], NULL, &err) == TS_OK);
+    }
+    CHECK(ts_engine_run(e, &err) == TS_OK);
+    ts_engine_step(e, NULL, &err);
+    ts_engine_get_stats(e, &after);
+    for (int i = 0; i < N; i++) {
+        CHECKF(together[i].n_toks == alone[i].n_toks &&
+                   !memcmp(together[i].toks, alone[i].toks, sizeof(int32_t) * (size_t)alone[i].n_toks),
+               "preemption: request %d differs from its run alone", i);
+        ts_buf_free(&alone[i].text);
+        ts_buf_free(&together[i].text);
+    }
+    CHECKF(after.preemptions > before.preemptions, "no preemption happened");
+    check_pool_clean(e, "preemption");
+    ts_engine_destroy(e);
+}
+
 int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
@@ -461,6 +536,7 @@ int main(void) {
         check_budget(dir, &cs[1 % n_cases]);
         check_store(dir, &cs[0]);
         check_shared(dir, cs, n_cases);
+        check_preemption(dir, cs, n_cases);
     }
     for (int i = 0; i < n_cases; i++) free_case(&cs[i]);
     return ts_test_done("test_engine_chunks");
