@@ -1,4 +1,4 @@
-/* eval-qa --mode full|exact|reuse|repair[:first|last|edges][/plain]: each
+/* eval-qa --mode full|exact|reuse|repair[:POLICY][/plain]: each
  * case's documents become chunks (a document that recurs is reused),
  * composed with the case's level-0 prefix, document headers and question.
  *
@@ -9,6 +9,9 @@
  * after the instruction instead (every header is text, chunks are encoded
  * with no header before them): the layout of ANCHORS.md's experiment. The
  * composed tokens are the case's prompt either way.
+ *
+ * POLICY: first (default), last, edges, query (SCORED with query scores) or
+ * deviation (SCORED with the deviation oracle); see engine/compose.h.
  *
  * Prefix. reuse and repair keep the level-0 prefix's KV from one case to
  * the next (ts_compose keeps a sequence's common prefix, as a serving
@@ -158,9 +161,16 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
     else if (!strcmp(name, "reuse")) mode = TS_COMPOSE_REUSE;
     else if (!strcmp(name, "repair")) mode = TS_COMPOSE_REPAIR;
     else mode = (ts_compose_mode)-1;
-    if ((int)mode < 0 || (slash && !plain) || (colon && (mode != TS_COMPOSE_REPAIR ||
-        ts_repair_kind_parse(colon + 1, &policy, &perr) || policy == TS_REPAIR_SCORED))) {
-        fprintf(stderr, "error: --mode expects full, exact, reuse or repair[:first|last|edges], "
+    ts_repair_source src = TS_REPAIR_SRC_QUERY;
+    const char *pname = colon ? colon + 1 : "first";
+    if (!strcmp(pname, "query") || !strcmp(pname, "deviation")) {
+        policy = TS_REPAIR_SCORED;
+        src = !strcmp(pname, "query") ? TS_REPAIR_SRC_QUERY : TS_REPAIR_SRC_DEVIATION;
+    } else if (ts_repair_kind_parse(pname, &policy, &perr) || policy == TS_REPAIR_SCORED) {
+        mode = (ts_compose_mode)-1;
+    }
+    if ((int)mode < 0 || (slash && !plain) || (colon && mode != TS_COMPOSE_REPAIR)) {
+        fprintf(stderr, "error: --mode expects full, exact, reuse or repair[:first|last|edges|query|deviation], "
                         "optionally followed by /plain\n");
         return 2;
     }
@@ -190,7 +200,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
             rc = 1;
             break;
         }
-        if (i == 0) ts_composer_set_repair(cm, policy);
+        if (i == 0) ts_composer_set_repair(cm, policy, src);
         if (i == 0 && a->chunk_store && !rc) {
             if (ts_chunk_store_open(a->chunk_store, log_store, NULL, &store, &err))
                 fprintf(stderr, "warning: chunk store %s unavailable (%s); continuing without it\n",
@@ -256,7 +266,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
                (unsigned long long)rs.bytes_used,
                cs.chunk_hits + cs.chunk_misses ? (double)cs.chunk_hits / (double)(cs.chunk_hits + cs.chunk_misses) : 0.0,
                (unsigned long long)rs.n_chunks, mismatches, mode == TS_COMPOSE_REPAIR ? a->repair_frac : 0.0,
-               cs.store_loads, mode == TS_COMPOSE_REPAIR ? ts_repair_kind_name(policy) : "none",
+               cs.store_loads, mode == TS_COMPOSE_REPAIR ? pname : "none",
                plain ? "plain" : "header", compose_tokens, full_tokens,
                full_tokens ? (double)compose_tokens / (double)full_tokens : 0.0,
                full_tokens ? (double)(compose_tokens + kept_tokens) / (double)full_tokens : 0.0);

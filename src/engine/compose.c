@@ -19,6 +19,7 @@ struct ts_composer {
     float *k, *v;         /* scratch: one chunk's rows for one layer */
     size_t cap_rows;
     ts_repair_kind repair; /* REPAIR's policy */
+    ts_repair_source repair_src;
 };
 
 ts_status ts_composer_create(ts_runtime *rt, const int32_t *prefix, int n_prefix, uint64_t budget,
@@ -57,7 +58,10 @@ void ts_composer_destroy(ts_composer *c) {
 ts_chunk_reg *ts_composer_registry(ts_composer *c) { return c->reg; }
 void ts_composer_set_store(ts_composer *c, ts_chunk_store *store) { c->store = store; }
 ts_compose_stats ts_composer_stats(const ts_composer *c) { return c->st; }
-void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind) { c->repair = kind; }
+void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind, ts_repair_source src) {
+    c->repair = kind;
+    c->repair_src = src;
+}
 
 static bool reserve_tokens(ts_composer *c, int n) {
     if (n <= c->cap_tokens) return true;
@@ -76,16 +80,18 @@ static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, 
     size_t per = (size_t)mc->n_layers * (size_t)n * (size_t)mc->n_kv_heads * (size_t)mc->head_dim;
     float *k = malloc(per * sizeof *k), *v = malloc(per * sizeof *v);
     int total = c->n_prefix + n;
+    /* its own token list: c->tokens may hold a composition in progress */
+    int32_t *toks = malloc((size_t)total * sizeof *toks);
     ts_status s = TS_OK;
-    if (!k || !v || !reserve_tokens(c, total)) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (!k || !v || !toks) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
     ts_seq seq = {0};
     if (!s) {
-        memcpy(c->tokens, c->prefix, (size_t)c->n_prefix * sizeof *ids);
-        memcpy(c->tokens + c->n_prefix, ids, (size_t)n * sizeof *ids);
+        memcpy(toks, c->prefix, (size_t)c->n_prefix * sizeof *ids);
+        memcpy(toks + c->n_prefix, ids, (size_t)n * sizeof *ids);
         s = ts_seq_reserve(&seq, rt->kv, total, err);
     }
     if (!s) {
-        ts_fwd_seq fs = {.tokens = c->tokens, .n = total, .blocks = seq.blocks, .n_logits = 0};
+        ts_fwd_seq fs = {.tokens = toks, .n = total, .blocks = seq.blocks, .n_logits = 0};
         const float *lg;
         ts_fwd_set_capture(rt->fwd, c->n_prefix, n, k, v);
         s = ts_fwd_run(rt->fwd, &fs, 1, &lg, err);
@@ -99,6 +105,7 @@ static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, 
     }
     ts_seq_reset(&seq, rt->kv);
     ts_seq_free(&seq);
+    free(toks);
     free(k);
     free(v);
     return s;
@@ -199,23 +206,100 @@ static ts_status compute(ts_composer *c, ts_seq *seq, const int32_t *ids, int n,
     return TS_OK;
 }
 
+/* SCORED's scores, the CacheBlend criterion measured exactly: a full
+ * prefill of the composition (tokens[total], into a scratch sequence,
+ * counted as computed) gives every token's K (before RoPE) and V in full
+ * context; chunk token t scores the squared L2 distance between those and
+ * its cached K and V at layer 1 (layer 0's K and V do not depend on the
+ * context). An oracle for measuring the selection, not a saving: it costs
+ * more than FULL. scores[i] gets chunk i's [n] scores (malloc'd). */
+static ts_status deviation_scores(ts_composer *c, const ts_part *parts, int n_parts, int total,
+                                  float **scores, ts_err *err) {
+    ts_runtime *rt = c->rt;
+    const ts_model_config *mc = &rt->model->cfg;
+    size_t kvd = (size_t)mc->n_kv_heads * (size_t)mc->head_dim;
+    size_t per = (size_t)mc->n_layers * (size_t)total * kvd;
+    int layer = mc->n_layers > 1 ? 1 : 0;
+    float *k = malloc(per * sizeof *k), *v = malloc(per * sizeof *v);
+    ts_status s = k && v ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    ts_seq tmp = {0};
+    if (!s) s = ts_seq_reserve(&tmp, rt->kv, total, err);
+    if (!s) {
+        ts_fwd_seq fs = {.tokens = c->tokens, .n = total, .blocks = tmp.blocks, .n_logits = 0};
+        const float *lg;
+        ts_fwd_set_capture(rt->fwd, 0, total, k, v);
+        s = ts_fwd_run(rt->fwd, &fs, 1, &lg, err);
+        ts_fwd_set_capture(rt->fwd, 0, 0, NULL, NULL);
+        c->st.prefill_tokens += total;
+    }
+    ts_seq_reset(&tmp, rt->kv);
+    ts_seq_free(&tmp);
+    int slot = c->n_prefix, ci = 0;
+    for (int i = 0; !s && i < n_parts; slot += parts[i].n, i++) {
+        const ts_part *p = &parts[i];
+        if (!p->is_chunk) continue;
+        ts_chunk_id id;
+        ts_chunk *h = NULL;
+        s = ts_composer_register(c, p->ids, p->n, p->type, &id, err);
+        if (!s) s = ts_chunk_reg_lookup(c->reg, &id, rt->model->fingerprint, &h, err);
+        float *sc = !s ? malloc((size_t)p->n * sizeof *sc) : NULL;
+        if (!s && !sc) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        if (!s) {
+            ts_chunk_info info;
+            ts_chunk_get_info(c->reg, h, &info);
+            for (int t = 0; t < p->n; t++) {
+                const float *kf = k + ((size_t)layer * total + (size_t)(slot + t)) * kvd;
+                const float *vf = v + ((size_t)layer * total + (size_t)(slot + t)) * kvd;
+                const float *kc = info.k ? info.k + ((size_t)layer * p->n + (size_t)t) * kvd : kf;
+                const float *vc = info.v ? info.v + ((size_t)layer * p->n + (size_t)t) * kvd : vf;
+                double d = 0;
+                for (size_t j = 0; j < kvd; j++)
+                    d += (double)(kf[j] - kc[j]) * (kf[j] - kc[j]) + (double)(vf[j] - vc[j]) * (vf[j] - vc[j]);
+                sc[t] = (float)d;
+            }
+            scores[ci++] = sc;
+        }
+        ts_chunk_release(c->reg, h);
+    }
+    free(k);
+    free(v);
+    return s;
+}
+
 /* REPAIR's selection for the chunk parts: a chunk that is the first part
  * sits where it was encoded (right after the prefix) and needs nothing. */
-static ts_status plan_repair(ts_composer *c, const ts_part *parts, int n_parts, float frac,
+static ts_status plan_repair(ts_composer *c, const ts_part *parts, int n_parts, int total, float frac,
                              ts_repair_plan *plan, ts_err *err) {
-    if (c->repair == TS_REPAIR_SCORED)
-        return ts_fail(err, TS_ERR_UNSUPPORTED, "compose: the scored repair policy needs per-token scores");
     int32_t *len = malloc((size_t)n_parts * sizeof *len);
     bool *home = malloc((size_t)n_parts * sizeof *home);
+    float **sc = calloc((size_t)n_parts, sizeof *sc);
     int nc = 0;
     for (int i = 0; len && home && i < n_parts; i++)
         if (parts[i].is_chunk) {
             home[nc] = i == 0;
             len[nc++] = parts[i].n;
         }
-    ts_status s = len && home ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    ts_status s = len && home && sc ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (!s && c->repair == TS_REPAIR_SCORED && c->repair_src == TS_REPAIR_SRC_DEVIATION)
+        s = deviation_scores(c, parts, n_parts, total, sc, err);
+    if (!s && c->repair == TS_REPAIR_SCORED && c->repair_src != TS_REPAIR_SRC_DEVIATION) {
+        const int32_t **ids = malloc(((size_t)nc + 1) * sizeof *ids);
+        for (int i = 0, j = 0; ids && i < n_parts; i++)
+            if (parts[i].is_chunk) ids[j++] = parts[i].ids;
+        for (int i = 0; ids && i < nc; i++)
+            if (!(sc[i] = malloc((size_t)len[i] * sizeof *sc[i]))) break;
+        bool ok = ids != NULL;
+        for (int i = 0; ok && i < nc; i++) ok = sc[i] != NULL;
+        const ts_part *q = &parts[n_parts - 1]; /* the request's own text (the last part) */
+        s = ok ? ts_repair_query_scores(nc, ids, len, q->ids, q->n, sc, err)
+               : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        free(ids);
+    }
     ts_repair_policy pol = ts_repair_policy_default(c->repair, frac);
-    if (!s) s = ts_repair_select(&pol, nc, len, home, NULL, plan, err);
+    pol.global = true; /* SCORED: the budget where the scores are highest */
+    if (!s) s = ts_repair_select(&pol, nc, len, home, (const float *const *)sc, plan, err);
+    for (int i = 0; sc && i < nc; i++) free(sc[i]);
+    free(sc);
     free(len);
     free(home);
     return s;
@@ -258,7 +342,7 @@ ts_status ts_compose(ts_composer *c, ts_seq *seq, const ts_part *parts, int n_pa
     if (!s && keep < c->n_prefix) s = compute(c, seq, c->tokens + keep, c->n_prefix - keep, keep, false, logits, err);
     c->st.reused_tokens += keep;
     ts_repair_plan plan = {0};
-    if (!s && mode == TS_COMPOSE_REPAIR) s = plan_repair(c, parts, n_parts, repair_frac, &plan, err);
+    if (!s && mode == TS_COMPOSE_REPAIR) s = plan_repair(c, parts, n_parts, total, repair_frac, &plan, err);
     int slot = c->n_prefix, ci = 0;
     for (int i = 0; !s && i < n_parts; i++) {
         const ts_part *p = &parts[i];

@@ -62,10 +62,24 @@ ts_chunk_reg *ts_composer_registry(ts_composer *c);
  * A store that fails is ignored (the composer keeps working). */
 void ts_composer_set_store(ts_composer *c, ts_chunk_store *store);
 
-/* REPAIR's policy: which tokens are recomputed (FIRST, LAST or EDGES; the
- * fraction is ts_compose's repair_frac). SCORED needs per-token scores that
- * compose does not compute: ts_compose then fails with TS_ERR_UNSUPPORTED. */
-void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind);
+/* Where REPAIR's SCORED policy gets its per-token scores:
+ *   QUERY     - ts_repair_query_scores against the last text part (the
+ *               request's own text): the budget goes to the chunks sharing
+ *               the rarest token ids with it, from their first token. Free.
+ *   DEVIATION - CacheBlend's criterion measured exactly, as an oracle: a
+ *               full prefill of the composition (counted in prefill_tokens,
+ *               so it costs more than FULL) scores each chunk token by the
+ *               distance between its layer-1 K and V in full context and
+ *               its cached ones. For measuring the selection only.
+ * Both give the budget to the highest scores over all chunks (global). */
+typedef enum ts_repair_source {
+    TS_REPAIR_SRC_QUERY = 0,
+    TS_REPAIR_SRC_DEVIATION,
+} ts_repair_source;
+
+/* REPAIR's policy: which tokens are recomputed (the fraction is
+ * ts_compose's repair_frac); src is used by SCORED only. Default FIRST. */
+void ts_composer_set_repair(ts_composer *c, ts_repair_kind kind, ts_repair_source src);
 
 /* Registers a chunk and computes its KV unless present; *id (optional)
  * receives its id. */

@@ -127,16 +127,35 @@ ts_status ts_repair_select(const ts_repair_policy *p, int n_chunks, const int32_
     long *rem = calloc((size_t)n_chunks + 1, sizeof *rem);
     out->first = calloc((size_t)n_chunks + 1, sizeof *out->first);
     ts_status s = k && rem && out->first ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    /* largest remainder: k[i] = budget * len[i] / elig, leftovers to the largest remainders */
     long given = 0;
-    for (int i = 0; !s && i < n_chunks; i++) {
+    if (!s && p->kind == TS_REPAIR_SCORED && p->global && budget > 0) {
+        /* the budget highest scores over all eligible chunks */
+        pick *all = malloc((size_t)elig * sizeof *all);
+        int32_t *owner = malloc((size_t)elig * sizeof *owner);
+        if (!all || !owner) s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+        long m = 0;
+        for (int i = 0; !s && i < n_chunks; i++) {
+            if (at_home && at_home[i]) continue;
+            for (int32_t t = 0; t < len[i]; t++) {
+                all[m] = (pick){score_at(scores[i], t), (int32_t)m};
+                owner[m++] = i;
+            }
+        }
+        if (!s) qsort(all, (size_t)m, sizeof *all, by_score); /* ties: lower global index */
+        for (long j = 0; !s && j < budget; j++) k[owner[all[j].off]]++;
+        given = budget;
+        free(all);
+        free(owner);
+    }
+    /* largest remainder: k[i] = budget * len[i] / elig, leftovers to the largest remainders */
+    for (int i = 0; !s && given < budget && i < n_chunks; i++) {
         if (at_home && at_home[i]) continue;
         long num = budget * (long)len[i];
         k[i] = (int32_t)(num / elig);
         rem[i] = num % elig;
         given += k[i];
     }
-    while (!s && given < budget) {
+    while (!s && given < budget && !(p->kind == TS_REPAIR_SCORED && p->global)) {
         int bi = -1;
         for (int i = 0; i < n_chunks; i++)
             if ((!at_home || !at_home[i]) && k[i] < len[i] && (bi < 0 || rem[i] > rem[bi])) bi = i;
@@ -199,4 +218,56 @@ ts_status ts_repair_select(const ts_repair_policy *p, int n_chunks, const int32_
     free(tmp);
     if (s) ts_repair_plan_free(out);
     return s;
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+ts_status ts_repair_query_scores(int n_chunks, const int32_t *const *ids, const int32_t *len,
+                                 const int32_t *query, int n_query, float *const *scores,
+                                 ts_err *err) {
+    if (n_chunks < 0 || n_query < 0 || (n_chunks && (!ids || !len || !scores)) || (n_query && !query))
+        return ts_fail(err, TS_ERR_INVALID, "repair: bad arguments");
+    for (int i = 0; i < n_chunks; i++)
+        if (len[i] < 1 || !ids[i] || !scores[i])
+            return ts_fail(err, TS_ERR_INVALID, "repair: chunk %d has no tokens", i);
+    /* distinct query ids, sorted */
+    int32_t *q = malloc(((size_t)n_query + 1) * sizeof *q);
+    int nq = 0;
+    int *df = NULL;
+    uint8_t *has = NULL;
+    if (q) {
+        memcpy(q, query, (size_t)n_query * sizeof *q);
+        qsort(q, (size_t)n_query, sizeof *q, cmp_i32);
+        for (int j = 0; j < n_query; j++)
+            if (!nq || q[nq - 1] != q[j]) q[nq++] = q[j];
+        df = calloc((size_t)nq + 1, sizeof *df);
+        has = calloc(((size_t)n_chunks + 1) * ((size_t)nq + 1), 1);
+    }
+    if (!q || !df || !has) {
+        free(q);
+        free(df);
+        free(has);
+        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n_chunks; i++)
+        for (int32_t t = 0; t < len[i]; t++) {
+            const int32_t *f = bsearch(&ids[i][t], q, (size_t)nq, sizeof *q, cmp_i32);
+            if (f) has[(size_t)i * (size_t)nq + (size_t)(f - q)] = 1;
+        }
+    for (int i = 0; i < n_chunks; i++)
+        for (int j = 0; j < nq; j++) df[j] += has[(size_t)i * (size_t)nq + (size_t)j];
+    for (int i = 0; i < n_chunks; i++) {
+        double r = 0;
+        for (int j = 0; j < nq; j++)
+            if (has[(size_t)i * (size_t)nq + (size_t)j]) r += log((1.0 + n_chunks) / (1.0 + df[j]));
+        for (int32_t t = 0; t < len[i]; t++)
+            scores[i][t] = (float)(r + 1e-3 * (double)(len[i] - t) / (double)len[i]);
+    }
+    free(q);
+    free(df);
+    free(has);
+    return TS_OK;
 }

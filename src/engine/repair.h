@@ -14,14 +14,18 @@
  *            the chunk, next to the following part);
  *   EDGES  - half first, half last;
  *   SCORED - the tokens with the highest caller-given scores (e.g. KV
- *            deviation, CacheBlend), grouped into at most max_spans spans.
+ *            deviation, CacheBlend; or ts_repair_query_scores), grouped
+ *            into at most max_spans spans.
  *
  * Budget. frac is the fraction of all chunk tokens of the request that may
  * be recomputed: B = round(frac * sum(len)) tokens in all (at least one per
  * eligible chunk when frac > 0), spread over the eligible chunks in
  * proportion to their lengths (largest remainder), each capped at its
  * length. A chunk marked at home (placed where it was encoded: directly
- * after the level-0 prefix) is exact as placed and gets nothing.
+ * after the level-0 prefix) is exact as placed and gets nothing. With
+ * global set (SCORED only), the budget is not split by length: the B
+ * highest-scored tokens of all eligible chunks are taken (ties: earlier
+ * chunk, then earlier token), wherever they are.
  *
  * Cost model. Recomputing a span of n tokens is one forward call of n rows
  * at n_past = slot of its first token: its cost is n tokens of prefill
@@ -51,6 +55,7 @@ typedef struct ts_repair_policy {
     ts_repair_kind kind;
     float frac;     /* in [0, 1]: share of all chunk tokens recomputed */
     int max_spans;  /* SCORED: spans per chunk at most (0 = 4) */
+    bool global;    /* SCORED: budget to the highest scores of all chunks */
 } ts_repair_policy;
 
 /* A run of tokens [off, off + n) inside one chunk. */
@@ -87,6 +92,18 @@ const char *ts_repair_kind_name(ts_repair_kind k);
 ts_status ts_repair_select(const ts_repair_policy *p, int n_chunks, const int32_t *len,
                            const bool *at_home, const float *const *scores, ts_repair_plan *out,
                            ts_err *err);
+/* Query relevance scores for SCORED with global set: chunk i's tokens all
+ * score r_i = sum over the distinct ids of query[n_query] (the request's own
+ * text, e.g. the question) that occur in chunk i of log((1 + n_chunks) /
+ * (1 + df)), df = the number of chunks holding that id (an id in every
+ * chunk weighs 0), plus a small bonus falling with the offset (so a chunk's
+ * first tokens go first). The budget then goes to the chunks sharing the
+ * rarest ids with the question, from their start. ids[i] is chunk i's
+ * [len[i]] tokens; scores[i] must hold len[i] floats. TS_ERR_INVALID on bad
+ * arguments, TS_ERR_NOMEM. */
+ts_status ts_repair_query_scores(int n_chunks, const int32_t *const *ids, const int32_t *len,
+                                 const int32_t *query, int n_query, float *const *scores,
+                                 ts_err *err);
 /* Frees a plan's arrays and zeroes it; NULL or a zeroed plan is a no-op. */
 void ts_repair_plan_free(ts_repair_plan *plan);
 

@@ -6,13 +6,15 @@
  * - REPAIR with fraction 1 recomputes every chunk token in context, in
  *   order, and so equals FULL wherever the chunks sit (several chunks,
  *   shifted positions, a chunk used twice);
- * - every repair policy (first, last, edges) with fraction 1 equals FULL,
- *   and a partial repair counts exactly the selected tokens as computed;
+ * - every repair policy (first, last, edges, scored by query or by the
+ *   deviation oracle) with fraction 1 equals FULL, and a partial repair
+ *   counts exactly the selected tokens (and the oracle's prefill);
  * - REUSE of chunks away from their encoding position differs from FULL
  *   (the missing context is real), and chunk ids are content-addressed;
  * - ts_repair_select: deterministic, within budget, spans sorted and
  *   disjoint, home chunks untouched, the budget split by largest
- *   remainder, and SCORED picks equal a plain top-k reference. */
+ *   remainder, SCORED picks equal a plain top-k reference (per chunk and
+ *   global), and query scores follow their formula. */
 #include <string.h>
 
 #include "engine/compose.h"
@@ -79,6 +81,7 @@ static void test_select(void) {
         ts_repair_kind kind = (ts_repair_kind)rnd(4);
         ts_repair_policy pol = ts_repair_policy_default(kind, frac);
         pol.max_spans = kind == TS_REPAIR_SCORED ? (int)rnd(3) + (rnd(2) ? 1 : 100) : 0;
+        pol.global = kind == TS_REPAIR_SCORED && rnd(2);
         int max_spans = kind == TS_REPAIR_SCORED ? pol.max_spans : kind == TS_REPAIR_EDGES ? 2 : 1;
         ts_repair_plan a = {0}, b = {0};
         CHECK(ts_repair_select(&pol, nc, len, home, (const float *const *)sc, &a, &err) == TS_OK);
@@ -98,12 +101,26 @@ static void test_select(void) {
                 }
         } else {
             CHECK(a.n_tokens <= budget);
+            if (pol.global && pol.max_spans >= 100) CHECK(a.n_tokens == budget);
         }
         for (int i = 0; i < nc; i++) {
             int j0 = a.first[i], j1 = a.first[i + 1];
             if (kind == TS_REPAIR_FIRST && per[i]) CHECK(j1 - j0 == 1 && a.spans[j0].off == 0);
             if (kind == TS_REPAIR_LAST && per[i])
                 CHECK(j1 - j0 == 1 && a.spans[j0].off + a.spans[j0].n == len[i]);
+            if (pol.global && pol.max_spans >= 100) { /* the global top-budget set, plainly */
+                for (int t = 0; t < len[i]; t++) {
+                    bool in = false;
+                    for (int j = j0; j < j1; j++) in |= t >= a.spans[j].off && t < a.spans[j].off + a.spans[j].n;
+                    long better = 0;
+                    for (int i2 = 0; i2 < nc; i2++)
+                        for (int u = 0; !home[i2] && u < len[i2]; u++)
+                            better += sc[i2][u] > sc[i][t] ||
+                                      (sc[i2][u] == sc[i][t] && (i2 < i || (i2 == i && u < t)));
+                    CHECKF(in == (!home[i] && better < budget), "global: token %d of chunk %d", t, i);
+                }
+                continue;
+            }
             if (kind == TS_REPAIR_SCORED && pol.max_spans >= 100) { /* no merging: the top-k set */
                 int k = 0;
                 for (int j = j0; j < j1; j++) k += a.spans[j].n;
@@ -119,6 +136,21 @@ static void test_select(void) {
         ts_repair_plan_free(&a);
         ts_repair_plan_free(&b);
         for (int i = 0; i < nc; i++) free(sc[i]);
+    }
+    /* query scores against a plain reference of their formula */
+    {
+        int32_t c0[] = {5, 6, 7, 5}, c1[] = {6, 8, 9}, c2[] = {7, 7, 10, 11, 6}, q[] = {6, 10, 10, 42, 7};
+        const int32_t *ids[3] = {c0, c1, c2};
+        int32_t ln[3] = {4, 3, 5};
+        float s0[4], s1[3], s2[5];
+        float *const out[3] = {s0, s1, s2};
+        CHECK(ts_repair_query_scores(3, ids, ln, q, 5, out, &err) == TS_OK);
+        /* 6 is in every chunk (weight 0), 7 in two, 10 in one, 42 in none */
+        double w7 = log(4.0 / 3.0), w10 = log(4.0 / 2.0), r[3] = {w7, 0, w7 + w10};
+        for (int i = 0; i < 3; i++)
+            for (int t = 0; t < ln[i]; t++)
+                CHECKF(fabs(out[i][t] - (r[i] + 1e-3 * (ln[i] - t) / ln[i])) < 1e-5, "query score %d/%d", i, t);
+        CHECK(ts_repair_query_scores(1, ids, ln, NULL, 2, out, &err) == TS_ERR_INVALID);
     }
     /* bad arguments */
     ts_repair_plan pl = {0};
@@ -215,7 +247,7 @@ int main(void) {
     reuse = run(cm, rt, mixed, 6, TS_COMPOSE_REUSE, 0);
     CHECK(full && reuse);
     for (int kind = TS_REPAIR_FIRST; kind <= TS_REPAIR_EDGES; kind++) {
-        ts_composer_set_repair(cm, (ts_repair_kind)kind);
+        ts_composer_set_repair(cm, (ts_repair_kind)kind, TS_REPAIR_SRC_QUERY);
         float *repair = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 1.0f);
         CHECK(repair);
         if (full && repair)
@@ -239,13 +271,39 @@ int main(void) {
         free(repair);
         free(part);
     }
-    ts_composer_set_repair(cm, TS_REPAIR_SCORED);
-    ts_seq sq = {0};
-    const float *lgs;
-    CHECK(ts_compose(cm, &sq, mixed, 6, TS_COMPOSE_REPAIR, 0.3f, &lgs, &err) == TS_ERR_UNSUPPORTED);
-    ts_seq_reset(&sq, rt->kv);
-    ts_seq_free(&sq);
-    ts_composer_set_repair(cm, TS_REPAIR_FIRST);
+    /* SCORED with query scores: fraction 1 is FULL; a partial one costs the
+     * text and exactly the budget */
+    ts_composer_set_repair(cm, TS_REPAIR_SCORED, TS_REPAIR_SRC_QUERY);
+    float *qfull = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 1.0f);
+    CHECK(qfull);
+    if (qfull && full)
+        CHECKF(ts_test_rel_err(qfull, full, V) < 1e-5, "repair query (1.0) vs full: %.3g", ts_test_rel_err(qfull, full, V));
+    free(qfull);
+    {
+        ts_compose_stats q0 = ts_composer_stats(cm);
+        float *qp = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 0.2f);
+        ts_compose_stats q1 = ts_composer_stats(cm);
+        CHECK(qp && q1.prefill_tokens - q0.prefill_tokens == np + nh1 + nh2 + nt + lround(0.2 * (n1 + n1 + n2)));
+        free(qp);
+    }
+    /* SCORED (the deviation oracle): fraction 1 is FULL; a partial one costs
+     * the text, one full prefill for the scores and the selected tokens */
+    ts_composer_set_repair(cm, TS_REPAIR_SCORED, TS_REPAIR_SRC_DEVIATION);
+    float *sfull = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 1.0f);
+    CHECK(sfull);
+    if (sfull && full)
+        CHECKF(ts_test_rel_err(sfull, full, V) < 1e-5, "repair scored (1.0) vs full: %.3g", ts_test_rel_err(sfull, full, V));
+    ts_compose_stats s0 = ts_composer_stats(cm);
+    float *spart = run(cm, rt, mixed, 6, TS_COMPOSE_REPAIR, 0.2f);
+    ts_compose_stats s1 = ts_composer_stats(cm);
+    long text = np + nh1 + nh2 + nt, all = text + n1 + n1 + n2, sel = lround(0.2 * (n1 + n1 + n2));
+    CHECKF(s1.prefill_tokens - s0.prefill_tokens <= text + all + sel &&
+           s1.prefill_tokens - s0.prefill_tokens >= text + all + 1,
+           "scored: %ld computed", s1.prefill_tokens - s0.prefill_tokens);
+    CHECK(spart);
+    free(sfull);
+    free(spart);
+    ts_composer_set_repair(cm, TS_REPAIR_FIRST, TS_REPAIR_SRC_QUERY);
     if (full && reuse)
         CHECKF(ts_test_rel_err(reuse, full, V) > 1e-4, "reuse away from home should differ: %.3g",
                ts_test_rel_err(reuse, full, V));
