@@ -1,4 +1,4 @@
-/* eval-qa --mode full|exact|reuse|repair[:POLICY][/plain]: each
+/* eval-qa --mode full|exact|reuse|repair[:POLICY][/plain|/headers]: each
  * case's documents become chunks (a document that recurs is reused),
  * composed with the case's level-0 prefix, document headers and question.
  *
@@ -7,7 +7,9 @@
  * so every chunk is encoded right after a document header, as it is read
  * in a prompt; the later headers are text parts. "/plain" ends the prefix
  * after the instruction instead (every header is text, chunks are encoded
- * with no header before them): the layout of ANCHORS.md's experiment. The
+ * with no header before them): the layout of ANCHORS.md's experiment.
+ * "/headers" is the default layout with the headers of documents 2..n
+ * registered as chunks too (their KV reused, not computed). The
  * composed tokens are the case's prompt either way.
  *
  * POLICY: first (default), last, edges, query (SCORED with query scores) or
@@ -61,7 +63,8 @@ static bool add_part(ts_runtime *rt, case_parts *cp, const char *text, bool chun
 /* Splits a case into prefix / headers / documents / question tail (the
  * ChatML layout the facts model was trained with); checks the
  * concatenation is the case's prompt. */
-static bool build_parts(ts_runtime *rt, json_t *c, bool plain, case_parts *cp, bool *mismatch) {
+static bool build_parts(ts_runtime *rt, json_t *c, int layout, case_parts *cp, bool *mismatch) {
+    bool plain = layout == 1;
     const char *system = json_string_value(json_object_get(c, "system"));
     const char *q = json_string_value(json_object_get(c, "question"));
     const char *want = json_string_value(json_object_get(c, "prompt"));
@@ -96,7 +99,7 @@ static bool build_parts(ts_runtime *rt, json_t *c, bool plain, case_parts *cp, b
             free(h);
             ok = p != NULL;
         } else {
-            ok = add_part(rt, cp, tmp.data, false);
+            ok = add_part(rt, cp, tmp.data, layout == 2);
         }
         ok = ok && d && add_part(rt, cp, d, true);
         if (d) ts_buf_puts(&all, d);
@@ -152,7 +155,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
     char name[64];
     snprintf(name, sizeof name, "%s", a->mode);
     char *slash = strchr(name, '/'), *colon = strchr(name, ':');
-    bool plain = slash && !strcmp(slash, "/plain");
+    int layout = !slash ? 0 : !strcmp(slash, "/plain") ? 1 : !strcmp(slash, "/headers") ? 2 : -1;
     if (slash) *slash = '\0';
     if (colon) *colon = '\0';
     ts_err perr;
@@ -169,9 +172,9 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
     } else if (ts_repair_kind_parse(pname, &policy, &perr) || policy == TS_REPAIR_SCORED) {
         mode = (ts_compose_mode)-1;
     }
-    if ((int)mode < 0 || (slash && !plain) || (colon && mode != TS_COMPOSE_REPAIR)) {
+    if ((int)mode < 0 || layout < 0 || (colon && mode != TS_COMPOSE_REPAIR)) {
         fprintf(stderr, "error: --mode expects full, exact, reuse or repair[:first|last|edges|query|deviation], "
-                        "optionally followed by /plain\n");
+                        "optionally followed by /plain or /headers\n");
         return 2;
     }
     ts_composer *cm = NULL, *ref = NULL;
@@ -186,7 +189,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
         json_t *c = json_array_get(cases, i);
         case_parts cp = {0};
         bool mismatch = false;
-        if (!build_parts(rt, c, plain, &cp, &mismatch)) {
+        if (!build_parts(rt, c, layout, &cp, &mismatch)) {
             fprintf(stderr, "error: %s: case %zu is malformed\n", a->cases, i);
             free_parts(&cp);
             rc = 1;
@@ -212,7 +215,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
             for (size_t j = 0; j < n_cases && !rc; j++) {
                 case_parts cj = {0};
                 bool mm;
-                if (build_parts(rt, json_array_get(cases, j), plain, &cj, &mm))
+                if (build_parts(rt, json_array_get(cases, j), layout, &cj, &mm))
                     for (int p = 0; p < cj.n_parts && !rc; p++)
                         if (cj.parts[p].is_chunk &&
                             ts_composer_register(cm, cj.parts[p].ids, cj.parts[p].n, TS_CHUNK_DOCUMENT, NULL, &err))
@@ -267,7 +270,7 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
                cs.chunk_hits + cs.chunk_misses ? (double)cs.chunk_hits / (double)(cs.chunk_hits + cs.chunk_misses) : 0.0,
                (unsigned long long)rs.n_chunks, mismatches, mode == TS_COMPOSE_REPAIR ? a->repair_frac : 0.0,
                cs.store_loads, mode == TS_COMPOSE_REPAIR ? pname : "none",
-               plain ? "plain" : "header", compose_tokens, full_tokens,
+               layout == 1 ? "plain" : layout == 2 ? "headers-as-chunks" : "header", compose_tokens, full_tokens,
                full_tokens ? (double)compose_tokens / (double)full_tokens : 0.0,
                full_tokens ? (double)(compose_tokens + kept_tokens) / (double)full_tokens : 0.0);
     }
