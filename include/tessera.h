@@ -206,7 +206,7 @@ typedef struct ts_chunk_desc {
     int32_t n_tokens;
     bool has_kv;              /* KV computed and held */
     uint64_t bytes;           /* memory held */
-    uint64_t hits;            /* uses since registration */
+    uint64_t hits;            /* requests that cited it since registration */
     uint64_t last_use_ms;     /* wall clock, ms since the epoch */
 } ts_chunk_desc;
 

@@ -6,7 +6,11 @@
  * (--chunks-cached of eval-qa). The system prompt is in the prefix cache
  * for every mode, as it is for a running server; documents as plain text
  * are computed (full prefill), as chunks placed (reuse) or placed and
- * partly recomputed (repair). Requests run one at a time. */
+ * partly recomputed (repair). Requests run one at a time.
+ *
+ * Chunks are encoded after the first case's instruction and the header
+ * "[Document 1]" (the context a document is read in; --system TEXT sets
+ * another encoding prefix, e.g. the instruction alone, to compare). */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,12 +129,22 @@ int cmd_bench_chunks(cli_args *a) {
     ts_engine_opts o = ts_engine_opts_default();
     o.n_threads = a->threads;
     o.exact = a->exact;
-    o.chunk_prefix = cs[0].system.data;
+    /* chunks are encoded in the context documents are read in: after the
+     * instruction and a document header (--system TEXT replaces it) */
+    ts_buf pfx = {0};
+    if (a->system) ts_buf_puts(&pfx, a->system);
+    else ts_buf_printf(&pfx, "%s%s", cs[0].system.data, cs[0].heads[0].data);
+    o.chunk_prefix = pfx.data;
     o.repair_frac = a->repair_frac;
     ts_engine *e = NULL;
     ts_err err;
-    if (ts_engine_create(a->model, &o, &e, &err)) {
+    ts_status cs_ = ts_engine_create(a->model, &o, &e, &err);
+    ts_buf_free(&pfx);
+    if (cs_) {
         fprintf(stderr, "bench-chunks: %s\n", err.msg);
+        for (size_t i = 0; i < n_ok; i++) free_case(&cs[i]);
+        free(cs);
+        json_decref(root);
         return 1;
     }
     int rc = 0;

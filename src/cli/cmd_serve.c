@@ -23,6 +23,9 @@ static const char SERVE_USAGE[] =
     "  --chunk-mode exact|reuse|repair   default for chunk parts (default repair)\n"
     "  --repair-frac F        share of each chunk recomputed by repair (default 0.15)\n"
     "  --chunk-mem SIZE       chunk registry budget (default half of --kv-mem)\n"
+    "  --chunk-prefix TEXT    text chunks are encoded after: what precedes a cited chunk\n"
+    "                         in your prompts, e.g. your system prompt and a document\n"
+    "                         header (default: the chat template's user-message start)\n"
     "  --chunk-dir DIR        persistent chunk store    --chunk-redis HOST:PORT\n"
     "  --cascade auto|on|off  --exact\n";
 
@@ -119,7 +122,8 @@ static bool parse(int argc, char **argv, const char **model, ts_engine_opts *eo,
                 return false;
             }
             eo->repair_frac = r;
-        } else if (!strcmp(f, "--chunk-dir")) eo->chunk_dir = v;
+        } else if (!strcmp(f, "--chunk-prefix")) eo->chunk_prefix = v;
+        else if (!strcmp(f, "--chunk-dir")) eo->chunk_dir = v;
         else if (!strcmp(f, "--chunk-redis")) eo->chunk_redis = v;
         else if (!strcmp(f, "--cascade")) {
             if (!strcmp(v, "auto")) eo->cascade = -1;

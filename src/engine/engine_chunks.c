@@ -113,7 +113,7 @@ static void fill_desc(const ts_chunk_entry *en, ts_chunk_desc *d) {
     d->n_tokens = en->n_tokens;
     d->has_kv = en->has_kv;
     d->bytes = en->bytes;
-    d->hits = en->hits;
+    d->hits = en->uses;
     d->last_use_ms = en->last_use_ms;
 }
 
@@ -312,7 +312,10 @@ ts_status ts_echunks_build_prompt(ts_engine *e, const ts_request *q, ts_req *r, 
             ts_chunk *h = NULL;
             s = find(e, p->chunk, r->salt, r->salt_len, &h, err);
             ts_chunk_info info;
-            if (!s) ts_chunk_get_info(c->reg, h, &info);
+            if (!s) {
+                ts_chunk_get_info(c->reg, h, &info);
+                ts_chunk_note_use(c->reg, h);
+            }
             int start = r->n_tokens;
             if (!s) s = append(r, info.tokens, (size_t)info.n_tokens, max_pos, err);
             if (!s && mode != TS_CHUNKS_EXACT) {

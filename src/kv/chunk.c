@@ -21,6 +21,7 @@ struct ts_chunk {
     float *kv;              /* K then V, each [n_layers][n_tokens][kvh*hd]; owned */
     uint64_t bytes;         /* counted against the budget */
     uint64_t hits, last_use_ms;
+    uint64_t uses;          /* ts_chunk_note_use calls */
     int32_t refs;
     bool removed;           /* out of the table and the LRU; freed at refs == 0 */
     ts_chunk *hnext;        /* hash chain */
@@ -489,6 +490,13 @@ ts_status ts_chunk_reg_lookup(ts_chunk_reg *reg, const ts_chunk_id *id,
     return TS_OK;
 }
 
+void ts_chunk_note_use(ts_chunk_reg *reg, ts_chunk *c) {
+    if (!reg || !c) return;
+    pthread_mutex_lock(&reg->mu);
+    c->uses++;
+    pthread_mutex_unlock(&reg->mu);
+}
+
 void ts_chunk_acquire(ts_chunk_reg *reg, ts_chunk *c) {
     if (!reg || !c) return;
     pthread_mutex_lock(&reg->mu);
@@ -562,6 +570,7 @@ ts_status ts_chunk_reg_list(ts_chunk_reg *reg, ts_chunk_entry **out, size_t *n, 
         e[i].has_kv = c->kv != NULL;
         e[i].bytes = c->bytes;
         e[i].hits = c->hits;
+        e[i].uses = c->uses;
         e[i].last_use_ms = c->last_use_ms;
         e[i].refcount = c->refs;
     }

@@ -86,6 +86,7 @@ typedef struct ts_chunk_entry {
     bool has_kv;
     uint64_t bytes;         /* memory held: tokens + KV + bookkeeping */
     uint64_t hits;          /* lookups and duplicate registers that found it */
+    uint64_t uses;          /* ts_chunk_note_use calls (e.g. requests citing it) */
     uint64_t last_use_ms;   /* wall clock (ms since the epoch) of the last use */
     int32_t refcount;
 } ts_chunk_entry;
@@ -175,6 +176,8 @@ ts_status ts_chunk_attach_kv(ts_chunk_reg *reg, ts_chunk *c, ts_chunk_shape shap
  * check ts_chunk_info.has_kv. */
 ts_status ts_chunk_reg_lookup(ts_chunk_reg *reg, const ts_chunk_id *id,
                               const uint8_t model_fp[32], ts_chunk **out, ts_err *err);
+/* Counts one use of a held chunk by its user (a request citing it). */
+void ts_chunk_note_use(ts_chunk_reg *reg, ts_chunk *c);
 /* Adds a reference to a held handle. */
 void ts_chunk_acquire(ts_chunk_reg *reg, ts_chunk *c);
 /* Gives back one reference; a removed chunk is freed at its last release,
