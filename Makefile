@@ -93,7 +93,7 @@ test: deps
 	$(MAKE) tests
 	bash tests/run.sh $(UNIT) $(GOLDEN) tests/cli/*.sh $(wildcard tests/server/*.sh)
 	$(MAKE) SAN=1 tests
-	TS_TEST_LIGHT=1 TS_BUILD=build-san bash tests/run.sh $(patsubst $(B)/%,build-san/%,$(UNIT) $(GOLDEN)) tests/cli/*.sh
+	TS_TEST_LIGHT=1 TS_BUILD=build-san bash tests/run.sh $(patsubst $(B)/%,build-san/%,$(UNIT) $(GOLDEN)) tests/cli/*.sh $(wildcard tests/server/test_server_c.sh)
 
 # The main job on the shipped default model: answer a question from a document.
 MODEL ?= ../shared/models/facts-qwen3-14m
