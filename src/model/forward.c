@@ -53,7 +53,17 @@ struct ts_fwd {
     size_t cap_hook;
     ts_status dev_st;         /* first failure of a download inside a run */
     ts_err dev_err;
+    /* decode graphs (backends with capture): per token count n <= TS_FWD_GRAPH_MAX,
+     * per layer, the ops before attention and those after it, recorded once and
+     * replayed; valid while the scratch pointers stay those of generation gen */
+    void **graphs;            /* [TS_FWD_GRAPH_MAX][n_layers][2] or NULL */
+    bool graphs_on;
+    uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
 };
+
+/* Largest token count of a step replayed from graphs: the matrix products of
+ * up to 8 rows are single kernels (no cuBLAS workspace, no scratch growth). */
+#define TS_FWD_GRAPH_MAX 8
 
 /* Scratch memory: the backend's device memory when it has one, else host. */
 static void *s_alloc(ts_fwd *f, size_t bytes) {
@@ -67,6 +77,15 @@ static void s_free(ts_fwd *f, void *p) {
     else free(p);
 }
 
+static void free_graphs(ts_fwd *f) {
+    if (!f->graphs) return;
+    size_t n = (size_t)TS_FWD_GRAPH_MAX * f->m->cfg.n_layers * 2;
+    for (size_t i = 0; i < n; i++) {
+        f->ops->graph_free(f->ops->ctx, f->graphs[i]);
+        f->graphs[i] = NULL;
+    }
+}
+
 ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     ts_fwd *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -74,6 +93,8 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     f->ops = ops;
     f->kv = kv;
     f->dev = ops->dev_alloc != NULL;
+    const char *g = getenv("TS_CUDA_GRAPHS"); /* "0" turns decode graphs off */
+    f->graphs_on = f->dev && ops->capture_begin && !(g && !strcmp(g, "0"));
     f->prec = TS_PREC_F32;
     f->prec_min_rows = 1 << 30;
     return f;
@@ -87,6 +108,8 @@ void ts_fwd_destroy(ts_fwd *f) {
     if (f->dev) f->ops->dev_free(f->ops->ctx, f->ib_d);
     if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
     else free(f->logits_h);
+    free_graphs(f);
+    free(f->graphs);
     free(f->ib); free(f->aseq); free(f->lvl_blocks); free(f->hook_x);
     ts_cascade_plan_free(&f->plan);
     free(f);
@@ -153,6 +176,7 @@ static ts_status reserve(ts_fwd *f, int n_tok, int n_seq, int n_logits, ts_err *
              sgrow(f, &f->att, t * qd * 4) && sgrow(f, &f->att2, t * qd * 4) &&
              sgrow(f, &f->lse, t * c->n_heads * 4) && sgrow(f, &f->lse2, t * c->n_heads * 4) &&
              sgrow(f, &f->gate, t * c->ffn * 4) && sgrow(f, &f->up, t * c->ffn * 4);
+        f->gen++;
         if (ok) f->cap_tok = n_tok;
     }
     if (ok && n_seq > f->cap_seq) {
@@ -277,6 +301,7 @@ static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n,
         f->ops->dev_free(f->ops->ctx, f->ib_d);
         f->cap_ib_d = 0;
         f->ib_d = f->ops->dev_alloc(f->ops->ctx, f->cap_ib * sizeof *f->ib);
+        f->gen++;
         if (!f->ib_d) {
             ts_status st = f->ops->sync(f->ops->ctx, err);
             return st ? st : ts_fail(err, TS_ERR_NOMEM, "forward: no device memory");
@@ -353,12 +378,20 @@ static void matmul(ts_fwd *f, float *y, const float *x, int n, const ts_wmat *w,
     f->times.matmul_ms += now_ms() - t;
 }
 
-static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
+/* Layer l up to attention: the sublayer's norm (folding in the previous MLP
+ * output), q/k/v, q/k-norm, RoPE and the KV write. */
+static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
     const ts_model *m = f->m;
     const ts_model_config *c = &m->cfg;
     const ts_ops *o = f->ops;
     const ts_layer *L = &m->layers[l];
     int hd = c->head_dim;
+    if (l == 0) {
+        o->rmsnorm(o->ctx, f->xb, f->x, L->attn_norm, n, c->hidden, c->rms_eps);
+    } else { /* x += previous MLP output; xb = norm(x) */
+        o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->attn_norm, n, c->hidden, c->rms_eps);
+        if (f->hook) call_hook(f, l, f->x, n, c->hidden);
+    }
     matmul(f, f->q, f->xb, n, &L->wq, L->bq, prec);
     matmul(f, f->k, f->xb, n, &L->wk, L->bk, prec);
     matmul(f, f->v, f->xb, n, &L->wv, L->bv, prec);
@@ -384,6 +417,13 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
     o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->k, f->v, f->slot, n, c->n_kv_heads, hd,
                 f->kv->block_size);
+}
+
+/* Layer l's attention over the paged KV (cascade levels merged in). */
+static void layer_attention(ts_fwd *f, int l, int n_seqs) {
+    const ts_model_config *c = &f->m->cfg;
+    const ts_ops *o = f->ops;
+    int hd = c->head_dim;
     double t_attn = now_ms();
     float scale = 1.0f / sqrtf((float)hd);
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
@@ -410,7 +450,38 @@ static void attention_block(ts_fwd *f, int l, int n, int n_seqs, ts_prec prec) {
             ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
     }
     f->times.attention_ms += now_ms() - t_attn;
+}
+
+/* Layer l after attention: output projection, residual + norm, MLP. */
+static void layer_post(ts_fwd *f, int l, int n, ts_prec prec) {
+    const ts_model_config *c = &f->m->cfg;
+    const ts_ops *o = f->ops;
+    const ts_layer *L = &f->m->layers[l];
     matmul(f, f->tmp, f->att, n, &L->wo, L->bo, prec);
+    o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->ffn_norm, n, c->hidden, c->rms_eps);
+    matmul(f, f->gate, f->xb, n, &L->w_gate, NULL, prec);
+    matmul(f, f->up, f->xb, n, &L->w_up, NULL, prec);
+    o->swiglu(o->ctx, f->gate, f->gate, f->up, n, c->ffn);
+    matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
+}
+
+typedef void (*layer_part)(ts_fwd *f, int l, int n, ts_prec prec);
+
+/* Runs part (0: layer_pre, 1: layer_post) of layer l, from its graph when
+ * graphs are in use (recording it the first time). */
+static void run_part(ts_fwd *f, layer_part fn, int part, int l, int n, ts_prec prec, bool graph) {
+    if (!graph) {
+        fn(f, l, n, prec);
+        return;
+    }
+    const ts_ops *o = f->ops;
+    void **g = &f->graphs[((size_t)(n - 1) * f->m->cfg.n_layers + (size_t)l) * 2 + (size_t)part];
+    if (!*g && o->capture_begin(o->ctx)) {
+        fn(f, l, n, prec);
+        *g = o->capture_end(o->ctx);
+    }
+    if (*g) o->replay(o->ctx, *g);
+    else fn(f, l, n, prec);
 }
 
 ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float **logits,
@@ -434,22 +505,25 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     }
     int H = c->hidden;
 
+    /* small steps (decode) replay recorded graphs around attention, whose
+     * work items change every step; hooks and chunk capture copy to the host
+     * mid-layer, so they run uncaptured */
+    bool graph = f->graphs_on && n <= TS_FWD_GRAPH_MAX && prec == TS_PREC_F32 && !f->hook &&
+                 !f->cap_n;
+    if (graph && !f->graphs) {
+        f->graphs = calloc((size_t)TS_FWD_GRAPH_MAX * c->n_layers * 2, sizeof *f->graphs);
+        graph = f->graphs != NULL;
+    }
+    if (graph && f->graph_gen != f->gen) { /* scratch moved: record again */
+        free_graphs(f);
+        f->graph_gen = f->gen;
+    }
     o->embed(o->ctx, f->x, &m->embed, f->ids, n);
     if (f->hook) call_hook(f, 0, f->x, n, H);
     for (int l = 0; l < c->n_layers; l++) {
-        const ts_layer *L = &m->layers[l];
-        if (l == 0) {
-            o->rmsnorm(o->ctx, f->xb, f->x, L->attn_norm, n, H, c->rms_eps);
-        } else { /* x += previous MLP output; xb = norm(x) */
-            o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->attn_norm, n, H, c->rms_eps);
-            if (f->hook) call_hook(f, l, f->x, n, H);
-        }
-        attention_block(f, l, n, n_seqs, prec);
-        o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->ffn_norm, n, H, c->rms_eps);
-        matmul(f, f->gate, f->xb, n, &L->w_gate, NULL, prec);
-        matmul(f, f->up, f->xb, n, &L->w_up, NULL, prec);
-        o->swiglu(o->ctx, f->gate, f->gate, f->up, n, c->ffn);
-        matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
+        run_part(f, layer_pre, 0, l, n, prec, graph);
+        layer_attention(f, l, n_seqs);
+        run_part(f, layer_post, 1, l, n, prec, graph);
     }
     o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, H, c->rms_eps);
     if (f->hook) {

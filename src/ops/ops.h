@@ -133,6 +133,15 @@ typedef struct ts_ops {
     void (*attn_merge_rows)(void *ctx, float *o_a, float *lse_a, const float *o_b,
                             const float *lse_b, const int32_t *rows, int n_rows, int n_heads,
                             int head_dim);
+    /* Recorded work (CUDA graphs; NULL where unsupported). Between
+     * capture_begin (false: not started) and capture_end, ops are recorded,
+     * not run; capture_end returns a replayable graph, or NULL (nothing ran:
+     * run the ops again uncaptured). A graph keeps the pointers and sizes it
+     * was recorded with; only ops that queue plain kernels may be captured. */
+    bool (*capture_begin)(void *ctx);
+    void *(*capture_end)(void *ctx);
+    void (*replay)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph); /* NULL is a no-op */
 } ts_ops;
 
 /* Merges partial attention states in place: (o_a, lse_a) <- merge((o_a, lse_a),

@@ -76,6 +76,31 @@ static void op_merge_rows(void *ctx, float *o_a, float *lse_a, const float *o_b,
                             head_dim);
 }
 
+/* ---- graphs of queued work ---- */
+static bool op_capture_begin(void *ctx) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    return ts_cuda_live(c) &&
+           TS_CU(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+}
+static void *op_capture_end(void *ctx) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t x = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g); /* always end, even after an error */
+    bool ok = ts_cuda_live(c) && ts_cuda_ok_rt(c, e, __FILE__, __LINE__, "cudaStreamEndCapture");
+    if (ok) ok = TS_CU(c, cudaGraphInstantiate(&x, g, 0));
+    if (g) cudaGraphDestroy(g);
+    return ok ? (void *)x : NULL;
+}
+static void op_replay(void *ctx, void *graph) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (ts_cuda_live(c)) TS_CU(c, cudaGraphLaunch((cudaGraphExec_t)graph, c->stream));
+}
+static void op_graph_free(void *ctx, void *graph) {
+    (void)ctx;
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 /* ---- ts_cuda_host_ops: rope and kv_write on host arrays ---- */
 static void host_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
                       const float *inv_freq) {
@@ -169,6 +194,10 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->host_alloc = op_host_alloc;
     o->host_free = op_host_free;
     o->attn_merge_rows = op_merge_rows;
+    o->capture_begin = op_capture_begin;
+    o->capture_end = op_capture_end;
+    o->replay = op_replay;
+    o->graph_free = op_graph_free;
     c->host_ops = *o;
     c->host_ops.rope = host_rope;
     c->host_ops.kv_write = host_kv_write;
