@@ -24,6 +24,7 @@ typedef enum ts_status {
     TS_ERR_CAPACITY,    /* a size limit (context, pool, buffer) was exceeded */
     TS_ERR_NOTFOUND,    /* a named thing (tensor, token, chunk) is absent */
     TS_ERR_CANCELLED,   /* the operation was cancelled */
+    TS_ERR_BUSY,        /* temporarily full (a request queue): try again later */
 } ts_status;
 
 /* Error text filled by failing calls. Pass NULL to ignore. */
@@ -170,7 +171,7 @@ void ts_engine_destroy(ts_engine *e);
 /* Queues a request (copied; the caller may free req's memory on return).
  * Validation errors (bad ids, prompt longer than the context or the pool,
  * bad sampling parameters) return an error here and queue nothing.
- * TS_ERR_CAPACITY when the queue is full. Thread-safe. */
+ * TS_ERR_BUSY when the queue is full. Thread-safe. */
 ts_status ts_engine_submit(ts_engine *e, const ts_request *req, ts_event_fn cb, void *cb_ctx,
                            int64_t *id, ts_err *err);
 /* Asks for a request to stop; it ends with a DONE "cancelled" event at the

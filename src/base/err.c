@@ -14,6 +14,7 @@ const char *ts_status_str(ts_status st) {
     case TS_ERR_CAPACITY: return "capacity exceeded";
     case TS_ERR_NOTFOUND: return "not found";
     case TS_ERR_CANCELLED: return "cancelled";
+    case TS_ERR_BUSY: return "busy";
     }
     return "unknown status";
 }

@@ -136,6 +136,8 @@ int cmd_bench_chunks(cli_args *a) {
     else ts_buf_printf(&pfx, "%s%s", cs[0].system.data, cs[0].heads[0].data);
     o.chunk_prefix = pfx.data;
     o.repair_frac = a->repair_frac;
+    /* every document stays computed (--kv-mem sets the registry budget) */
+    o.chunk_bytes = a->kv_mem ? ts_parse_size(a->kv_mem) : (uint64_t)4 << 30;
     ts_engine *e = NULL;
     ts_err err;
     ts_status cs_ = ts_engine_create(a->model, &o, &e, &err);

@@ -195,7 +195,7 @@ ts_status ts_engine_submit(ts_engine *e, const ts_request *q, ts_event_fn cb, vo
     if (e->n_queued_total >= e->o.max_waiting) {
         pthread_mutex_unlock(&e->lock);
         free_req(e, r);
-        return ts_fail(err, TS_ERR_CAPACITY, "the request queue is full (%d requests)",
+        return ts_fail(err, TS_ERR_BUSY, "the request queue is full (%d requests)",
                        e->o.max_waiting);
     }
     if (!ts_grow((void **)&e->inbox, &e->cap_inbox, e->n_inbox + 1, sizeof *e->inbox)) {

@@ -64,12 +64,14 @@ enum MHD_Result ts_reply_error(struct MHD_Connection *c, ts_http_req *r, int sta
 }
 
 int ts_http_status(ts_status st, const char *msg) {
+    (void)msg; /* the status alone decides */
     switch (st) {
     case TS_OK: return 200;
     case TS_ERR_INVALID: return 400;
     case TS_ERR_NOTFOUND: return 404;
     case TS_ERR_UNSUPPORTED: return 501;
-    case TS_ERR_CAPACITY: return msg && strstr(msg, "queue") ? 429 : 400;
+    case TS_ERR_CAPACITY: return 400;
+    case TS_ERR_BUSY: return 429;
     case TS_ERR_NOMEM: return 503;
     default: return 500;
     }
