@@ -11,7 +11,10 @@
  * copy, runs every op on the device (cascade merges included), and
  * downloads the logits, so *logits is host memory as on the CPU. Hooks and
  * chunk capture get host copies (a download each, for tests and chunk
- * encoding). The times split below counts queueing only on such a backend;
+ * encoding). On backends with capture (CUDA graphs), steps of up to 8
+ * tokens replay per layer the ops before and after attention, recorded on
+ * first use per token count; TS_CUDA_GRAPHS=0 in the environment (read at
+ * ts_fwd_create) runs every op directly. The times split below counts queueing only on such a backend;
  * total_ms includes the wait for the step. */
 #ifndef TS_MODEL_FORWARD_H
 #define TS_MODEL_FORWARD_H
