@@ -67,6 +67,8 @@ typedef struct ts_engine_opts {
     int cascade;              /* shared-prefix attention: -1 auto, 0 off, 1 always */
     bool exact;               /* f32 activations in every product (batch-invariant) */
     int isa;                  /* ts_cpu_isa; 0 = best available */
+    const char *device;       /* "cpu", "cuda" or "cuda:N" (a build with CUDA=1);
+                                 NULL = $TS_DEVICE, else "cpu" */
     /* chunks (see "Chunks" below) */
     int chunk_mode;           /* ts_chunk_mode used when a request says DEFAULT; 0 = REPAIR */
     float repair_frac;        /* fraction of each chunk recomputed by REPAIR; < 0 = 0.15 */

@@ -31,7 +31,7 @@ typedef struct ts_runtime_opts {
     ts_progress_fn progress;/* loading progress (may be NULL) */
     void *progress_ctx;
     const char *device;     /* "cpu", "cuda" or "cuda:N"; NULL: $TS_DEVICE, else "cpu"
-                               (the engine opens its runtime without a device) */
+                               (ts_engine_opts.device passes one) */
 } ts_runtime_opts;
 
 typedef struct ts_runtime {
