@@ -18,10 +18,10 @@
  *            into at most max_spans spans.
  *
  * Budget. frac is the fraction of all chunk tokens of the request that may
- * be recomputed: B = round(frac * sum(len)) tokens in all (at least one per
- * eligible chunk when frac > 0), spread over the eligible chunks in
- * proportion to their lengths (largest remainder), each capped at its
- * length. A chunk marked at home (placed where it was encoded: directly
+ * be recomputed: B = round(frac * sum(len)) tokens in all (at most the
+ * eligible chunks' tokens), spread over the eligible chunks in proportion
+ * to their lengths (largest remainder: each gets the floor or the ceiling
+ * of its share, so a short chunk may get none when B is small). A chunk marked at home (placed where it was encoded: directly
  * after the level-0 prefix) is exact as placed and gets nothing. With
  * global set (SCORED only), the budget is not split by length: the B
  * highest-scored tokens of all eligible chunks are taken (ties: earlier
@@ -33,9 +33,9 @@
  * streamed once per call, one attention launch), so the same number of
  * tokens in few long spans is cheaper than in many scattered ones. FIRST
  * and LAST give one span per chunk, EDGES two; SCORED merges its picks
- * into at most max_spans spans per chunk by filling the shortest gaps
- * (the filled tokens count against the budget: a pick that would exceed it
- * is dropped). The counted cost of a plan is n_tokens; n_spans is the
+ * into at most max_spans spans per chunk by filling the shortest gaps,
+ * then trims the spans back into the chunk's budget by dropping their
+ * lowest-scored end tokens (the filled tokens count). The counted cost of a plan is n_tokens; n_spans is the
  * number of forward calls it needs. */
 #ifndef TS_ENGINE_REPAIR_H
 #define TS_ENGINE_REPAIR_H
@@ -73,7 +73,7 @@ typedef struct ts_repair_plan {
     long n_tokens;          /* tokens selected in all */
 } ts_repair_plan;
 
-/* The policy: p->kind, default frac 0.1, max_spans 4. */
+/* A policy of the given kind and fraction, max_spans 4, not global. */
 ts_repair_policy ts_repair_policy_default(ts_repair_kind kind, float frac);
 /* Parses "first", "last", "edges" or "scored" (kind only); TS_ERR_INVALID
  * otherwise. */
