@@ -11,6 +11,7 @@
 #include "base/err.h"
 #include "engine/engine_int.h"
 #include "engine/place.h"
+#include "engine/repair.h"
 #include "engine/seq.h"
 
 struct ts_echunks {
@@ -280,6 +281,53 @@ static ts_status append(ts_req *r, const int32_t *ids, size_t n, int max_pos, ts
     return TS_OK;
 }
 
+/* Chooses the chunk tokens r recomputes (src/engine/repair.h): frac of all
+ * its chunk tokens, given to the chunks that share the rarest ids with the
+ * text after the last chunk (the question), from their start; with no text
+ * there, the first tokens of each chunk. */
+static ts_status plan_repair(ts_req *r, float frac, ts_err *err) {
+    int n = r->n_segs;
+    if (!n) return TS_OK;
+    int32_t *len = malloc((size_t)n * sizeof *len);
+    const int32_t **ids = malloc((size_t)n * sizeof *ids);
+    float **scores = calloc((size_t)n, sizeof *scores);
+    ts_status s = len && ids && scores ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    const ts_req_seg *last = &r->segs[n - 1];
+    int q0 = last->start + last->n, n_query = r->n_tokens - q0;
+    for (int i = 0; !s && i < n; i++) {
+        len[i] = r->segs[i].n;
+        ids[i] = r->tokens + r->segs[i].start;
+        if (n_query > 0 && !(scores[i] = malloc((size_t)len[i] * sizeof **scores)))
+            s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    }
+    ts_repair_policy pol = ts_repair_policy_default(n_query > 0 ? TS_REPAIR_SCORED : TS_REPAIR_FIRST, frac);
+    pol.global = n_query > 0;
+    pol.max_spans = TS_SEG_MAX_REPAIR;
+    if (!s && n_query > 0)
+        s = ts_repair_query_scores(n, ids, len, r->tokens + q0, n_query, scores, err);
+    ts_repair_plan plan = {0};
+    if (!s) s = ts_repair_select(&pol, n, len, NULL, (const float *const *)scores, &plan, err);
+    for (int i = 0; !s && i < n; i++) {
+        ts_req_seg *g = &r->segs[i];
+        for (int k = plan.first[i]; k < plan.first[i + 1] && g->n_rep < TS_SEG_MAX_REPAIR; k++)
+            g->rep[g->n_rep++] = (ts_span){g->start + plan.spans[k].off, plan.spans[k].n};
+    }
+    ts_repair_plan_free(&plan);
+    for (int i = 0; scores && i < n; i++) free(scores[i]);
+    free(scores);
+    free(ids);
+    free(len);
+    return s;
+}
+
+/* Whether slot t of g takes the chunk's KV (not recomputed). */
+static bool seg_placed(const ts_req_seg *g, int t) {
+    if (t < g->start || t >= g->place_end) return false;
+    for (int k = 0; k < g->n_rep; k++)
+        if (t >= g->rep[k].start && t < g->rep[k].start + g->rep[k].n) return false;
+    return true;
+}
+
 ts_status ts_echunks_build_prompt(ts_engine *e, const ts_request *q, ts_req *r, ts_err *err) {
     ts_echunks *c = e->chunks;
     const int max_pos = e->rt->model->cfg.max_pos;
@@ -319,15 +367,14 @@ ts_status ts_echunks_build_prompt(ts_engine *e, const ts_request *q, ts_req *r, 
             int start = r->n_tokens;
             if (!s) s = append(r, info.tokens, (size_t)info.n_tokens, max_pos, err);
             if (!s && mode != TS_CHUNKS_EXACT) {
-                int n = info.n_tokens;
-                int k = mode == TS_CHUNKS_REPAIR ? (int)ceilf(frac * (float)n) : 0;
-                r->segs[r->n_segs++] = (ts_req_seg){.start = start, .n = n, .n_repair = k < n ? k : n,
-                                                    .place_end = start + n, .h = h};
+                r->segs[r->n_segs++] = (ts_req_seg){.start = start, .n = info.n_tokens,
+                                                    .place_end = start + info.n_tokens, .h = h};
                 h = NULL;
             }
             ts_chunk_release(c->reg, h);
         }
     }
+    if (!s && mode == TS_CHUNKS_REPAIR && frac > 0) s = plan_repair(r, frac, err);
     /* the prompt's last token is always computed (its logits start decoding) */
     if (!s && r->n_segs && r->segs[r->n_segs - 1].place_end >= r->n_tokens)
         r->segs[r->n_segs - 1].place_end = r->n_tokens - 1;
@@ -463,27 +510,42 @@ ts_status ts_echunks_ready(ts_engine *e, ts_req *r, ts_err *err) {
 int ts_echunks_next_placed(const ts_req *r, int from) {
     for (int i = 0; i < r->n_segs; i++) {
         const ts_req_seg *g = &r->segs[i];
-        int a = g->start + g->n_repair;
-        if (g->place_end > a && g->place_end > from) return a > from ? a : from;
+        int t = from > g->start ? from : g->start;
+        for (int k = 0; k < g->n_rep; k++) /* sorted, disjoint: one pass */
+            if (t >= g->rep[k].start && t < g->rep[k].start + g->rep[k].n) t = g->rep[k].start + g->rep[k].n;
+        if (t < g->place_end) return t;
     }
     return INT32_MAX;
+}
+
+/* Places chunk g's slots [a, b) (all placed ones) that lie at or after from. */
+static ts_status place_run(ts_engine *e, const ts_req_seg *g, const ts_chunk_info *info, int a,
+                           int b, int from, const int32_t *blocks, ts_err *err) {
+    if (a < from) a = from;
+    if (b > g->place_end) b = g->place_end;
+    if (a >= b) return TS_OK;
+    ts_status s = ts_place_chunk(e->rt, info, a - g->start, b - a, a, blocks, &e->chunks->ps, err);
+    if (!s) e->chunks->tokens_reused += (uint64_t)(b - a);
+    return s;
 }
 
 ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err) {
     ts_echunks *c = e->chunks;
     for (int i = 0; i < r->n_segs; i++) {
         const ts_req_seg *g = &r->segs[i];
-        int a = g->start + g->n_repair;
-        if (a < r->n_computed) a = r->n_computed;
-        if (a >= g->place_end) continue;
+        if (g->place_end <= r->n_computed) continue;
         ts_chunk_info info;
         ts_chunk_get_info(c->reg, g->h, &info);
         if (!info.has_kv) /* dropped since ts_echunks_ready */
             return ts_fail(err, TS_ERR_CAPACITY, "chunk KV was evicted before placement");
-        int m = g->place_end - a;
-        ts_status s = ts_place_chunk(e->rt, &info, a - g->start, m, a, r->blocks, &c->ps, err);
+        int a = g->start; /* the gaps between recomputed spans */
+        ts_status s = TS_OK;
+        for (int k = 0; !s && k < g->n_rep; k++) {
+            s = place_run(e, g, &info, a, g->rep[k].start, r->n_computed, r->blocks, err);
+            a = g->rep[k].start + g->rep[k].n;
+        }
+        if (!s) s = place_run(e, g, &info, a, g->place_end, r->n_computed, r->blocks, err);
         if (s) return s;
-        c->tokens_reused += (uint64_t)m;
     }
     return TS_OK;
 }
@@ -491,7 +553,11 @@ ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err) {
 int ts_echunks_skip_placed(const ts_req *r, int slot) {
     for (int i = 0; i < r->n_segs; i++) {
         const ts_req_seg *g = &r->segs[i];
-        if (slot >= g->start + g->n_repair && slot < g->place_end) slot = g->place_end;
+        if (!seg_placed(g, slot)) continue;
+        int end = g->place_end;
+        for (int k = 0; k < g->n_rep; k++)
+            if (g->rep[k].start > slot && g->rep[k].start < end) end = g->rep[k].start;
+        return end;
     }
     return slot;
 }
@@ -517,10 +583,8 @@ void ts_echunks_block_salt(ts_engine *e, const ts_req *r, int b, const void **sa
     *salt_len = r->salt_len;
     int lo = b * bs, hi = lo + bs;
     bool any = false;
-    for (int i = 0; i < r->n_segs && !any; i++) {
-        const ts_req_seg *g = &r->segs[i];
-        any = g->start + g->n_repair < hi && g->place_end > lo && g->place_end > g->start + g->n_repair;
-    }
+    for (int t = lo; t < hi && !any; t++)
+        for (int i = 0; i < r->n_segs && !any; i++) any = seg_placed(&r->segs[i], t);
     if (!any) return;
     size_t need = r->salt_len + sizeof place_tag + 32 + (size_t)bs * 4;
     if (need > c->cap_salt) {
@@ -540,7 +604,7 @@ void ts_echunks_block_salt(ts_engine *e, const ts_req *r, int b, const void **sa
         uint32_t st = 0;
         for (int i = 0; i < r->n_segs; i++) {
             const ts_req_seg *g = &r->segs[i];
-            if (t >= g->start + g->n_repair && t < g->place_end) st = (uint32_t)(t - g->start + 1);
+            if (seg_placed(g, t)) st = (uint32_t)(t - g->start + 1);
         }
         for (int k = 0; k < 4; k++) *p++ = (uint8_t)(st >> (8 * k));
     }

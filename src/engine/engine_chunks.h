@@ -2,11 +2,14 @@
  * the stepping thread) and placed into requests that cite them.
  *
  * A request with chunk parts carries segments: the slots [start, start+n)
- * hold chunk h's tokens. In REUSE and REPAIR mode the slots
- * [start + n_repair, place_end) take the chunk's KV, rotated to their
- * position (place_end = start + n, except that the prompt's last token is
- * always computed, for its logits); every other slot is computed in the
- * request's context. In EXACT mode there are no segments: chunk tokens are
+ * hold chunk h's tokens. In REUSE and REPAIR mode the slots of
+ * [start, place_end) outside the segment's repair spans take the chunk's
+ * KV, rotated to their position (place_end = start + n, except that the
+ * prompt's last token is always computed, for its logits); every other slot
+ * is computed in the request's context. REPAIR chooses the spans with
+ * src/engine/repair.h: repair_frac of all the request's chunk tokens, to the
+ * chunks that share the rarest token ids with the text after the last chunk
+ * (the question), from their first token. In EXACT mode there are no segments: chunk tokens are
  * computed like text and the prefix cache does the rest.
  *
  * Prefix cache. A block holding placed KV is not what a full prefill would
@@ -30,10 +33,17 @@
 typedef struct ts_engine ts_engine;
 typedef struct ts_req ts_req;
 
+typedef struct ts_span {
+    int start, n;
+} ts_span;
+
+#define TS_SEG_MAX_REPAIR 4
+
 typedef struct ts_req_seg {
     int start, n;        /* slots of the chunk's tokens */
-    int n_repair;        /* leading tokens recomputed in context */
-    int place_end;       /* placed slots: [start + n_repair, place_end) */
+    ts_span rep[TS_SEG_MAX_REPAIR]; /* recomputed slot spans, sorted, disjoint */
+    int n_rep;
+    int place_end;       /* placed slots: [start, place_end) outside rep */
     ts_chunk *h;         /* held for the request's life */
 } ts_req_seg;
 
@@ -59,10 +69,6 @@ ts_status ts_echunks_ready(ts_engine *e, ts_req *r, ts_err *err);
 ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err);
 /* slot, or the end of the placed run that contains it. */
 int ts_echunks_skip_placed(const ts_req *r, int slot);
-
-typedef struct ts_span {
-    int start, n;
-} ts_span;
 
 /* Splits the next n slots r computes (from r->n_computed, below end, placed
  * slots skipped) into at most max_out contiguous spans; returns how many. */
