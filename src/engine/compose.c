@@ -1,4 +1,5 @@
 #include "engine/compose.h"
+#include "engine/place.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -16,8 +17,7 @@ struct ts_composer {
     ts_chunk_store *store;
     int32_t *tokens;      /* scratch: the composed token list */
     int cap_tokens;
-    float *k, *v;         /* scratch: one chunk's rows for one layer */
-    size_t cap_rows;
+    ts_place_scratch ps;  /* placement buffers */
     ts_repair_kind repair; /* REPAIR's policy */
     ts_repair_source repair_src;
 };
@@ -50,8 +50,7 @@ void ts_composer_destroy(ts_composer *c) {
     ts_chunk_reg_destroy(c->reg);
     free(c->prefix);
     free(c->tokens);
-    free(c->k);
-    free(c->v);
+    ts_place_scratch_free(&c->ps);
     free(c);
 }
 
@@ -156,39 +155,7 @@ ts_status ts_composer_register(ts_composer *c, const int32_t *ids, int n, ts_chu
  * new positions. */
 static ts_status place(ts_composer *c, ts_seq *seq, const ts_chunk_info *info, int slot,
                        ts_err *err) {
-    ts_runtime *rt = c->rt;
-    const ts_model_config *mc = &rt->model->cfg;
-    size_t n = (size_t)info->n_tokens, kvd = (size_t)mc->n_kv_heads * mc->head_dim;
-    if (n > c->cap_rows) {
-        float *k = realloc(c->k, n * kvd * sizeof *k), *v = realloc(c->v, n * kvd * sizeof *v);
-        if (k) c->k = k;
-        if (v) c->v = v;
-        if (!k || !v) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
-        c->cap_rows = n;
-    }
-    int32_t *pos = malloc(n * sizeof *pos), *slots = malloc(n * sizeof *slots);
-    if (!pos || !slots) {
-        free(pos);
-        free(slots);
-        return ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    }
-    int bs = rt->kv->block_size;
-    for (size_t i = 0; i < n; i++) {
-        int t = slot + (int)i;
-        pos[i] = t;
-        slots[i] = seq->blocks[t / bs] * bs + t % bs;
-    }
-    const ts_ops *o = rt->ops;
-    for (int l = 0; l < mc->n_layers; l++) {
-        memcpy(c->k, info->k + (size_t)l * n * kvd, n * kvd * sizeof *c->k);
-        memcpy(c->v, info->v + (size_t)l * n * kvd, n * kvd * sizeof *c->v);
-        o->rope(o->ctx, c->k, pos, (int)n, mc->n_kv_heads, mc->head_dim, rt->model->inv_freq);
-        o->kv_write(o->ctx, rt->kv->k[l], rt->kv->v[l], c->k, c->v, slots, (int)n, mc->n_kv_heads,
-                    mc->head_dim, bs);
-    }
-    free(pos);
-    free(slots);
-    return TS_OK;
+    return ts_place_chunk(c->rt, info, 0, info->n_tokens, slot, seq->blocks, &c->ps, err);
 }
 
 /* Computes tokens ids[n] at seq's slots [slot, slot + n) in context. */
