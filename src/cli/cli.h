@@ -38,6 +38,10 @@ ts_status cli_chat_prompt(ts_runtime *rt, const char *system, const char *user, 
 /* Tokenizes text (special tokens in it recognised); prints on error. */
 int32_t *cli_tokenize(ts_runtime *rt, const char *text, bool add_special, int *n);
 
+/* Whether a and b are equal once leading and trailing whitespace is
+ * removed (how eval answers are compared with the expected ones). */
+bool cli_same_trimmed(const char *a, const char *b);
+
 int cmd_generate(cli_args *a);
 int cmd_generate_batch(cli_args *a);
 int cmd_chat(cli_args *a);

@@ -33,15 +33,6 @@ static void on_event(void *ctx, const ts_event *ev) {
     }
 }
 
-static bool same_trimmed(const char *a, const char *b) {
-    while (*a && strchr(" \t\r\n", *a)) a++;
-    while (*b && strchr(" \t\r\n", *b)) b++;
-    size_t na = strlen(a), nb = strlen(b);
-    while (na && strchr(" \t\r\n", a[na - 1])) na--;
-    while (nb && strchr(" \t\r\n", b[nb - 1])) nb--;
-    return na == nb && !memcmp(a, b, na);
-}
-
 static int cmp_double(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return (a > b) - (a < b);
@@ -186,9 +177,9 @@ int cmd_bench_chunks(cli_args *a) {
             }
             const char *got = ans.text.data ? ans.text.data : "";
             r->ttft[i] = ans.ttft_ms;
-            r->correct += cs[i].want && same_trimmed(got, cs[i].want);
+            r->correct += cs[i].want && cli_same_trimmed(got, cs[i].want);
             if (m == 0) ts_buf_append(&full_text[i], got, strlen(got));
-            r->same_as_full += same_trimmed(got, full_text[i].data ? full_text[i].data : "");
+            r->same_as_full += cli_same_trimmed(got, full_text[i].data ? full_text[i].data : "");
             ts_buf_free(&ans.text);
         }
         ts_engine_step(e, NULL, &err);

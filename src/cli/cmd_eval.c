@@ -7,20 +7,13 @@
 
 #include "cli.h"
 
-/* Copies s without leading/trailing whitespace into a new string. */
-static char *trimmed(const char *s) {
-    while (*s && strchr(" \t\r\n", *s)) s++;
-    size_t n = strlen(s);
-    while (n && strchr(" \t\r\n", s[n - 1])) n--;
-    return strndup(s, n);
-}
-
-static bool same_trimmed(const char *a, const char *b) {
-    char *x = trimmed(a), *y = trimmed(b);
-    bool eq = x && y && !strcmp(x, y);
-    free(x);
-    free(y);
-    return eq;
+bool cli_same_trimmed(const char *a, const char *b) {
+    while (*a && strchr(" \t\r\n", *a)) a++;
+    while (*b && strchr(" \t\r\n", *b)) b++;
+    size_t na = strlen(a), nb = strlen(b);
+    while (na && strchr(" \t\r\n", a[na - 1])) na--;
+    while (nb && strchr(" \t\r\n", b[nb - 1])) nb--;
+    return na == nb && !memcmp(a, b, na);
 }
 
 /* Builds the case's system message: system + "\n\n[Document i]\n" + doc... */
@@ -116,10 +109,10 @@ int cmd_eval_qa(cli_args *a) {
             break;
         }
         const char *got = out.data ? out.data : "";
-        correct += same_trimmed(got, ans);
+        correct += cli_same_trimmed(got, ans);
         if (ref) {
             n_ref++;
-            agree += same_trimmed(got, ref);
+            agree += cli_same_trimmed(got, ref);
         }
         prefill_tokens += st.n_prompt;
         gen_tokens += st.n_gen;

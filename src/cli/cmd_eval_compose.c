@@ -114,15 +114,6 @@ static bool build_parts(ts_runtime *rt, json_t *c, int layout, case_parts *cp, b
     return ok;
 }
 
-static bool same_trimmed(const char *a, const char *b) {
-    while (*a && strchr(" \t\r\n", *a)) a++;
-    while (*b && strchr(" \t\r\n", *b)) b++;
-    size_t na = strlen(a), nb = strlen(b);
-    while (na && strchr(" \t\r\n", a[na - 1])) na--;
-    while (nb && strchr(" \t\r\n", b[nb - 1])) nb--;
-    return na == nb && !memcmp(a, b, na);
-}
-
 /* Composes and answers one case in mode; appends the answer to out. */
 static ts_status answer(ts_runtime *rt, ts_composer *cm, ts_seq *seq, case_parts *cp,
                         ts_compose_mode mode, float frac, ts_buf *out, double *ttft, ts_err *err) {
@@ -247,9 +238,9 @@ int cmd_eval_compose(cli_args *a, json_t *cases, size_t n_cases, ts_runtime *rt)
         } else {
             const char *got = out.data ? out.data : "";
             const char *ans = json_string_value(json_object_get(c, "answer"));
-            correct += ans && same_trimmed(got, ans);
+            correct += ans && cli_same_trimmed(got, ans);
             agree += (mode == TS_COMPOSE_FULL || mode == TS_COMPOSE_EXACT) ||
-                     same_trimmed(got, full.data ? full.data : "");
+                     cli_same_trimmed(got, full.data ? full.data : "");
             ttft_sum += ttft;
             done++;
         }
