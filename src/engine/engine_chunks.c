@@ -551,13 +551,15 @@ ts_status ts_echunks_place(ts_engine *e, ts_req *r, ts_err *err) {
 }
 
 int ts_echunks_skip_placed(const ts_req *r, int slot) {
+    /* segments are in slot order: a placed run may end where the next
+     * chunk's begins */
     for (int i = 0; i < r->n_segs; i++) {
         const ts_req_seg *g = &r->segs[i];
         if (!seg_placed(g, slot)) continue;
         int end = g->place_end;
         for (int k = 0; k < g->n_rep; k++)
             if (g->rep[k].start > slot && g->rep[k].start < end) end = g->rep[k].start;
-        return end;
+        slot = end;
     }
     return slot;
 }

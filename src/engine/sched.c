@@ -213,6 +213,16 @@ static void plan(ts_engine *e, int budget) {
     }
 }
 
+/* Takes r out of the running list. */
+static void drop_running(ts_engine *e, ts_req *r) {
+    for (int i = 0; i < e->n_running; i++)
+        if (e->running[i] == r) {
+            memmove(e->running + i, e->running + i + 1, (size_t)(e->n_running - i - 1) * sizeof *e->running);
+            e->n_running--;
+            return;
+        }
+}
+
 ts_status ts_sched_step(ts_engine *e, ts_err *err) {
     ts_runtime *rt = e->rt;
     admit(e);
@@ -245,8 +255,17 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
     }
     if (!n_seq) return TS_OK;
     const float *logits;
-    ts_status s = ts_fwd_run(rt->fwd, e->batch, n_seq, &logits, err);
-    if (s) return s;
+    ts_err ferr;
+    ts_status s = ts_fwd_run(rt->fwd, e->batch, n_seq, &logits, &ferr);
+    if (s) { /* the batch's requests end with the error; the engine goes on */
+        for (int k = 0; k < n_seq; k++) {
+            ts_req *r = e->batch_req[k];
+            if (k + 1 < n_seq && e->batch_req[k + 1] == r) continue;
+            drop_running(e, r);
+            ts_engine_finish(e, r, "error", s, ferr.msg);
+        }
+        return TS_OK;
+    }
     e->st.steps++;
     if (ts_fwd_used_cascade(rt->fwd)) e->st.cascade_steps++;
     const int32_t vocab = rt->model->cfg.vocab;
@@ -273,13 +292,7 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         else if (r->n_tokens + 1 > rt->model->cfg.max_pos) finish = "length";
         else if (!push_token(r, id)) finish = "error";
         if (finish) {
-            for (int i = 0; i < e->n_running; i++)
-                if (e->running[i] == r) {
-                    memmove(e->running + i, e->running + i + 1,
-                            (size_t)(e->n_running - i - 1) * sizeof *e->running);
-                    e->n_running--;
-                    break;
-                }
+            drop_running(e, r);
             ts_engine_finish(e, r, finish, strcmp(finish, "error") ? TS_OK : TS_ERR_NOMEM,
                              strcmp(finish, "error") ? NULL : "out of memory");
         }

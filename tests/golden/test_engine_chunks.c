@@ -521,6 +521,44 @@ static void check_preemption(const char *dir, fcase *cs, int n_cases) {
     ts_engine_destroy(e);
 }
 
+/* Chunks back to back (no text between them), at the start and in the
+ * middle: every mode completes; REPAIR 1.0 is the plain prompt. */
+static void check_adjacent(ts_engine *e, fcase *f) {
+    char ids[16][TS_CHUNK_ID_HEX + 1];
+    register_docs(e, f, NULL, ids);
+    ts_prompt_part p[40], plain[40];
+    int n = 0, np = 0;
+    for (int d = 0; d < f->n_docs; d++) {
+        p[n++] = (ts_prompt_part){.chunk = ids[d]};
+        plain[np++] = (ts_prompt_part){.text = f->docs[d]};
+    }
+    p[n++] = (ts_prompt_part){.text = f->tail};
+    plain[np++] = (ts_prompt_part){.text = f->tail};
+    result want, got;
+    ts_err err;
+    CHECK(run1(e, plain, np, TS_CHUNKS_EXACT, NULL, 4, &want, &err) == TS_OK);
+    for (int mode = TS_CHUNKS_EXACT; mode <= TS_CHUNKS_REPAIR; mode++) {
+        ts_status s = run1(e, p, n, mode, NULL, 4, &got, &err);
+        CHECKF(s == TS_OK && got.n_toks == 4 && !strcmp(got.finish, "length"),
+               "adjacent chunks, mode %d: %s", mode, s ? err.msg : got.finish);
+        ts_buf_free(&got.text);
+    }
+    ts_request q = ts_request_default();
+    memset(&got, 0, sizeof got);
+    q.parts = p;
+    q.n_parts = n;
+    q.chunk_mode = TS_CHUNKS_REPAIR;
+    q.repair_frac = 1.0f;
+    q.max_tokens = 4;
+    q.ignore_eos = true;
+    CHECK(ts_engine_submit(e, &q, on_event, &got, NULL, &err) == TS_OK && ts_engine_run(e, &err) == TS_OK);
+    CHECKF(got.n_toks == want.n_toks && !memcmp(got.toks, want.toks, sizeof(int32_t) * (size_t)want.n_toks),
+           "adjacent chunks: REPAIR 1.0 differs from the plain prompt");
+    ts_buf_free(&got.text);
+    ts_buf_free(&want.text);
+    check_pool_clean(e, "adjacent");
+}
+
 int main(void) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/models/facts-qwen3-14m", ts_test_shared());
@@ -534,6 +572,11 @@ int main(void) {
         if (e) {
             check_modes(e, cs, light && n_cases > 2 ? 2 : n_cases);
             check_api_errors(e, &cs[0]);
+            for (int i = 0; i < n_cases; i++)
+                if (cs[i].n_docs >= 3) {
+                    check_adjacent(e, &cs[i]);
+                    break;
+                }
         }
         ts_engine_destroy(e);
         check_budget(dir, &cs[1 % n_cases]);
