@@ -282,40 +282,28 @@ static ts_status append(ts_req *r, const int32_t *ids, size_t n, int max_pos, ts
 }
 
 /* Chooses the chunk tokens r recomputes (src/engine/repair.h): frac of all
- * its chunk tokens, given to the chunks that share the rarest ids with the
- * text after the last chunk (the question), from their start; with no text
- * there, the first tokens of each chunk. */
+ * its chunk tokens, split over the chunks by length, each chunk's first
+ * tokens. The choice depends only on the cited chunks, not on the rest of
+ * the prompt, so requests citing the same chunks at the same places get
+ * the same layout and share those blocks (and cascade attention). Scoring
+ * the tokens by the question (ts_repair_query_scores, eval-qa's
+ * repair:query) was one answer better on 100 hard cases but gives every
+ * question its own layout. */
 static ts_status plan_repair(ts_req *r, float frac, ts_err *err) {
     int n = r->n_segs;
     if (!n) return TS_OK;
     int32_t *len = malloc((size_t)n * sizeof *len);
-    const int32_t **ids = malloc((size_t)n * sizeof *ids);
-    float **scores = calloc((size_t)n, sizeof *scores);
-    ts_status s = len && ids && scores ? TS_OK : ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    const ts_req_seg *last = &r->segs[n - 1];
-    int q0 = last->start + last->n, n_query = r->n_tokens - q0;
-    for (int i = 0; !s && i < n; i++) {
-        len[i] = r->segs[i].n;
-        ids[i] = r->tokens + r->segs[i].start;
-        if (n_query > 0 && !(scores[i] = malloc((size_t)len[i] * sizeof **scores)))
-            s = ts_fail(err, TS_ERR_NOMEM, "out of memory");
-    }
-    ts_repair_policy pol = ts_repair_policy_default(n_query > 0 ? TS_REPAIR_SCORED : TS_REPAIR_FIRST, frac);
-    pol.global = n_query > 0;
-    pol.max_spans = TS_SEG_MAX_REPAIR;
-    if (!s && n_query > 0)
-        s = ts_repair_query_scores(n, ids, len, r->tokens + q0, n_query, scores, err);
+    if (!len) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < n; i++) len[i] = r->segs[i].n;
+    ts_repair_policy pol = ts_repair_policy_default(TS_REPAIR_FIRST, frac);
     ts_repair_plan plan = {0};
-    if (!s) s = ts_repair_select(&pol, n, len, NULL, (const float *const *)scores, &plan, err);
+    ts_status s = ts_repair_select(&pol, n, len, NULL, NULL, &plan, err);
     for (int i = 0; !s && i < n; i++) {
         ts_req_seg *g = &r->segs[i];
         for (int k = plan.first[i]; k < plan.first[i + 1] && g->n_rep < TS_SEG_MAX_REPAIR; k++)
             g->rep[g->n_rep++] = (ts_span){g->start + plan.spans[k].off, plan.spans[k].n};
     }
     ts_repair_plan_free(&plan);
-    for (int i = 0; scores && i < n; i++) free(scores[i]);
-    free(scores);
-    free(ids);
     free(len);
     return s;
 }

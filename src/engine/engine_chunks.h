@@ -7,9 +7,9 @@
  * KV, rotated to their position (place_end = start + n, except that the
  * prompt's last token is always computed, for its logits); every other slot
  * is computed in the request's context. REPAIR chooses the spans with
- * src/engine/repair.h: repair_frac of all the request's chunk tokens, to the
- * chunks that share the rarest token ids with the text after the last chunk
- * (the question), from their first token. In EXACT mode there are no segments: chunk tokens are
+ * src/engine/repair.h: repair_frac of all the request's chunk tokens, split
+ * over the chunks by length, each chunk's first tokens (independent of the
+ * question, so that requests citing the same chunks share blocks). In EXACT mode there are no segments: chunk tokens are
  * computed like text and the prefix cache does the rest.
  *
  * Prefix cache. A block holding placed KV is not what a full prefill would
