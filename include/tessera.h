@@ -71,7 +71,7 @@ typedef struct ts_engine_opts {
                                  NULL = $TS_DEVICE, else "cpu" */
     /* chunks (see "Chunks" below) */
     int chunk_mode;           /* ts_chunk_mode used when a request says DEFAULT; 0 = REPAIR */
-    float repair_frac;        /* fraction of each chunk recomputed by REPAIR; < 0 = 0.04 */
+    float repair_frac;        /* fraction of each chunk recomputed by REPAIR; < 0 = 0.03 */
     uint64_t chunk_bytes;     /* chunk registry budget (KV held off the pool); 0 = kv_bytes / 2 */
     const char *chunk_prefix; /* text chunks are encoded after (the level-0 prefix every
                                  request starts with); NULL = none */

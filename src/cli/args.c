@@ -38,7 +38,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     a->requests = 32;
     a->prefix_len = 2048;
     a->suffix_len = 32;
-    a->repair_frac = 0.04f;
+    a->repair_frac = 0.03f;
     a->sample = ts_sample_params_default();
     for (int i = first; i < argc; i++) {
         const char *f = argv[i];

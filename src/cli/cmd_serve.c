@@ -21,7 +21,7 @@ static const char SERVE_USAGE[] =
     "  --idle-timeout S       close keep-alive connections idle this long (default 300)\n"
     "  --kv-mem SIZE          KV pool (e.g. 2G)    --threads N    --block-size N\n"
     "  --chunk-mode exact|reuse|repair   default for chunk parts (default repair)\n"
-    "  --repair-frac F        share of each chunk recomputed by repair (default 0.04)\n"
+    "  --repair-frac F        share of each chunk recomputed by repair (default 0.03)\n"
     "  --chunk-mem SIZE       chunk registry budget (default half of --kv-mem)\n"
     "  --chunk-prefix TEXT    text chunks are encoded after: what precedes a cited chunk\n"
     "                         in your prompts, e.g. your system prompt and a document\n"

@@ -14,7 +14,7 @@ static void stats_now(ts_engine *e, ts_engine_stats *out);
 ts_engine_opts ts_engine_opts_default(void) {
     return (ts_engine_opts){.block_size = 16, .max_batch_tokens = 512, .max_running = 64,
                             .max_waiting = 4096, .prefix_cache = true, .cascade = -1,
-                            .chunk_mode = TS_CHUNKS_REPAIR, .repair_frac = 0.04f};
+                            .chunk_mode = TS_CHUNKS_REPAIR, .repair_frac = 0.03f};
 }
 
 ts_request ts_request_default(void) {
@@ -42,7 +42,7 @@ ts_status ts_engine_create(const char *dir, const ts_engine_opts *opts, ts_engin
     if (o.max_waiting <= 0) o.max_waiting = 4096;
     if (o.block_size <= 0) o.block_size = 16;
     if (o.chunk_mode <= TS_CHUNKS_DEFAULT || o.chunk_mode > TS_CHUNKS_REPAIR) o.chunk_mode = TS_CHUNKS_REPAIR;
-    if (!(o.repair_frac >= 0 && o.repair_frac <= 1)) o.repair_frac = 0.04f;
+    if (!(o.repair_frac >= 0 && o.repair_frac <= 1)) o.repair_frac = 0.03f;
     ts_engine *e = calloc(1, sizeof *e);
     if (!e) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     e->o = o;
