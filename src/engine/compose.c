@@ -112,12 +112,8 @@ static ts_status encode(ts_composer *c, ts_chunk *h, const int32_t *ids, int n, 
 
 /* Tries to fill chunk id's KV from the store; false if it has none usable. */
 static bool store_load(ts_composer *c, const ts_chunk_id *id) {
-    const ts_model_config *mc = &c->rt->model->cfg;
-    ts_chunk_expect exp = {.model_fp = c->rt->model->fingerprint,
-                           .shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim}};
     ts_chunk *h = NULL;
-    ts_err err;
-    if (ts_chunk_store_load(c->store, c->reg, id, &exp, &h, &err) != TS_OK) return false;
+    if (ts_chunk_load_for(c->rt, c->store, c->reg, id, &h, NULL) != TS_OK) return false;
     ts_chunk_info info;
     ts_chunk_get_info(c->reg, h, &info);
     bool ok = info.has_kv;

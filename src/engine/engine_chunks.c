@@ -2,7 +2,6 @@
  * API of tessera.h, prompts built from parts, and KV placement. */
 #include "engine/engine_chunks.h"
 
-#include <math.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -131,9 +130,7 @@ static ts_status find(ts_engine *e, const char *hex, const void *salt, size_t sa
     const uint8_t *fp = e->rt->model->fingerprint;
     s = ts_chunk_reg_lookup(c->reg, &id, fp, out, NULL);
     if (s == TS_ERR_NOTFOUND && c->store) {
-        const ts_model_config *mc = &e->rt->model->cfg;
-        ts_chunk_expect exp = {.model_fp = fp, .shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim}};
-        s = ts_chunk_store_load(c->store, c->reg, &id, &exp, out, NULL);
+        s = ts_chunk_load_for(e->rt, c->store, c->reg, &id, out, NULL);
         if (!s) {
             pthread_mutex_lock(&e->lock);
             c->store_loads++;
@@ -457,11 +454,8 @@ static ts_status ensure(ts_engine *e, ts_chunk *h, bool *hit, bool *pool_short, 
     *hit = info.has_kv;
     if (info.has_kv) return TS_OK;
     if (c->store) {
-        const ts_model_config *mc = &e->rt->model->cfg;
-        ts_chunk_expect exp = {.model_fp = e->rt->model->fingerprint,
-                               .shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim}};
         ts_chunk *g = NULL;
-        if (!ts_chunk_store_load(c->store, c->reg, &info.id, &exp, &g, NULL)) {
+        if (!ts_chunk_load_for(e->rt, c->store, c->reg, &info.id, &g, NULL)) {
             ts_chunk_get_info(c->reg, g, &info);
             ts_chunk_release(c->reg, g);
             if (info.has_kv) {

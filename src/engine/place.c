@@ -53,3 +53,11 @@ ts_status ts_place_chunk(ts_runtime *rt, const ts_chunk_info *info, int off, int
     }
     return TS_OK;
 }
+
+ts_status ts_chunk_load_for(ts_runtime *rt, ts_chunk_store *store, ts_chunk_reg *reg,
+                            const ts_chunk_id *id, ts_chunk **out, ts_err *err) {
+    const ts_model_config *mc = &rt->model->cfg;
+    ts_chunk_expect exp = {.model_fp = rt->model->fingerprint,
+                           .shape = {mc->n_layers, mc->n_kv_heads, mc->head_dim}};
+    return ts_chunk_store_load(store, reg, id, &exp, out, err);
+}

@@ -243,6 +243,25 @@ static void trim_end(ts_buf *b) {
     while (b->len && is_space(b->data[b->len - 1])) b->data[--b->len] = '\0';
 }
 
+enum MHD_Result ts_oai_respond(struct MHD_Connection *c, ts_http_req *r, ts_gen **g) {
+    if ((*g)->stream) {
+        ts_gen *owned = *g;
+        *g = NULL; /* the response owns it */
+        return ts_gen_stream(c, r, owned);
+    }
+    ts_buf text = {0};
+    enum MHD_Result res;
+    if (!ts_gen_wait_done(*g, &text)) {
+        r->status = 499; /* the client went away */
+        res = MHD_NO;
+    } else {
+        ts_oai_route(*g, text.data ? text.data : "", text.len, true);
+        res = ts_oai_reply(c, r, *g);
+    }
+    ts_buf_free(&text);
+    return res;
+}
+
 enum MHD_Result ts_oai_reply(struct MHD_Connection *c, ts_http_req *r, ts_gen *g) {
     if (!strcmp(g->finish, "error")) {
         int code = ts_http_status(g->status, g->error);

@@ -134,7 +134,6 @@ enum MHD_Result ts_api_chat(ts_server *s, struct MHD_Connection *c, ts_http_req 
     ts_request q = ts_request_default();
     ts_err err = {{0}};
     ts_status st;
-    ts_buf text = {0};
     size_t salt_len;
     const void *salt = ts_srv_salt(s, r, &salt_len);
     if (!s->rt->chat) {
@@ -185,20 +184,8 @@ enum MHD_Result ts_api_chat(ts_server *s, struct MHD_Connection *c, ts_http_req 
         res = ts_reply_status(c, r, st, "messages", err.msg);
         goto done;
     }
-    if (g->stream) {
-        res = ts_gen_stream(c, r, g);
-        g = NULL; /* the response owns it */
-        goto done;
-    }
-    if (!ts_gen_wait_done(g, &text)) {
-        r->status = 499; /* the client went away */
-        res = MHD_NO;
-        goto done;
-    }
-    ts_oai_route(g, text.data ? text.data : "", text.len, true);
-    res = ts_oai_reply(c, r, g);
+    res = ts_oai_respond(c, r, &g);
 done:
-    ts_buf_free(&text);
     ts_gen_unref(g);
     free(parts);
     ts_buf_free(&prompt);

@@ -62,7 +62,6 @@ enum MHD_Result ts_api_completions(ts_server *s, struct MHD_Connection *c, ts_ht
     const char *stop[MAX_STOP];
     ts_request q = ts_request_default();
     ts_err err = {{0}};
-    ts_buf text = {0};
     ts_status st;
     ts_gen *g = ts_gen_new(s, TS_GEN_COMPLETION, c);
     if (!g) {
@@ -78,20 +77,8 @@ enum MHD_Result ts_api_completions(ts_server *s, struct MHD_Connection *c, ts_ht
         res = ts_reply_status(c, r, st, "prompt", err.msg);
         goto done;
     }
-    if (g->stream) {
-        res = ts_gen_stream(c, r, g);
-        g = NULL;
-        goto done;
-    }
-    if (!ts_gen_wait_done(g, &text)) {
-        r->status = 499;
-        res = MHD_NO;
-        goto done;
-    }
-    ts_oai_route(g, text.data ? text.data : "", text.len, true);
-    res = ts_oai_reply(c, r, g);
+    res = ts_oai_respond(c, r, &g);
 done:
-    ts_buf_free(&text);
     ts_gen_unref(g);
     free(ids);
     json_decref(body);

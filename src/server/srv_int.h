@@ -160,6 +160,9 @@ void ts_oai_route(ts_gen *g, const char *text, size_t len, bool last);
 void ts_oai_sse(ts_gen *g, const char *text, size_t len, bool done);
 /* Non-streamed reply of a finished generation (or an error reply). */
 enum MHD_Result ts_oai_reply(struct MHD_Connection *c, ts_http_req *r, ts_gen *g);
+/* Answers a submitted generation: streamed (the response takes *g, set to
+ * NULL) or, once finished, in one reply; 499 when the client went away. */
+enum MHD_Result ts_oai_respond(struct MHD_Connection *c, ts_http_req *r, ts_gen **g);
 
 /* ---- endpoints ---- */
 enum MHD_Result ts_api_models(ts_server *s, struct MHD_Connection *c, ts_http_req *r);

@@ -114,20 +114,28 @@ static int build_parts(const fcase *f, char ids[][TS_CHUNK_ID_HEX + 1], ts_promp
     return n;
 }
 
-static ts_status run1(ts_engine *e, const ts_prompt_part *p, int n, int mode, const char *salt,
-                      int max_tokens, result *out, ts_err *err) {
+/* Queues parts[n] in mode (repair_frac < 0: the engine's), results to out. */
+static ts_status submit1(ts_engine *e, const ts_prompt_part *p, int n, int mode, float repair_frac,
+                         const char *salt, int max_tokens, result *out, ts_err *err) {
     memset(out, 0, sizeof *out);
     ts_request q = ts_request_default();
     q.parts = p;
     q.n_parts = n;
     q.chunk_mode = mode;
+    q.repair_frac = repair_frac;
     q.max_tokens = max_tokens;
     q.ignore_eos = true;
     if (salt) {
         q.cache_salt = salt;
         q.cache_salt_len = strlen(salt);
     }
-    ts_status s = ts_engine_submit(e, &q, on_event, out, NULL, err);
+    return ts_engine_submit(e, &q, on_event, out, NULL, err);
+}
+
+/* submit1 with the engine's repair fraction, then runs the engine dry. */
+static ts_status run1(ts_engine *e, const ts_prompt_part *p, int n, int mode, const char *salt,
+                      int max_tokens, result *out, ts_err *err) {
+    ts_status s = submit1(e, p, n, mode, -1.0f, salt, max_tokens, out, err);
     if (!s) s = ts_engine_run(e, err);
     return s;
 }
@@ -247,16 +255,10 @@ static void check_modes(ts_engine *e, fcase *cs, int n_cases) {
         CHECKF(plain2.n_toks == plain.n_toks && !memcmp(plain2.toks, plain.toks, sizeof(int32_t) * (size_t)plain.n_toks),
                "case %d: the plain prompt changed after REUSE runs (cache contamination)", i);
         /* REPAIR with every chunk token recomputed is a full prefill */
-        ts_request q = ts_request_default();
-        result rep = {0};
+        result rep;
         n = build_parts(f, ids, p);
-        q.parts = p;
-        q.n_parts = n;
-        q.chunk_mode = TS_CHUNKS_REPAIR;
-        q.repair_frac = 1.0f;
-        q.max_tokens = max_tok;
-        q.ignore_eos = true;
-        CHECK(ts_engine_submit(e, &q, on_event, &rep, NULL, &err) == TS_OK && ts_engine_run(e, &err) == TS_OK);
+        CHECK(submit1(e, p, n, TS_CHUNKS_REPAIR, 1.0f, NULL, max_tok, &rep, &err) == TS_OK &&
+              ts_engine_run(e, &err) == TS_OK);
         CHECKF(rep.n_toks == plain.n_toks && !memcmp(rep.toks, plain.toks, sizeof(int32_t) * (size_t)plain.n_toks),
                "case %d: REPAIR 1.0 differs from the plain prompt", i);
         ts_buf_free(&plain.text);
@@ -422,16 +424,8 @@ static void check_shared(const char *dir, fcase *cs, int n_cases) {
     }
     ts_engine_stats before, after;
     ts_engine_get_stats(e, &before);
-    for (int i = 0; i < N; i++) {
-        memset(&together[i], 0, sizeof together[i]);
-        ts_request q = ts_request_default();
-        q.parts = p[i];
-        q.n_parts = n[i];
-        q.chunk_mode = TS_CHUNKS_REPAIR;
-        q.max_tokens = 4;
-        q.ignore_eos = true;
-        CHECK(ts_engine_submit(e, &q, on_event, &together[i], NULL, &err) == TS_OK);
-    }
+    for (int i = 0; i < N; i++)
+        CHECK(submit1(e, p[i], n[i], TS_CHUNKS_REPAIR, -1.0f, NULL, 4, &together[i], &err) == TS_OK);
     CHECK(ts_engine_run(e, &err) == TS_OK);
     ts_engine_get_stats(e, &after);
     for (int i = 0; i < N; i++) {
@@ -500,16 +494,8 @@ static void check_preemption(const char *dir, fcase *cs, int n_cases) {
     }
     ts_engine_stats before, after;
     ts_engine_get_stats(e, &before);
-    for (int i = 0; i < N; i++) {
-        memset(&together[i], 0, sizeof together[i]);
-        ts_request q = ts_request_default();
-        q.parts = p[i];
-        q.n_parts = n[i];
-        q.chunk_mode = TS_CHUNKS_REPAIR;
-        q.max_tokens = GEN;
-        q.ignore_eos = true;
-        CHECK(ts_engine_submit(e, &q, on_event, &together[i], NULL, &err) == TS_OK);
-    }
+    for (int i = 0; i < N; i++)
+        CHECK(submit1(e, p[i], n[i], TS_CHUNKS_REPAIR, -1.0f, NULL, GEN, &together[i], &err) == TS_OK);
     CHECK(ts_engine_run(e, &err) == TS_OK);
     ts_engine_step(e, NULL, &err);
     ts_engine_get_stats(e, &after);
@@ -547,15 +533,8 @@ static void check_adjacent(ts_engine *e, fcase *f) {
                "adjacent chunks, mode %d: %s", mode, s ? err.msg : got.finish);
         ts_buf_free(&got.text);
     }
-    ts_request q = ts_request_default();
-    memset(&got, 0, sizeof got);
-    q.parts = p;
-    q.n_parts = n;
-    q.chunk_mode = TS_CHUNKS_REPAIR;
-    q.repair_frac = 1.0f;
-    q.max_tokens = 4;
-    q.ignore_eos = true;
-    CHECK(ts_engine_submit(e, &q, on_event, &got, NULL, &err) == TS_OK && ts_engine_run(e, &err) == TS_OK);
+    CHECK(submit1(e, p, n, TS_CHUNKS_REPAIR, 1.0f, NULL, 4, &got, &err) == TS_OK &&
+          ts_engine_run(e, &err) == TS_OK);
     CHECKF(got.n_toks == want.n_toks && !memcmp(got.toks, want.toks, sizeof(int32_t) * (size_t)want.n_toks),
            "adjacent chunks: REPAIR 1.0 differs from the plain prompt");
     ts_buf_free(&got.text);
