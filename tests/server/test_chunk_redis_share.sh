@@ -23,6 +23,11 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >/dev/null 2>&1 &
 RPID=$!
+# the servers must find Redis up, or server A would not save its chunks
+for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break
+    sleep 0.1
+done
 prefix=$'<|im_start|>system\nYou answer questions using only the documents below.\n\n[Document 1]\n'
 args=(-m ../shared/models/facts-qwen3-14m --chunk-prefix "$prefix" --chunk-redis "127.0.0.1:$rport")
 if ts_start_server "$la" "$pa" "${args[@]}"; then PA=$TS_PID; fi
