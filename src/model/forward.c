@@ -392,14 +392,31 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
         o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->attn_norm, n, c->hidden, c->rms_eps);
         if (f->hook) call_hook(f, l, f->x, n, c->hidden);
     }
-    matmul(f, f->q, f->xb, n, &L->wq, L->bq, prec);
-    matmul(f, f->k, f->xb, n, &L->wk, L->bk, prec);
-    matmul(f, f->v, f->xb, n, &L->wv, L->bv, prec);
+    if (o->matmul_multi) { /* q, k and v in one pass over xb */
+        double t = now_ms();
+        float *const ys[3] = {f->q, f->k, f->v};
+        const ts_wmat ws[3] = {L->wq, L->wk, L->wv};
+        const float *const bs[3] = {L->bq, L->bk, L->bv};
+        o->matmul_multi(o->ctx, ys, f->xb, n, ws, bs, 3, prec);
+        f->times.matmul_ms += now_ms() - t;
+    } else {
+        matmul(f, f->q, f->xb, n, &L->wq, L->bq, prec);
+        matmul(f, f->k, f->xb, n, &L->wk, L->bk, prec);
+        matmul(f, f->v, f->xb, n, &L->wv, L->bv, prec);
+    }
+    bool capture = f->cap_n && f->cap_row0 + f->cap_n <= n;
+    if (o->qk_rope_kv && !capture) { /* norm, RoPE and the KV write in one op */
+        o->qk_rope_kv(o->ctx, f->q, f->k, f->v, c->qk_norm ? L->q_norm : NULL,
+                      c->qk_norm ? L->k_norm : NULL, c->rms_eps, f->pos, m->inv_freq,
+                      f->kv->k[l], f->kv->v[l], f->slot, n, c->n_heads, c->n_kv_heads, hd,
+                      f->kv->block_size);
+        return;
+    }
     if (c->qk_norm) { /* RMSNorm over each head's vector */
         o->rmsnorm(o->ctx, f->q, f->q, L->q_norm, n * c->n_heads, hd, c->rms_eps);
         o->rmsnorm(o->ctx, f->k, f->k, L->k_norm, n * c->n_kv_heads, hd, c->rms_eps);
     }
-    if (f->cap_n && f->cap_row0 + f->cap_n <= n) { /* chunk encoding: K before RoPE */
+    if (capture) { /* chunk encoding: K before RoPE */
         size_t kvd = (size_t)c->n_kv_heads * hd, rows = (size_t)f->cap_n;
         float *dk = f->cap_k + (size_t)l * rows * kvd, *dv = f->cap_v + (size_t)l * rows * kvd;
         const float *sk = f->k + (size_t)f->cap_row0 * kvd, *sv = f->v + (size_t)f->cap_row0 * kvd;
@@ -459,9 +476,15 @@ static void layer_post(ts_fwd *f, int l, int n, ts_prec prec) {
     const ts_layer *L = &f->m->layers[l];
     matmul(f, f->tmp, f->att, n, &L->wo, L->bo, prec);
     o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, L->ffn_norm, n, c->hidden, c->rms_eps);
-    matmul(f, f->gate, f->xb, n, &L->w_gate, NULL, prec);
-    matmul(f, f->up, f->xb, n, &L->w_up, NULL, prec);
-    o->swiglu(o->ctx, f->gate, f->gate, f->up, n, c->ffn);
+    if (o->matmul_swiglu) {
+        double t = now_ms();
+        o->matmul_swiglu(o->ctx, f->gate, f->xb, n, &L->w_gate, &L->w_up, prec);
+        f->times.matmul_ms += now_ms() - t;
+    } else {
+        matmul(f, f->gate, f->xb, n, &L->w_gate, NULL, prec);
+        matmul(f, f->up, f->xb, n, &L->w_up, NULL, prec);
+        o->swiglu(o->ctx, f->gate, f->gate, f->up, n, c->ffn);
+    }
     matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
 }
 

@@ -102,6 +102,26 @@ typedef struct ts_ops {
     void (*kv_write)(void *ctx, float *k_pool, float *v_pool, const float *k,
                      const float *v, const int32_t *slot, int n, int n_kv_heads,
                      int head_dim, int block_size);
+    /* Optional fused ops (NULL: the forward pass runs the unfused ops). Each
+     * computes what its unfused sequence computes, to rounding.
+     * matmul_multi: n_w products of one input, for i < n_w:
+     *   y[i][n][w[i].rows] = x[n][cols] . w[i]^T (+ bias[i][w[i].rows] when bias
+     *   and bias[i]); every w[i] has the same cols (q, k and v; n_w <= 4). */
+    void (*matmul_multi)(void *ctx, float *const *y, const float *x, int n,
+                         const ts_wmat *w, const float *const *bias, int n_w, ts_prec prec);
+    /* matmul_swiglu: the MLP's first half,
+     *   out[n][w_gate->rows] = silu(x . w_gate^T) * (x . w_up^T);
+     * w_gate and w_up have the same shape; out does not alias x. */
+    void (*matmul_swiglu)(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                          const ts_wmat *w_up, ts_prec prec);
+    /* qk_rope_kv: in place on q[n][n_heads][hd] and k[n][n_kv_heads][hd]:
+     * per-head RMSNorm by q_norm / k_norm[hd] (both NULL: none), then RoPE (as
+     * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write). */
+    void (*qk_rope_kv)(void *ctx, float *q, float *k, const float *v, const float *q_norm,
+                       const float *k_norm, float eps, const int32_t *pos,
+                       const float *inv_freq, float *k_pool, float *v_pool,
+                       const int32_t *slot, int n, int n_heads, int n_kv_heads, int head_dim,
+                       int block_size);
     void (*attention)(void *ctx, const ts_attn *a);
     /* Cascade attention's shared level: every listed row attends, non-causally,
      * to the same n_kv prefix slots. The result per row equals a non-causal
