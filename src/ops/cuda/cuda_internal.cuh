@@ -17,6 +17,12 @@
 typedef struct ts_cuda_scratch {
     void *p;
     size_t cap;
+    /* ts_cuda_stage skips the copy when the bytes equal the last staged ones
+     * (set for buffers no kernel writes: attention's work items are the same
+     * for every layer of a step); last/last_len: host copy of those bytes */
+    bool cache;
+    void *last;
+    size_t last_len, last_cap;
 } ts_cuda_scratch;
 
 struct ts_cuda {
@@ -30,6 +36,7 @@ struct ts_cuda {
     ts_cuda_scratch act;    /* matmul: activations converted to bf16 */
     ts_cuda_scratch part;   /* matmul split products / attention partials */
     ts_cuda_scratch meta;   /* attention work items */
+    ts_cuda_scratch mlp;    /* matmul_swiglu: the up product of a prefill */
     /* pinned staging for work items: a ring, so that a call never waits for
      * the previous one; slot i is reused once ring_ev[i] (its copy) is done */
     void *ring[TS_CUDA_RING];
@@ -86,6 +93,14 @@ static inline unsigned ts_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 
 /* ---- op entry points (ctx is the ts_cuda) ---- */
 void ts_cuda_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
                     const float *bias, ts_prec prec);
+void ts_cuda_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                          const float *const *bias, int n_w, ts_prec prec);
+void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                           const ts_wmat *w_up, ts_prec prec);
+void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const float *q_norm,
+                        const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
+                        float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,
+                        int n_kv_heads, int head_dim, int block_size);
 void ts_cuda_embed(void *ctx, float *out, const ts_wmat *table, const int32_t *ids, int n);
 void ts_cuda_rmsnorm(void *ctx, float *y, const float *x, const float *g, int n, int d,
                      float eps);

@@ -49,48 +49,78 @@ __device__ __forceinline__ float widen1(__nv_bfloat16 v) { return __bfloat162flo
 __device__ __forceinline__ float widen1(__half v) { return __half2float(v); }
 __device__ __forceinline__ float widen1(float v) { return v; }
 
-/* Grid: (ceil(rows / (WMV_WARPS * RW)), ceil(n / WMV_TOKENS)). Each warp owns
- * RW consecutive output rows, so every activation load serves RW rows.
- * vec: the 16-byte path is allowed (aligned rows and x). */
-template <typename T, int RW>
-__global__ void __launch_bounds__(WMV_WARPS * 32)
-    wmv_kernel(float *y, const float *x, int n, const T *w, int rows, int cols,
-               const float *bias, bool round_x, bool vec) {
-    int lane = threadIdx.x & 31;
-    int j0 = (blockIdx.x * WMV_WARPS + (threadIdx.x >> 5)) * RW;
+/* Up to WMV_SEGS weight matrices of one input, streamed in one launch
+ * (q, k and v), or the gate and up matrices with SwiGLU applied. */
+#define WMV_SEGS 4
+typedef struct wmv_seg {
+    const void *w;      /* [rows][cols] */
+    const void *w2;     /* swiglu: the up matrix, same shape; else NULL */
+    float *y;           /* [n][rows] */
+    const float *bias;  /* [rows] or NULL */
+    int rows;
+    int block0;         /* first block of this segment */
+} wmv_seg;
+typedef struct wmv_args {
+    wmv_seg seg[WMV_SEGS];
+    int n_seg;
+    const float *x;     /* [n][cols] */
+    int n, cols;
+    bool round_x, vec;  /* vec: the 16-byte path is allowed (aligned rows and x) */
+} wmv_args;
+
+__device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
+/* Grid: (sum over segments of ceil(rows / (WMV_WARPS * RW)), ceil(n / WMV_TOKENS)).
+ * Each warp owns RW consecutive output rows of one segment (with SWI, the
+ * same rows of the gate and the up matrix), so every activation load serves
+ * MR = RW (x2) weight rows. */
+template <typename T, int RW, bool SWI>
+__global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
+    constexpr int MR = SWI ? 2 * RW : RW;
+    int si = 0;
+#pragma unroll
+    for (int k = 1; k < WMV_SEGS; k++)
+        if (k < a.n_seg && (int)blockIdx.x >= a.seg[k].block0) si = k;
+    const wmv_seg &sg = a.seg[si];
+    int lane = threadIdx.x & 31, cols = a.cols, rows = sg.rows;
+    int j0 = ((blockIdx.x - sg.block0) * WMV_WARPS + (threadIdx.x >> 5)) * RW;
     int t0 = blockIdx.y * WMV_TOKENS;
     if (j0 >= rows) return;
-    int nt = n - t0 < WMV_TOKENS ? n - t0 : WMV_TOKENS;
+    int nt = a.n - t0 < WMV_TOKENS ? a.n - t0 : WMV_TOKENS;
     int nr = rows - j0 < RW ? rows - j0 : RW;
-    const float *xt = x + (size_t)t0 * (size_t)cols;
-    float acc[RW][WMV_TOKENS];
+    const float *xt = a.x + (size_t)t0 * (size_t)cols;
+    const T *rp[MR]; /* the weight rows this warp reads; past the last row: row j0 again */
 #pragma unroll
-    for (int q = 0; q < RW; q++)
+    for (int q = 0; q < MR; q++) {
+        int r = q % RW;
+        const T *base = (const T *)(SWI && q >= RW ? sg.w2 : sg.w);
+        rp[q] = base + (size_t)(r < nr ? j0 + r : j0) * (size_t)cols;
+    }
+    float acc[MR][WMV_TOKENS];
+#pragma unroll
+    for (int q = 0; q < MR; q++)
 #pragma unroll
         for (int t = 0; t < WMV_TOKENS; t++) acc[q][t] = 0.0f;
     constexpr int V = 16 / sizeof(T); /* elements per 16-byte load */
-    int k_vec = vec ? cols / V * V : 0;
+    int k_vec = a.vec ? cols / V * V : 0;
     /* U steps of weight loads are issued before any is used (bytes in flight) */
-    constexpr int U = RW == 1 ? 4 : 2;
+    constexpr int U = MR == 1 ? 4 : MR <= 4 ? 2 : 1;
     for (int kb = lane * V; kb < k_vec; kb += U * 32 * V) {
-        uint4 ub[U][RW];
+        uint4 ub[U][MR];
 #pragma unroll
         for (int i = 0; i < U; i++) {
             int k = kb + i * 32 * V;
 #pragma unroll
-            for (int q = 0; q < RW; q++) {
-                int jq = q < nr ? j0 + q : j0; /* past the last row: row j0 again, unused */
-                ub[i][q] = k < k_vec ? __ldg((const uint4 *)(w + (size_t)jq * (size_t)cols + k))
-                                     : make_uint4(0u, 0u, 0u, 0u);
-            }
+            for (int q = 0; q < MR; q++)
+                ub[i][q] = k < k_vec ? __ldg((const uint4 *)(rp[q] + k)) : make_uint4(0u, 0u, 0u, 0u);
         }
 #pragma unroll
         for (int i = 0; i < U; i++) {
             int k = kb + i * 32 * V;
             if (k >= k_vec) break;
-            float wv[RW][V];
+            float wv[MR][V];
 #pragma unroll
-            for (int q = 0; q < RW; q++) {
+            for (int q = 0; q < MR; q++) {
                 uint4 u = ub[i][q];
                 if constexpr (sizeof(T) == 2) {
                     widen8(u, (const T *)0, wv[q]);
@@ -106,12 +136,12 @@ __global__ void __launch_bounds__(WMV_WARPS * 32)
 #pragma unroll
                     for (int h = 0; h < V / 4; h++) {
                         float4 xv = __ldg(xp + h);
-                        if (round_x) {
+                        if (a.round_x) {
                             xv.x = rnd_bf16(xv.x), xv.y = rnd_bf16(xv.y);
                             xv.z = rnd_bf16(xv.z), xv.w = rnd_bf16(xv.w);
                         }
 #pragma unroll
-                        for (int q = 0; q < RW; q++) {
+                        for (int q = 0; q < MR; q++) {
                             acc[q][t] = fmaf(xv.x, wv[q][4 * h], acc[q][t]);
                             acc[q][t] = fmaf(xv.y, wv[q][4 * h + 1], acc[q][t]);
                             acc[q][t] = fmaf(xv.z, wv[q][4 * h + 2], acc[q][t]);
@@ -127,24 +157,26 @@ __global__ void __launch_bounds__(WMV_WARPS * 32)
         for (int t = 0; t < WMV_TOKENS; t++) {
             if (t < nt) {
                 float xv = xt[(size_t)t * (size_t)cols + k];
-                if (round_x) xv = rnd_bf16(xv);
+                if (a.round_x) xv = rnd_bf16(xv);
 #pragma unroll
-                for (int q = 0; q < RW; q++)
-                    if (q < nr)
-                        acc[q][t] = fmaf(xv, widen1(w[(size_t)(j0 + q) * (size_t)cols + k]),
-                                         acc[q][t]);
+                for (int q = 0; q < MR; q++) acc[q][t] = fmaf(xv, widen1(rp[q][k]), acc[q][t]);
             }
         }
     }
 #pragma unroll
+    for (int q = 0; q < MR; q++)
+#pragma unroll
+        for (int t = 0; t < WMV_TOKENS; t++)
+            for (int o = 16; o > 0; o >>= 1) acc[q][t] += __shfl_xor_sync(0xffffffffu, acc[q][t], o);
+    if (lane != 0) return;
+#pragma unroll
     for (int q = 0; q < RW; q++)
 #pragma unroll
         for (int t = 0; t < WMV_TOKENS; t++) {
-            float a = acc[q][t];
-            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-            if (lane == 0 && t < nt && q < nr)
-                y[(size_t)(t0 + t) * (size_t)rows + (size_t)(j0 + q)] =
-                    a + (bias ? bias[j0 + q] : 0.0f);
+            if (t >= nt || q >= nr) continue;
+            float v = acc[q][t] + (sg.bias ? sg.bias[j0 + q] : 0.0f);
+            if constexpr (SWI) v = silu_mul(v, acc[RW + q][t]);
+            sg.y[(size_t)(t0 + t) * (size_t)rows + (size_t)(j0 + q)] = v;
         }
 }
 
@@ -184,39 +216,75 @@ static unsigned grid1(size_t total) {
     return b > 65535u * 8 ? 65535u * 8 : (b ? b : 1);
 }
 
-static void wmv(ts_cuda *c, float *y, const float *x, int n, const ts_wmat *w,
-                const float *bias, bool round_x) {
-    size_t es = w->dtype == TS_DT_F32 ? 4 : 2;
-    bool vec = ((uintptr_t)x % 16 == 0) && ((uintptr_t)w->data % 16 == 0) &&
-               ((size_t)w->cols * es % 16 == 0) && (w->cols % 4 == 0);
+/* Streams the weights of n_w products of x (n <= WMV_TOKENS rows, or any
+ * n for F16 weights) in one launch; swi: one product pair w[0] (gate) and
+ * w[1] (up), y[0] = silu(gate) * up. All weights share dtype and cols. */
+static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const ts_wmat *w,
+                      const float *const *bias, int n_w, bool round_x, bool swi) {
+    wmv_args a = {};
+    int n_seg = swi ? 1 : n_w;
+    if (n_seg < 1 || n_seg > WMV_SEGS) {
+        TS_BAD(c, "matmul: number of fused products");
+        return;
+    }
+    ts_dtype dt = w[0].dtype;
+    size_t es = dt == TS_DT_F32 ? 4 : 2;
+    bool vec = ((uintptr_t)x % 16 == 0) && ((size_t)w[0].cols * es % 16 == 0) &&
+               (w[0].cols % 4 == 0);
+    for (int i = 0; i < n_w; i++) {
+        if (w[i].dtype != dt || w[i].cols != w[0].cols || w[i].rows <= 0 ||
+            (swi && w[i].rows != w[0].rows)) {
+            TS_BAD(c, "matmul: fused products differ in dtype or shape");
+            return;
+        }
+        vec = vec && (uintptr_t)w[i].data % 16 == 0;
+    }
     /* one row per warp while there are few tokens (more warps in flight);
-     * four rows per warp once activations are reused across rows */
-    int rw = n <= 2 ? 1 : 4;
-    dim3 grid(ts_cdiv((size_t)w->rows, (size_t)WMV_WARPS * rw), ts_cdiv((size_t)n, WMV_TOKENS));
+     * several rows per warp once activations are reused across rows */
+    int rw = n <= 2 ? 1 : swi ? 2 : 4;
+    unsigned blocks = 0;
+    for (int i = 0; i < n_seg; i++) {
+        a.seg[i].w = w[swi ? 0 : i].data;
+        a.seg[i].w2 = swi ? w[1].data : NULL;
+        a.seg[i].y = y[i];
+        a.seg[i].bias = bias ? bias[i] : NULL;
+        a.seg[i].rows = w[i].rows;
+        a.seg[i].block0 = (int)blocks;
+        blocks += ts_cdiv((size_t)w[i].rows, (size_t)WMV_WARPS * rw);
+    }
+    a.n_seg = n_seg, a.x = x, a.n = n, a.cols = w[0].cols, a.round_x = round_x, a.vec = vec;
+    dim3 grid(blocks, ts_cdiv((size_t)n, WMV_TOKENS));
     if (grid.y > 65535u) {
         TS_BAD(c, "matmul: too many tokens for the weight-streaming kernel");
         return;
     }
-#define WMV_LAUNCH(TY, RWV)                                                              \
-    wmv_kernel<TY, RWV><<<grid, WMV_WARPS * 32, 0, c->stream>>>(                         \
-        y, x, n, (const TY *)w->data, w->rows, w->cols, bias, round_x, vec)
-    switch (w->dtype) {
-    case TS_DT_BF16:
-        if (rw == 1) WMV_LAUNCH(__nv_bfloat16, 1);
-        else WMV_LAUNCH(__nv_bfloat16, 4);
-        break;
-    case TS_DT_F16:
-        if (rw == 1) WMV_LAUNCH(__half, 1);
-        else WMV_LAUNCH(__half, 4);
-        break;
-    case TS_DT_F32:
-        if (rw == 1) WMV_LAUNCH(float, 1);
-        else WMV_LAUNCH(float, 4);
-        break;
+#define WMV_LAUNCH(TY, RWV, S) wmv_kernel<TY, RWV, S><<<grid, WMV_WARPS * 32, 0, c->stream>>>(a)
+#define WMV_RW(TY, S)                                                                    \
+    do {                                                                                  \
+        if (rw == 1) WMV_LAUNCH(TY, 1, S);                                                \
+        else if (S) WMV_LAUNCH(TY, 2, S);                                                 \
+        else WMV_LAUNCH(TY, 4, S);                                                        \
+    } while (0)
+#define WMV_DT(TY)                                                                       \
+    do {                                                                                  \
+        if (swi) WMV_RW(TY, true);                                                        \
+        else WMV_RW(TY, false);                                                           \
+    } while (0)
+    switch (dt) {
+    case TS_DT_BF16: WMV_DT(__nv_bfloat16); break;
+    case TS_DT_F16: WMV_DT(__half); break;
+    case TS_DT_F32: WMV_DT(float); break;
     default: TS_BAD(c, "matmul: weight dtype"); return;
     }
+#undef WMV_DT
+#undef WMV_RW
 #undef WMV_LAUNCH
     TS_LAUNCHED(c, "wmv_kernel");
+}
+
+static void wmv(ts_cuda *c, float *y, const float *x, int n, const ts_wmat *w,
+                const float *bias, bool round_x) {
+    wmv_multi(c, &y, x, n, w, &bias, 1, round_x, false);
 }
 
 /* Y^T (rows x m, col-major = y row-major) = W (rows x cols) . X^T, with W
@@ -282,4 +350,34 @@ void ts_cuda_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w
         return;
     }
     TS_BAD(c, "matmul: weight dtype");
+}
+
+void ts_cuda_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                          const float *const *bias, int n_w, ts_prec prec) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || n <= 0 || n_w <= 0) return;
+    bool same = true;
+    for (int i = 1; i < n_w; i++) same = same && w[i].dtype == w[0].dtype && w[i].cols == w[0].cols;
+    if (n <= WMV_TOKENS && same && n_w <= WMV_SEGS) {
+        wmv_multi(c, y, x, n, w, bias, n_w, prec == TS_PREC_BF16, false);
+        return;
+    }
+    for (int i = 0; i < n_w; i++) ts_cuda_matmul(ctx, y[i], x, n, &w[i], bias ? bias[i] : NULL, prec);
+}
+
+void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                           const ts_wmat *w_up, ts_prec prec) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || n <= 0) return;
+    if (n <= WMV_TOKENS && w_gate->dtype == w_up->dtype) {
+        const ts_wmat w[2] = {*w_gate, *w_up};
+        wmv_multi(c, &out, x, n, w, NULL, 2, prec == TS_PREC_BF16, true);
+        return;
+    }
+    /* prefill: two GEMMs, then SwiGLU; the up product goes to scratch */
+    float *up = (float *)ts_cuda_scratch_get(c, &c->mlp, (size_t)n * w_up->rows * sizeof(float));
+    if (!up) return;
+    ts_cuda_matmul(ctx, out, x, n, w_gate, NULL, prec);
+    ts_cuda_matmul(ctx, up, x, n, w_up, NULL, prec);
+    ts_cuda_swiglu(ctx, out, out, up, n, w_gate->rows);
 }

@@ -1,0 +1,206 @@
+/* The CUDA backend's fused ops against the CPU reference composition of
+ * the ops they replace (src/ops/cpu/ops_ref.c, double accumulators), on
+ * fresh random inputs of awkward shapes:
+ * - matmul_multi (q, k, v of one input) = matmul per weight;
+ * - matmul_swiglu = matmul gate, matmul up, swiglu;
+ * - qk_rope_kv = per-head rmsnorm of q and k, rope of both, kv_write.
+ * f32 arithmetic must stay under 1e-5 relative L2 error, bf16 activations
+ * under 1e-2; outputs are NaN-poisoned before each run, words past each
+ * output must stay poisoned, pool slots not written must keep their values.
+ * Needs a GPU: run by tests/gpu/run.sh. */
+#include <time.h>
+
+#include "gpu_util.h"
+#include "test.h"
+
+#define TOL_F32 1e-5
+#define TOL_BF16 1e-2
+#define PAD 19 /* poisoned floats after each output */
+
+static const ts_ops *ops;
+static double worst[3];
+
+/* f16 bits of f (|f| < 2; mantissa truncated, tiny values flushed to 0). */
+static uint16_t to_f16(float f) {
+    int e;
+    float m = frexpf(fabsf(f), &e); /* |f| = m 2^e, m in [0.5, 1) */
+    uint16_t s = (uint16_t)(f < 0 ? 0x8000 : 0);
+    if (f == 0 || e + 14 <= 0) return s;
+    return (uint16_t)(s | (e + 14) << 10 | (uint16_t)((2 * m - 1) * 1024));
+}
+
+/* A random weight matrix of dtype dt: host copy h (data owned), device copy d. */
+static void make_w(ts_wmat *h, ts_wmat *d, ts_dtype dt, int rows, int cols) {
+    size_t nw = (size_t)rows * cols;
+    float *src = xmalloc(nw * 4);
+    fill(src, nw, 1.0f);
+    void *data;
+    if (dt == TS_DT_F32) data = src;
+    else {
+        uint16_t *p = xmalloc(nw * 2);
+        for (size_t i = 0; i < nw; i++)
+            p[i] = dt == TS_DT_BF16 ? ts_f32_to_bf16(src[i]) : to_f16(src[i]);
+        free(src);
+        data = p;
+    }
+    *h = (ts_wmat){data, dt, rows, cols};
+    if (ts_cuda_wmat_upload(g_cu, h, d, NULL) != TS_OK) die_cuda("weights");
+}
+
+/* Downloads n floats + PAD, checks the PAD stay NaN; returns the floats. */
+static float *get_padded(const float *d, size_t n, const char *what) {
+    float *h = xmalloc((n + PAD) * 4);
+    get(h, d, (n + PAD) * 4);
+    int bad = 0;
+    for (int i = 0; i < PAD; i++) bad += !isnan(h[n + (size_t)i]);
+    CHECKF(!bad, "%s: %d words written past the output", what, bad);
+    return h;
+}
+
+static void check_err(int k, double e, bool bf16, const char *what, int n) {
+    if (e > worst[k] || isnan(e)) worst[k] = e;
+    CHECKF(e < (bf16 ? TOL_BF16 : TOL_F32), "%s n %d: rel err %g", what, n, e);
+}
+
+static void test_multi(ts_dtype dt, int n, bool with_bias) {
+    int cols = dt == TS_DT_F32 ? 260 : 512 + 8 * rnd_int(80);
+    int rows[3] = {1 + rnd_int(700), 1 + rnd_int(300), 1 + rnd_int(300)};
+    ts_wmat h[3], d[3];
+    float *b[3], *b_d[3], *y_d[3];
+    size_t nx = (size_t)n * cols;
+    float *x = xmalloc(nx * 4);
+    fill(x, nx, 2.0f);
+    float *x_d = dup_dev(x, nx * 4);
+    for (int i = 0; i < 3; i++) {
+        make_w(&h[i], &d[i], dt, rows[i], cols);
+        b[i] = xmalloc((size_t)rows[i] * 4);
+        fill(b[i], (size_t)rows[i], 1.0f);
+        b_d[i] = with_bias && i != 1 ? dup_dev(b[i], (size_t)rows[i] * 4) : NULL;
+        y_d[i] = nan_dev((size_t)n * rows[i] + PAD);
+    }
+    for (int p = 0; p < 2; p++) {
+        ts_prec prec = p ? TS_PREC_BF16 : TS_PREC_F32;
+        for (int i = 0; i < 3; i++) ts_cuda_memset(g_cu, y_d[i], 0xff, ((size_t)n * rows[i] + PAD) * 4);
+        float *const ys[3] = {y_d[0], y_d[1], y_d[2]};
+        const float *const bs[3] = {b_d[0], b_d[1], b_d[2]};
+        ops->matmul_multi(ops->ctx, ys, x_d, n, d, bs, 3, prec);
+        for (int i = 0; i < 3; i++) {
+            size_t ny = (size_t)n * rows[i];
+            float *y = get_padded(y_d[i], ny, "matmul_multi"), *ref = xmalloc(ny * 4);
+            ts_ref_matmul(NULL, ref, x, n, &h[i], b_d[i] ? b[i] : NULL, prec);
+            check_err(0, rel_err(y, ref, ny), p, "matmul_multi", n);
+            free(y), free(ref);
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        ts_cuda_wmat_free(g_cu, &d[i]);
+        free((void *)h[i].data), free(b[i]);
+        dfree(b_d[i]), dfree(y_d[i]);
+    }
+    free(x), dfree(x_d);
+}
+
+static void test_swiglu(ts_dtype dt, int n) {
+    int cols = dt == TS_DT_F32 ? 132 : 256 + 8 * rnd_int(100), rows = 1 + rnd_int(1500);
+    ts_wmat hg, dg, hu, du;
+    make_w(&hg, &dg, dt, rows, cols);
+    make_w(&hu, &du, dt, rows, cols);
+    size_t nx = (size_t)n * cols, ny = (size_t)n * rows;
+    float *x = xmalloc(nx * 4), *g = xmalloc(ny * 4), *u = xmalloc(ny * 4), *ref = xmalloc(ny * 4);
+    fill(x, nx, 2.0f);
+    float *x_d = dup_dev(x, nx * 4), *o_d = nan_dev(ny + PAD);
+    for (int p = 0; p < 2; p++) {
+        ts_prec prec = p ? TS_PREC_BF16 : TS_PREC_F32;
+        ts_cuda_memset(g_cu, o_d, 0xff, (ny + PAD) * 4);
+        ops->matmul_swiglu(ops->ctx, o_d, x_d, n, &dg, &du, prec);
+        float *o = get_padded(o_d, ny, "matmul_swiglu");
+        ts_ref_matmul(NULL, g, x, n, &hg, NULL, prec);
+        ts_ref_matmul(NULL, u, x, n, &hu, NULL, prec);
+        ts_ref_swiglu(NULL, ref, g, u, n, rows);
+        check_err(1, rel_err(o, ref, ny), p, "matmul_swiglu", n);
+        free(o);
+    }
+    ts_cuda_wmat_free(g_cu, &dg), ts_cuda_wmat_free(g_cu, &du);
+    free((void *)hg.data), free((void *)hu.data);
+    free(x), free(g), free(u), free(ref), dfree(x_d), dfree(o_d);
+}
+
+static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm) {
+    int n_blocks = (n + bs - 1) / bs + 3;
+    size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n * nh * hd, nk = (size_t)n * nkv * hd;
+    float *q = xmalloc(nq * 4), *k = xmalloc(nk * 4), *v = xmalloc(nk * 4);
+    float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *gq = xmalloc((size_t)hd * 4);
+    float *gk = xmalloc((size_t)hd * 4), *inv = xmalloc((size_t)hd / 2 * 4);
+    int32_t *pos = xmalloc((size_t)n * 4), *slot = xmalloc((size_t)n_blocks * bs * 4);
+    fill(q, nq, 3.0f), fill(k, nk, 3.0f), fill(v, nk, 1.0f), fill(kp, pool, 1.0f), fill(vp, pool, 1.0f);
+    for (int j = 0; j < hd; j++) gq[j] = 1.0f + 0.5f * rnd(), gk[j] = 1.0f + 0.5f * rnd();
+    for (int j = 0; j < hd / 2; j++) inv[j] = powf(1e6f, -2.0f * (float)j / (float)hd);
+    for (int i = 0; i < n; i++) pos[i] = rnd_int(40000);
+    for (int i = 0; i < n_blocks * bs; i++) slot[i] = i;
+    shuffle(slot, n_blocks * bs); /* the first n: distinct random slots */
+    float *q_d = dup_dev(q, nq * 4), *k_d = dup_dev(k, nk * 4), *v_d = dup_dev(v, nk * 4);
+    float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4);
+    float *gq_d = dup_dev(gq, (size_t)hd * 4), *gk_d = dup_dev(gk, (size_t)hd * 4);
+    float *inv_d = dup_dev(inv, (size_t)hd / 2 * 4);
+    int32_t *pos_d = dup_dev(pos, (size_t)n * 4), *slot_d = dup_dev(slot, (size_t)n * 4);
+    ops->qk_rope_kv(ops->ctx, q_d, k_d, v_d, norm ? gq_d : NULL, norm ? gk_d : NULL, 1e-6f, pos_d,
+                    inv_d, kp_d, vp_d, slot_d, n, nh, nkv, hd, bs);
+    if (norm) {
+        ts_ref_rmsnorm(NULL, q, q, gq, n * nh, hd, 1e-6f);
+        ts_ref_rmsnorm(NULL, k, k, gk, n * nkv, hd, 1e-6f);
+    }
+    ts_ref_rope(NULL, q, pos, n, nh, hd, inv);
+    ts_ref_rope(NULL, k, pos, n, nkv, hd, inv);
+    ts_ref_kv_write(NULL, kp, vp, k, v, slot, n, nkv, hd, bs);
+    float *q2 = xmalloc(nq * 4), *k2 = xmalloc(nk * 4), *kp2 = xmalloc(pool * 4), *vp2 = xmalloc(pool * 4);
+    get(q2, q_d, nq * 4), get(k2, k_d, nk * 4), get(kp2, kp_d, pool * 4), get(vp2, vp_d, pool * 4);
+    double e = rel_err(q2, q, nq);
+    double e2 = rel_err(k2, k, nk);
+    double e3 = rel_err(kp2, kp, pool); /* slots not written must be unchanged */
+    double e4 = rel_err(vp2, vp, pool);
+    if (e2 > e) e = e2;
+    if (e3 > e) e = e3;
+    if (e4 > e) e = e4;
+    if (e > worst[2] || isnan(e)) worst[2] = e;
+    CHECKF(e < TOL_F32, "qk_rope_kv heads %d/%d hd %d bs %d n %d norm %d: rel err %g", nh, nkv, hd,
+           bs, n, norm, e);
+    free(q), free(k), free(v), free(kp), free(vp), free(gq), free(gk), free(inv), free(pos), free(slot);
+    free(q2), free(k2), free(kp2), free(vp2);
+    dfree(q_d), dfree(k_d), dfree(v_d), dfree(kp_d), dfree(vp_d), dfree(gq_d), dfree(gk_d);
+    dfree(inv_d), dfree(pos_d), dfree(slot_d);
+}
+
+int main(void) {
+    ts_err err;
+    g_cu = ts_cuda_create(0, &err);
+    if (!g_cu) {
+        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
+        printf("test_gpu_fused: 0 passed, 1 failed\n");
+        return 1;
+    }
+    const char *seed = getenv("TS_GPU_SEED");
+    uint64_t sd = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL);
+    g_rng ^= sd * 0x9e3779b97f4a7c15ull;
+    if (!g_rng) g_rng = 1;
+    printf("test_gpu_fused seed %llu (TS_GPU_SEED to repeat)\n", (unsigned long long)sd);
+    ops = ts_cuda_ops(g_cu);
+    CHECK(ops->matmul_multi && ops->matmul_swiglu && ops->qk_rope_kv);
+    const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
+    const int ns[7] = {1, 2, 3, 8, 9, 33, 70};
+    for (int di = 0; di < 3; di++)
+        for (int ni = 0; ni < 7; ni++) {
+            test_multi(dts[di], ns[ni], (ni + di) & 1);
+            test_swiglu(dts[di], ns[ni]);
+        }
+    const int heads[4][2] = {{16, 8}, {4, 4}, {6, 2}, {24, 3}}, hds[3] = {64, 128, 96};
+    for (int h = 0; h < 4; h++)
+        for (int d = 0; d < 3; d++)
+            for (int ni = 0; ni < 3; ni++)
+                test_qk_rope_kv(heads[h][0], heads[h][1], hds[d], (h + d) & 1 ? 16 : 5,
+                                ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0);
+    if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
+    printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g\n",
+           worst[0], worst[1], worst[2]);
+    ts_cuda_destroy(g_cu);
+    return ts_test_done("test_gpu_fused");
+}
