@@ -125,7 +125,8 @@ static int pick_splits(const ts_cuda *c, int hd, long blocks, long max_len) {
     int cls = hd <= 64 ? 0 : hd <= 128 ? 1 : hd <= 256 ? 2 : 3;
     long wave = (long)c->n_sm * c->att_bps[cls];
     if (blocks <= 0 || blocks * 2 > wave) return 1;
-    long piece = blocks * 8 <= wave ? 64 : 256;
+    /* batch-1 decode of short contexts: pieces of one 32-slot chunk */
+    long piece = blocks * 16 <= wave && max_len <= 256 ? 32 : blocks * 8 <= wave ? 64 : 256;
     if (max_len <= 2 * piece) return 1;
     long s = wave / blocks;
     long by_len = max_len / piece;

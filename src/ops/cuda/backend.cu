@@ -201,6 +201,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->capture_end = op_capture_end;
     o->replay = op_replay;
     o->graph_free = op_graph_free;
+    const char *pdl = getenv("TS_CUDA_PDL");
+    c->pdl = !(pdl && !strcmp(pdl, "0"));
     c->meta.cache = true; /* attention items: read-only on the device */
     c->host_ops = *o;
     c->host_ops.rope = host_rope;

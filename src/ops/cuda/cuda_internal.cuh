@@ -46,7 +46,16 @@ struct ts_cuda {
     int att_bps[4];         /* resident attention blocks per SM, by head_dim class */
     ts_ops host_ops;        /* ts_cuda_host_ops */
     ts_cuda_scratch hs[3];  /* device copies of its host arguments */
+    bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
 };
+
+/* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch
+ * may start while the kernel before it in the stream is still running. It
+ * must call ts_pdl_wait() before it reads anything an earlier kernel wrote
+ * or writes anything at all; before that it may only read constant data
+ * (weights). ts_pdl_trigger() lets the next such kernel start. */
+__device__ __forceinline__ void ts_pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+__device__ __forceinline__ void ts_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;"); }
 
 /* Records "file:line: what: reason" as the sticky error unless one is set. */
 void ts_cuda_record(ts_cuda *c, const char *file, int line, const char *what,
@@ -87,6 +96,25 @@ void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes);
  * ring wraps onto a copy still in flight); returns the device pointer or
  * NULL. The device data stays valid for work queued before the next call. */
 void *ts_cuda_stage(ts_cuda *c, ts_cuda_scratch *s, const void *host, size_t bytes);
+
+/* Launches kernel k on the backend's stream, allowed to overlap the
+ * previous kernel when c->pdl (k must follow the ts_pdl_wait rule);
+ * false with a recorded error on failure. */
+template <typename... P, typename... A>
+static inline bool ts_cuda_launch(ts_cuda *c, const char *what, void (*k)(P...), dim3 grid,
+                                  dim3 block, size_t smem, A... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = c->stream;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = c->pdl ? 1 : 0;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    return ts_cuda_ok_rt(c, cudaLaunchKernelEx(&cfg, k, ((P)args)...), __FILE__, __LINE__, what);
+}
 
 static inline unsigned ts_cdiv(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 

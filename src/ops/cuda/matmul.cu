@@ -103,10 +103,13 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
         for (int t = 0; t < WMV_TOKENS; t++) acc[q][t] = 0.0f;
     constexpr int V = 16 / sizeof(T); /* elements per 16-byte load */
     int k_vec = a.vec ? cols / V * V : 0;
-    /* U steps of weight loads are issued before any is used (bytes in flight) */
+    /* U steps of weight loads are issued before any is used (bytes in flight);
+     * the first ones before waiting for the kernel that writes x (PDL), the
+     * next ones while the current ones are consumed */
     constexpr int U = MR == 1 ? 4 : MR <= 4 ? 2 : 1;
-    for (int kb = lane * V; kb < k_vec; kb += U * 32 * V) {
-        uint4 ub[U][MR];
+    constexpr int STEP = U * 32 * V;
+    uint4 ub[U][MR];
+    auto load = [&](int kb) {
 #pragma unroll
         for (int i = 0; i < U; i++) {
             int k = kb + i * 32 * V;
@@ -114,14 +117,24 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
             for (int q = 0; q < MR; q++)
                 ub[i][q] = k < k_vec ? __ldg((const uint4 *)(rp[q] + k)) : make_uint4(0u, 0u, 0u, 0u);
         }
+    };
+    load(lane * V);
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    for (int kb = lane * V; kb < k_vec; kb += STEP) {
+        uint4 cur[U][MR];
 #pragma unroll
+        for (int i = 0; i < U; i++)
+#pragma unroll
+            for (int q = 0; q < MR; q++) cur[i][q] = ub[i][q];
+        if (kb + STEP < k_vec) load(kb + STEP);
         for (int i = 0; i < U; i++) {
             int k = kb + i * 32 * V;
             if (k >= k_vec) break;
             float wv[MR][V];
 #pragma unroll
             for (int q = 0; q < MR; q++) {
-                uint4 u = ub[i][q];
+                uint4 u = cur[i][q];
                 if constexpr (sizeof(T) == 2) {
                     widen8(u, (const T *)0, wv[q]);
                 } else {
@@ -258,7 +271,8 @@ static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const 
         TS_BAD(c, "matmul: too many tokens for the weight-streaming kernel");
         return;
     }
-#define WMV_LAUNCH(TY, RWV, S) wmv_kernel<TY, RWV, S><<<grid, WMV_WARPS * 32, 0, c->stream>>>(a)
+#define WMV_LAUNCH(TY, RWV, S) \
+    ts_cuda_launch(c, "wmv_kernel", wmv_kernel<TY, RWV, S>, grid, dim3(WMV_WARPS * 32), 0, a)
 #define WMV_RW(TY, S)                                                                    \
     do {                                                                                  \
         if (rw == 1) WMV_LAUNCH(TY, 1, S);                                                \
@@ -279,7 +293,6 @@ static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const 
 #undef WMV_DT
 #undef WMV_RW
 #undef WMV_LAUNCH
-    TS_LAUNCHED(c, "wmv_kernel");
 }
 
 static void wmv(ts_cuda *c, float *y, const float *x, int n, const ts_wmat *w,

@@ -14,6 +14,8 @@ __global__ void __launch_bounds__(QRK_WARPS * 32)
                       const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
                       float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,
                       int n_kv_heads, int hd, int block_size) {
+    ts_pdl_wait();
+    ts_pdl_trigger();
     int lane = threadIdx.x & 31;
     size_t w = (size_t)blockIdx.x * QRK_WARPS + (threadIdx.x >> 5);
     int heads = n_heads + n_kv_heads;
@@ -81,8 +83,7 @@ void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const flo
         return;
     }
     size_t warps = (size_t)n * (size_t)(n_heads + n_kv_heads);
-    qk_rope_kv_kernel<<<ts_cdiv(warps, QRK_WARPS), QRK_WARPS * 32, 0, c->stream>>>(
-        q, k, v, q_norm, k_norm, eps, pos, inv_freq, k_pool, v_pool, slot, n, n_heads,
-        n_kv_heads, head_dim, block_size);
-    TS_LAUNCHED(c, "qk_rope_kv_kernel");
+    ts_cuda_launch(c, "qk_rope_kv_kernel", qk_rope_kv_kernel, dim3(ts_cdiv(warps, QRK_WARPS)),
+                   dim3(QRK_WARPS * 32), 0, q, k, v, q_norm, k_norm, eps, pos, inv_freq, k_pool,
+                   v_pool, slot, n, n_heads, n_kv_heads, head_dim, block_size);
 }

@@ -8,6 +8,8 @@
 __global__ void rmsnorm_kernel(float *y, float *x, const float *r, const float *g, int d,
                                float eps) {
     __shared__ float part[RMS_THREADS / 32];
+    ts_pdl_wait();
+    ts_pdl_trigger();
     size_t base = (size_t)blockIdx.x * (size_t)d;
     float *xi = x + base;
     float ss = 0.0f;
@@ -33,14 +35,14 @@ void ts_cuda_rmsnorm(void *ctx, float *y, const float *x, const float *g, int n,
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || n <= 0 || d <= 0) return;
     /* x is only read when r == NULL */
-    rmsnorm_kernel<<<n, RMS_THREADS, 0, c->stream>>>(y, (float *)x, NULL, g, d, eps);
-    TS_LAUNCHED(c, "rmsnorm_kernel");
+    ts_cuda_launch(c, "rmsnorm_kernel", rmsnorm_kernel, dim3(n), dim3(RMS_THREADS), 0, y,
+                   (float *)x, (const float *)NULL, g, d, eps);
 }
 
 void ts_cuda_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const float *g, int n,
                          int d, float eps) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || n <= 0 || d <= 0) return;
-    rmsnorm_kernel<<<n, RMS_THREADS, 0, c->stream>>>(y, x, r, g, d, eps);
-    TS_LAUNCHED(c, "rmsnorm_kernel(add)");
+    ts_cuda_launch(c, "rmsnorm_kernel(add)", rmsnorm_kernel, dim3(n), dim3(RMS_THREADS), 0, y, x,
+                   r, g, d, eps);
 }
