@@ -8,6 +8,10 @@
 #include "base/err.h"
 #include "model/cascade.h"
 
+/* Largest token count of a step replayed from graphs: the matrix products of
+ * up to 8 rows are single kernels (no cuBLAS workspace, no scratch growth). */
+#define TS_FWD_GRAPH_MAX 8
+
 struct ts_fwd {
     const ts_model *m;
     const ts_ops *ops;
@@ -57,13 +61,15 @@ struct ts_fwd {
      * per layer, the ops before attention and those after it, recorded once and
      * replayed; valid while the scratch pointers stay those of generation gen */
     void **graphs;            /* [TS_FWD_GRAPH_MAX][n_layers][2] or NULL */
+    /* whole decode steps (every sequence one token and its logits, no cascade,
+     * backend with attention_decode): one graph per token count */
+    void *step_graphs[TS_FWD_GRAPH_MAX];
+    float *dec_part;          /* attention_decode scratch for TS_FWD_GRAPH_MAX rows */
+    const int32_t *info_d;    /* device [n_seq][2]: block table offset in ib_d, n_kv */
     bool graphs_on;
     uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
 };
 
-/* Largest token count of a step replayed from graphs: the matrix products of
- * up to 8 rows are single kernels (no cuBLAS workspace, no scratch growth). */
-#define TS_FWD_GRAPH_MAX 8
 
 /* Scratch memory: the backend's device memory when it has one, else host. */
 static void *s_alloc(ts_fwd *f, size_t bytes) {
@@ -78,6 +84,10 @@ static void s_free(ts_fwd *f, void *p) {
 }
 
 static void free_graphs(ts_fwd *f) {
+    for (int i = 0; i < TS_FWD_GRAPH_MAX; i++) {
+        if (f->step_graphs[i]) f->ops->graph_free(f->ops->ctx, f->step_graphs[i]);
+        f->step_graphs[i] = NULL;
+    }
     if (!f->graphs) return;
     size_t n = (size_t)TS_FWD_GRAPH_MAX * f->m->cfg.n_layers * 2;
     for (size_t i = 0; i < n; i++) {
@@ -103,7 +113,7 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
 void ts_fwd_destroy(ts_fwd *f) {
     if (!f) return;
     float **sc[] = {&f->x, &f->xb, &f->tmp, &f->q, &f->k, &f->v, &f->att, &f->att2,
-                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits};
+                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits, &f->dec_part};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) s_free(f, *sc[i]);
     if (f->dev) f->ops->dev_free(f->ops->ctx, f->ib_d);
     if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
@@ -186,6 +196,7 @@ static ts_status reserve(ts_fwd *f, int n_tok, int n_seq, int n_logits, ts_err *
     if (ok && n_logits > f->cap_logits) {
         size_t lb = (size_t)n_logits * c->vocab * 4;
         ok = sgrow(f, &f->rows, (size_t)n_logits * c->hidden * 4) && sgrow(f, &f->logits, lb);
+        f->gen++; /* step graphs write the logits */
         if (ok && f->dev) {
             if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
             else free(f->logits_h);
@@ -285,7 +296,7 @@ static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_
  * descriptors (aseq, lvl_blocks, rows_d) at the device copies. */
 static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n, ts_err *err) {
     int bs = f->kv->block_size;
-    size_t need = 3 * (size_t)n;
+    size_t need = 3 * (size_t)n + 2 * (size_t)n_seqs;
     for (int s = 0; s < n_seqs; s++)
         need += (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
     int nl = f->used_cascade ? f->plan.n_levels : 0;
@@ -310,13 +321,17 @@ static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n,
     }
     /* ib holds ids, pos, slot already; append the tables, remembering offsets
      * in the descriptors as device pointers */
-    size_t off = 3 * (size_t)n;
+    size_t off = 3 * (size_t)n, info = off;
+    off += 2 * (size_t)n_seqs;
     for (int s = 0; s < n_seqs; s++) {
         size_t nb = (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
         memcpy(f->ib + off, seqs[s].blocks, nb * sizeof *f->ib);
         f->aseq[s].blocks = f->ib_d + off;
+        f->ib[info + 2 * (size_t)s] = (int32_t)off;
+        f->ib[info + 2 * (size_t)s + 1] = seqs[s].n_past + seqs[s].n;
         off += nb;
     }
+    f->info_d = f->ib_d + info;
     for (int i = 0; i < nl; i++) {
         size_t nb = (size_t)(f->plan.levels[i].n_kv + bs - 1) / bs;
         memcpy(f->ib + off, f->plan.levels[i].blocks, nb * sizeof *f->ib);
@@ -488,6 +503,24 @@ static void layer_post(ts_fwd *f, int l, int n, ts_prec prec) {
     matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
 }
 
+/* A whole decode step of n sequences of one token each, logits of every
+ * row: no host decision inside, so that it can be recorded as one graph. */
+static void decode_step(ts_fwd *f, int n, ts_prec prec) {
+    const ts_model *m = f->m;
+    const ts_model_config *c = &m->cfg;
+    const ts_ops *o = f->ops;
+    o->embed(o->ctx, f->x, &m->embed, f->ids, n);
+    for (int l = 0; l < c->n_layers; l++) {
+        layer_pre(f, l, n, prec);
+        o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
+                            f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
+                            f->kv->block_size, 1.0f / sqrtf((float)c->head_dim));
+        layer_post(f, l, n, prec);
+    }
+    o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, c->hidden, c->rms_eps);
+    matmul(f, f->logits, f->xb, n, &m->lm_head, NULL, prec);
+}
+
 typedef void (*layer_part)(ts_fwd *f, int l, int n, ts_prec prec);
 
 /* Runs part (0: layer_pre, 1: layer_post) of layer l, from its graph when
@@ -537,36 +570,55 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         f->graphs = calloc((size_t)TS_FWD_GRAPH_MAX * c->n_layers * 2, sizeof *f->graphs);
         graph = f->graphs != NULL;
     }
+    /* a whole step as one graph: every sequence one token and its logits */
+    bool step = graph && o->attention_decode && !f->used_cascade && n == n_seqs &&
+                n_logits == n;
+    if (step && !f->dec_part) {
+        size_t pb = TS_ATTN_DECODE_PART(TS_FWD_GRAPH_MAX, c->n_heads, c->head_dim) * 4;
+        f->dec_part = s_alloc(f, pb);
+        f->gen++;
+        step = f->dec_part != NULL;
+    }
     if (graph && f->graph_gen != f->gen) { /* scratch moved: record again */
         free_graphs(f);
         f->graph_gen = f->gen;
     }
-    o->embed(o->ctx, f->x, &m->embed, f->ids, n);
-    if (f->hook) call_hook(f, 0, f->x, n, H);
-    for (int l = 0; l < c->n_layers; l++) {
-        run_part(f, layer_pre, 0, l, n, prec, graph);
-        layer_attention(f, l, n_seqs);
-        run_part(f, layer_post, 1, l, n, prec, graph);
+    if (step) {
+        void **g = &f->step_graphs[n - 1];
+        if (!*g && o->capture_begin(o->ctx)) {
+            decode_step(f, n, prec);
+            *g = o->capture_end(o->ctx);
+        }
+        if (*g) o->replay(o->ctx, *g);
+        else decode_step(f, n, prec);
+    } else {
+        o->embed(o->ctx, f->x, &m->embed, f->ids, n);
+        if (f->hook) call_hook(f, 0, f->x, n, H);
+        for (int l = 0; l < c->n_layers; l++) {
+            run_part(f, layer_pre, 0, l, n, prec, graph);
+            layer_attention(f, l, n_seqs);
+            run_part(f, layer_post, 1, l, n, prec, graph);
+        }
+        o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, H, c->rms_eps);
+        if (f->hook) {
+            call_hook(f, c->n_layers, f->x, n, H);
+            call_hook(f, c->n_layers + 1, f->xb, n, H); /* after the final norm */
+        }
+        /* gather the rows whose logits are wanted (one run per sequence), then
+         * one LM-head product */
+        int r = 0, row = 0;
+        for (int s = 0; s < n_seqs; s++) {
+            row += seqs[s].n;
+            int k = seqs[s].n_logits;
+            if (!k) continue;
+            float *dst = f->rows + (size_t)r * H;
+            const float *src = f->xb + (size_t)(row - k) * H;
+            if (f->dev) o->copy(o->ctx, dst, src, (size_t)k * H * 4);
+            else memcpy(dst, src, (size_t)k * H * 4);
+            r += k;
+        }
+        if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
     }
-    o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, H, c->rms_eps);
-    if (f->hook) {
-        call_hook(f, c->n_layers, f->x, n, H);
-        call_hook(f, c->n_layers + 1, f->xb, n, H); /* after the final norm */
-    }
-    /* gather the rows whose logits are wanted (one run per sequence), then
-     * one LM-head product */
-    int r = 0, row = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        row += seqs[s].n;
-        int k = seqs[s].n_logits;
-        if (!k) continue;
-        float *dst = f->rows + (size_t)r * H;
-        const float *src = f->xb + (size_t)(row - k) * H;
-        if (f->dev) o->copy(o->ctx, dst, src, (size_t)k * H * 4);
-        else memcpy(dst, src, (size_t)k * H * 4);
-        r += k;
-    }
-    if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
     *logits = f->logits;
     f->times.queue_ms += now_ms() - t_start;
     if (f->dev) { /* logits to the host; this also waits for the step */

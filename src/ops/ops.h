@@ -75,6 +75,11 @@ typedef struct ts_attn_shared {
     float scale;
 } ts_attn_shared;
 
+/* attention_decode's pieces per (sequence, KV head) and its scratch size. */
+#define TS_ATTN_DECODE_SPLITS 32
+#define TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) \
+    ((size_t)(n_seq) * (size_t)(n_heads) * TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1))
+
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
     void *ctx;        /* backend state passed as each op's first argument */
@@ -122,6 +127,17 @@ typedef struct ts_ops {
                        const float *inv_freq, float *k_pool, float *v_pool,
                        const int32_t *slot, int n, int n_heads, int n_kv_heads, int head_dim,
                        int block_size);
+    /* attention_decode: attention for n_seq sequences of one query row each
+     * (row s of q and out, [n_seq][n_heads * head_dim]) whose KV lengths and
+     * block tables are read from device memory, so that the launch does not
+     * depend on them (a decode step recorded once and replayed):
+     * info[2 s] = offset of seq s's block table in tables, info[2 s + 1] = its
+     * n_kv (>= 0; 0 gives out = 0). Equals attention with n_q = 1, causal.
+     * part: scratch of TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) floats. */
+    void (*attention_decode)(void *ctx, float *out, float *part, const float *q,
+                             const float *k, const float *v, const int32_t *tables,
+                             const int32_t *info, int n_seq, int n_heads, int n_kv_heads,
+                             int head_dim, int block_size, float scale);
     void (*attention)(void *ctx, const ts_attn *a);
     /* Cascade attention's shared level: every listed row attends, non-causally,
      * to the same n_kv prefix slots. The result per row equals a non-causal

@@ -3,7 +3,9 @@
  * fresh random inputs of awkward shapes:
  * - matmul_multi (q, k, v of one input) = matmul per weight;
  * - matmul_swiglu = matmul gate, matmul up, swiglu;
- * - qk_rope_kv = per-head rmsnorm of q and k, rope of both, kv_write.
+ * - qk_rope_kv = per-head rmsnorm of q and k, rope of both, kv_write;
+ * - attention_decode (lengths and block tables read on the device) =
+ *   attention with one query row per sequence.
  * f32 arithmetic must stay under 1e-5 relative L2 error, bf16 activations
  * under 1e-2; outputs are NaN-poisoned before each run, words past each
  * output must stay poisoned, pool slots not written must keep their values.
@@ -18,7 +20,7 @@
 #define PAD 19 /* poisoned floats after each output */
 
 static const ts_ops *ops;
-static double worst[3];
+static double worst[4];
 
 /* f16 bits of f (|f| < 2; mantissa truncated, tiny values flushed to 0). */
 static uint16_t to_f16(float f) {
@@ -170,6 +172,55 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm) {
     dfree(inv_d), dfree(pos_d), dfree(slot_d);
 }
 
+static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len) {
+    int32_t *len = xmalloc((size_t)n_seq * 4), *info = xmalloc((size_t)n_seq * 8);
+    int total_blocks = 0;
+    for (int s = 0; s < n_seq; s++) {
+        len[s] = rnd_int(max_len + 1);
+        if (s == 0 && max_len > 0) len[s] = max_len; /* the longest */
+        total_blocks += (len[s] + bs - 1) / bs;
+    }
+    int n_blocks = total_blocks + 4;
+    size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n_seq * nh * hd;
+    float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *q = xmalloc(nq * 4);
+    float *ref = xmalloc(nq * 4), *out = xmalloc(nq * 4);
+    fill(kp, pool, 1.0f), fill(vp, pool, 1.0f), fill(q, nq, 1.0f);
+    int32_t *perm = xmalloc((size_t)n_blocks * 4), *tables = xmalloc((size_t)(total_blocks + 1) * 4);
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    shuffle(perm, n_blocks);
+    ts_attn_seq *seqs = xmalloc((size_t)n_seq * sizeof *seqs);
+    int off = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int nb = (len[s] + bs - 1) / bs;
+        memcpy(tables + off, perm + off, (size_t)nb * 4);
+        info[2 * s] = off, info[2 * s + 1] = len[s];
+        seqs[s] = (ts_attn_seq){.q_start = s, .n_q = 1, .n_kv = len[s], .blocks = tables + off};
+        off += nb;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    ts_attn a = {.out = ref, .q = q, .k = kp, .v = vp, .n_heads = nh, .n_kv_heads = nkv,
+                 .head_dim = hd, .block_size = bs, .scale = scale, .causal = true,
+                 .n_seq = n_seq, .seqs = seqs};
+    ts_ref_attention(NULL, &a);
+    float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4), *q_d = dup_dev(q, nq * 4);
+    int32_t *tab_d = dup_dev(tables, (size_t)(off + 1) * 4), *info_d = dup_dev(info, (size_t)n_seq * 8);
+    float *part_d = nan_dev(TS_ATTN_DECODE_PART(n_seq, nh, hd)), *out_d = nan_dev(nq + PAD);
+    for (int rep = 0; rep < 2; rep++) { /* the second run reuses the scratch as a graph would */
+        ts_cuda_memset(g_cu, out_d, 0xff, (nq + PAD) * 4);
+        ops->attention_decode(ops->ctx, out_d, part_d, q_d, kp_d, vp_d, tab_d, info_d, n_seq, nh,
+                              nkv, hd, bs, scale);
+        free(out);
+        out = get_padded(out_d, nq, "attention_decode");
+        double e = rel_err(out, ref, nq);
+        if (e > worst[3] || isnan(e)) worst[3] = e;
+        CHECKF(e < TOL_F32, "attention_decode seqs %d heads %d/%d hd %d bs %d max %d: rel err %g",
+               n_seq, nh, nkv, hd, bs, max_len, e);
+    }
+    free(len), free(info), free(kp), free(vp), free(q), free(ref), free(out), free(perm);
+    free(tables), free(seqs);
+    dfree(kp_d), dfree(vp_d), dfree(q_d), dfree(tab_d), dfree(info_d), dfree(part_d), dfree(out_d);
+}
+
 int main(void) {
     ts_err err;
     g_cu = ts_cuda_create(0, &err);
@@ -198,9 +249,17 @@ int main(void) {
             for (int ni = 0; ni < 3; ni++)
                 test_qk_rope_kv(heads[h][0], heads[h][1], hds[d], (h + d) & 1 ? 16 : 5,
                                 ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0);
+    const int seqs[4] = {1, 3, 8, 40}, lens[4] = {1, 37, 700, 3000};
+    for (int h = 0; h < 4; h++)
+        for (int d = 0; d < 3; d++)
+            for (int i = 0; i < 4; i++)
+                test_decode(seqs[(h + d + i) % 4], heads[h][0], heads[h][1], hds[d],
+                            (h + i) & 1 ? 16 : 5, lens[i]);
+    test_decode(2, 8, 8, 256, 16, 100); /* group 1, the widest head */
+    test_decode(4, 32, 4, 128, 16, 0);  /* empty ranges give 0 */
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
-    printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g\n",
-           worst[0], worst[1], worst[2]);
+    printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g, "
+           "attention_decode %.3g\n", worst[0], worst[1], worst[2], worst[3]);
     ts_cuda_destroy(g_cu);
     return ts_test_done("test_gpu_fused");
 }

@@ -187,6 +187,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->matmul_multi = ts_cuda_matmul_multi;
     o->matmul_swiglu = ts_cuda_matmul_swiglu;
     o->qk_rope_kv = ts_cuda_qk_rope_kv;
+    o->attention_decode = ts_cuda_attention_decode;
     o->attention_shared = ts_cuda_attention_shared;
     o->dev_alloc = op_dev_alloc;
     o->dev_free = op_dev_free;
@@ -207,7 +208,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->host_ops = *o;
     c->host_ops.rope = host_rope;
     c->host_ops.kv_write = host_kv_write;
-    c->host_ops.qk_rope_kv = NULL; /* host arrays: rope and kv_write above */
+    c->host_ops.qk_rope_kv = NULL;
+    c->host_ops.attention_decode = NULL; /* host arrays: rope and kv_write above */
     return c;
 }
 

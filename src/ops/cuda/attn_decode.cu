@@ -1,0 +1,169 @@
+/* Decode attention whose launch does not depend on the KV lengths, so that
+ * a whole decode step can be recorded once as a CUDA graph and replayed:
+ * every sequence has one query row (row s of q / out), and its KV length
+ * and block table are read from device memory. The KV range of each
+ * (sequence, KV head) is cut into TS_ATTN_DECODE_SPLITS equal pieces, one
+ * block each (a piece may be empty); the pieces' (o, lse) states are merged
+ * by log-sum-exp in a second kernel. Arithmetic in f32 with expf, as the CPU
+ * reference. */
+#include <math.h>
+
+#include "ops/cuda/cuda_internal.cuh"
+
+#define DEC_WARPS 4
+#define DEC_UNROLL 4 /* slots whose K and V a warp loads before using them */
+#define DEC_MAXG 8   /* query heads per KV head */
+
+typedef struct dec_args {
+    const float *q, *k, *v;
+    float *out;
+    float *part;              /* [n_seq][n_heads][SPLITS] lse, then [..][SPLITS][hd] o */
+    const int32_t *tables;    /* block tables; info[2 s] is seq s's offset into it */
+    const int32_t *info;      /* [n_seq][2]: table offset, n_kv */
+    int n_seq, n_heads, n_kv_heads, head_dim, block_size, group;
+    float scale;
+} dec_args;
+
+/* D: head dims per lane (head_dim = 32 D). Grid (n_seq, n_kv_heads, SPLITS). */
+template <int D>
+__global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a) {
+    __shared__ float m_s[DEC_WARPS][DEC_MAXG], l_s[DEC_WARPS][DEC_MAXG];
+    __shared__ float o_s[DEC_WARPS][DEC_MAXG][32 * D];
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    const int s = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, hd = a.head_dim, g = a.group;
+    const int32_t *tab = a.tables + a.info[2 * s];
+    const int n_kv = a.info[2 * s + 1];
+    const int per = (n_kv + TS_ATTN_DECODE_SPLITS - 1) / TS_ATTN_DECODE_SPLITS;
+    const int lo = sp * per, hi = min(n_kv, lo + per);
+    float qv[DEC_MAXG][D], o[DEC_MAXG][D], m[DEC_MAXG], l[DEC_MAXG];
+#pragma unroll
+    for (int h = 0; h < DEC_MAXG; h++) {
+        m[h] = -INFINITY, l[h] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < D; i++) {
+            o[h][i] = 0.0f;
+            qv[h][i] = h < g ? a.q[((size_t)s * a.n_heads + (size_t)kvh * g + h) * hd + lane * D + i] * a.scale
+                             : 0.0f;
+        }
+    }
+    for (int t0 = lo + warp * DEC_UNROLL; t0 < hi; t0 += DEC_WARPS * DEC_UNROLL) {
+        float kv[DEC_UNROLL][D], vv[DEC_UNROLL][D];
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            int t = t0 + u < hi ? t0 + u : t0;
+            size_t base = (((size_t)tab[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
+                           (size_t)(t % a.block_size)) * hd + (size_t)lane * D;
+#pragma unroll
+            for (int i = 0; i < D; i++) kv[u][i] = a.k[base + i], vv[u][i] = a.v[base + i];
+        }
+#pragma unroll
+        for (int u = 0; u < DEC_UNROLL; u++) {
+            if (t0 + u >= hi) break;
+#pragma unroll
+            for (int h = 0; h < DEC_MAXG; h++) {
+                if (h >= g) break;
+                float d = 0.0f;
+#pragma unroll
+                for (int i = 0; i < D; i++) d = fmaf(qv[h][i], kv[u][i], d);
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+                float mn = fmaxf(m[h], d), corr = expf(m[h] - mn), p = expf(d - mn);
+                l[h] = l[h] * corr + p;
+#pragma unroll
+                for (int i = 0; i < D; i++) o[h][i] = fmaf(p, vv[u][i], o[h][i] * corr);
+                m[h] = mn;
+            }
+        }
+    }
+    /* merge the warps' states */
+#pragma unroll
+    for (int h = 0; h < DEC_MAXG; h++) {
+        if (h >= g) break;
+        if (lane == 0) m_s[warp][h] = m[h], l_s[warp][h] = l[h];
+#pragma unroll
+        for (int i = 0; i < D; i++) o_s[warp][h][lane * D + i] = o[h][i];
+    }
+    __syncthreads();
+    size_t plane = (size_t)a.n_seq * a.n_heads * TS_ATTN_DECODE_SPLITS;
+    for (int h = warp; h < g; h += DEC_WARPS) {
+        float mx = -INFINITY;
+        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, m_s[w][h]);
+        size_t pi = ((size_t)s * a.n_heads + (size_t)kvh * g + h) * TS_ATTN_DECODE_SPLITS + sp;
+        float *po = a.part + plane + pi * hd;
+        if (mx == -INFINITY) { /* empty piece */
+            if (lane == 0) a.part[pi] = -INFINITY;
+            continue;
+        }
+        float den = 0.0f, wgt[DEC_WARPS];
+        for (int w = 0; w < DEC_WARPS; w++) {
+            wgt[w] = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - mx);
+            den += l_s[w][h] * wgt[w];
+        }
+        for (int c = lane; c < hd; c += 32) {
+            float acc = 0.0f;
+            for (int w = 0; w < DEC_WARPS; w++) acc += o_s[w][h][c] * wgt[w];
+            po[c] = acc / den;
+        }
+        if (lane == 0) a.part[pi] = mx + logf(den);
+    }
+}
+
+/* One warp per (sequence, head): merges the pieces into out. */
+__global__ void attn_decode_combine_kernel(dec_args a) {
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    int lane = threadIdx.x & 31, hd = a.head_dim;
+    if (w >= (size_t)a.n_seq * a.n_heads) return;
+    const int S = TS_ATTN_DECODE_SPLITS;
+    size_t plane = (size_t)a.n_seq * a.n_heads * S;
+    const float *lse = a.part + w * S;
+    float mx = -INFINITY;
+    for (int i = 0; i < S; i++) mx = fmaxf(mx, lse[i]);
+    float *o = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
+    if (mx == -INFINITY) {
+        for (int c = lane; c < hd; c += 32) o[c] = 0.0f;
+        return;
+    }
+    float den = 0.0f;
+    for (int i = 0; i < S; i++) den += lse[i] == -INFINITY ? 0.0f : expf(lse[i] - mx);
+    for (int c = lane; c < hd; c += 32) {
+        float acc = 0.0f;
+        for (int i = 0; i < S; i++)
+            if (lse[i] != -INFINITY) acc += expf(lse[i] - mx) * a.part[plane + (w * S + i) * hd + c];
+        o[c] = acc / den;
+    }
+}
+
+void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q, const float *k,
+                              const float *v, const int32_t *tables, const int32_t *info,
+                              int n_seq, int n_heads, int n_kv_heads, int head_dim,
+                              int block_size, float scale) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || n_seq <= 0) return;
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads || n_heads / n_kv_heads > DEC_MAXG ||
+        block_size <= 0 || head_dim % 32 || head_dim < 32 || head_dim > 256 || n_seq > 65535) {
+        TS_BAD(c, "attention_decode: heads (group <= 8), head_dim (32..256, multiple of 32)");
+        return;
+    }
+    dec_args a = {q, k, v, out, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
+                  block_size, n_heads / n_kv_heads, scale};
+    dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, TS_ATTN_DECODE_SPLITS);
+    bool ok;
+    switch (head_dim / 32) {
+    case 1: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<1>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 2: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<2>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 3: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<3>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 4: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<4>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 5: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<5>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 6: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<6>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 7: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<7>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    default: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<8>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    }
+    if (!ok) return;
+    size_t warps = (size_t)n_seq * n_heads;
+    ts_cuda_launch(c, "attn_decode_combine_kernel", attn_decode_combine_kernel,
+                   dim3(ts_cdiv(warps, 8)), dim3(256), 0, a);
+}
