@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a batch-1 decode step's GPU time goes: Nsight Compute timings of
-# every kernel of a few decode steps (clocks as found), summed by kernel
+# every kernel of a few decode steps (base clocks, caches not flushed), summed by kernel
 # name, next to the step time. Usage (GPU machine):
 #   tests/gpu/profile_decode.sh TESSERA MODEL_DIR [out dir]
 set -u
@@ -10,7 +10,7 @@ TS_CUDA_GRAPHS=0 "$T" bench -m "$M" --device cuda --prompt 128 --gen 64 --reps 1
 command -v nsys >/dev/null && echo "nsys: $(command -v nsys)"
 # prefill of 128 tokens, then decode: skip the load and prefill kernels and
 # take about three decode steps (~10-12 kernels a layer, 28 layers)
-ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-skip 3000 \
+ncu --clock-control base --cache-control none --metrics gpu__time_duration.sum --csv --launch-skip 3000 \
     --launch-count 1000 "$T" bench -m "$M" --device cuda --prompt 128 --gen 40 --reps 1 \
     >"$O/ncu.csv" 2>"$O/ncu.err"
 python3 - "$O/ncu.csv" <<'PY'

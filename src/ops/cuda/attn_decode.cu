@@ -92,8 +92,9 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
         for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, m_s[w][h]);
         size_t pi = ((size_t)s * a.n_heads + (size_t)kvh * g + h) * TS_ATTN_DECODE_SPLITS + sp;
         float *po = a.part + plane + pi * hd;
-        if (mx == -INFINITY) { /* empty piece */
+        if (mx == -INFINITY) { /* empty piece: weight 0 in the merge, o = 0 */
             if (lane == 0) a.part[pi] = -INFINITY;
+            for (int c = lane; c < hd; c += 32) po[c] = 0.0f;
             continue;
         }
         float den = 0.0f, wgt[DEC_WARPS];
@@ -110,8 +111,11 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
     }
 }
 
-/* One warp per (sequence, head): merges the pieces into out. */
+/* One warp per (sequence, head) merges the pieces into out: lane i holds
+ * piece i's weight (TS_ATTN_DECODE_SPLITS == 32), then each lane sums four
+ * head dims over the pieces. */
 __global__ void attn_decode_combine_kernel(dec_args a) {
+    static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
     ts_pdl_wait();
     ts_pdl_trigger();
     size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
@@ -119,21 +123,30 @@ __global__ void attn_decode_combine_kernel(dec_args a) {
     if (w >= (size_t)a.n_seq * a.n_heads) return;
     const int S = TS_ATTN_DECODE_SPLITS;
     size_t plane = (size_t)a.n_seq * a.n_heads * S;
-    const float *lse = a.part + w * S;
-    float mx = -INFINITY;
-    for (int i = 0; i < S; i++) mx = fmaxf(mx, lse[i]);
-    float *o = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
+    float l = a.part[w * S + lane], mx = l;
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
     if (mx == -INFINITY) {
-        for (int c = lane; c < hd; c += 32) o[c] = 0.0f;
+        for (int c = lane; c < hd; c += 32) out[c] = 0.0f;
         return;
     }
-    float den = 0.0f;
-    for (int i = 0; i < S; i++) den += lse[i] == -INFINITY ? 0.0f : expf(lse[i] - mx);
-    for (int c = lane; c < hd; c += 32) {
-        float acc = 0.0f;
-        for (int i = 0; i < S; i++)
-            if (lse[i] != -INFINITY) acc += expf(lse[i] - mx) * a.part[plane + (w * S + i) * hd + c];
-        o[c] = acc / den;
+    float e = l == -INFINITY ? 0.0f : expf(l - mx), den = e;
+    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+    float wt = e / den, wts[S];
+#pragma unroll
+    for (int i = 0; i < S; i++) wts[i] = __shfl_sync(0xffffffffu, wt, i);
+    /* every piece's o is written (0 when empty): the loads need no guard and
+     * all 32 are in flight at once */
+    const float *po = a.part + plane + w * S * hd;
+    for (int c = lane * 4; c < hd; c += 128) {
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int i = 0; i < S; i++) {
+            float4 v = *(const float4 *)(po + (size_t)i * hd + c);
+            acc.x = fmaf(wts[i], v.x, acc.x), acc.y = fmaf(wts[i], v.y, acc.y);
+            acc.z = fmaf(wts[i], v.z, acc.z), acc.w = fmaf(wts[i], v.w, acc.w);
+        }
+        *(float4 *)(out + c) = acc;
     }
 }
 

@@ -47,6 +47,7 @@ struct ts_cuda {
     ts_ops host_ops;        /* ts_cuda_host_ops */
     ts_cuda_scratch hs[3];  /* device copies of its host arguments */
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
+    int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch

@@ -73,8 +73,9 @@ __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f +
 /* Grid: (sum over segments of ceil(rows / (WMV_WARPS * RW)), ceil(n / WMV_TOKENS)).
  * Each warp owns RW consecutive output rows of one segment (with SWI, the
  * same rows of the gate and the up matrix), so every activation load serves
- * MR = RW (x2) weight rows. */
-template <typename T, int RW, bool SWI>
+ * MR = RW (x2) weight rows. TOK = 1 keeps a single token's accumulators
+ * (fewer registers: blocks of the next kernel fit beside these, see PDL). */
+template <typename T, int RW, bool SWI, int TOK>
 __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
     constexpr int MR = SWI ? 2 * RW : RW;
     int si = 0;
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
     int j0 = ((blockIdx.x - sg.block0) * WMV_WARPS + (threadIdx.x >> 5)) * RW;
     int t0 = blockIdx.y * WMV_TOKENS;
     if (j0 >= rows) return;
-    int nt = a.n - t0 < WMV_TOKENS ? a.n - t0 : WMV_TOKENS;
+    int nt = a.n - t0 < TOK ? a.n - t0 : TOK; /* TOK: 1 (one token) or WMV_TOKENS */
     int nr = rows - j0 < RW ? rows - j0 : RW;
     const float *xt = a.x + (size_t)t0 * (size_t)cols;
     const T *rp[MR]; /* the weight rows this warp reads; past the last row: row j0 again */
@@ -96,11 +97,11 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
         const T *base = (const T *)(SWI && q >= RW ? sg.w2 : sg.w);
         rp[q] = base + (size_t)(r < nr ? j0 + r : j0) * (size_t)cols;
     }
-    float acc[MR][WMV_TOKENS];
+    float acc[MR][TOK];
 #pragma unroll
     for (int q = 0; q < MR; q++)
 #pragma unroll
-        for (int t = 0; t < WMV_TOKENS; t++) acc[q][t] = 0.0f;
+        for (int t = 0; t < TOK; t++) acc[q][t] = 0.0f;
     constexpr int V = 16 / sizeof(T); /* elements per 16-byte load */
     int k_vec = a.vec ? cols / V * V : 0;
     /* U steps of weight loads are issued before any is used (bytes in flight);
@@ -143,7 +144,7 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
                 }
             }
 #pragma unroll
-            for (int t = 0; t < WMV_TOKENS; t++) {
+            for (int t = 0; t < TOK; t++) {
                 if (t < nt) {
                     const float4 *xp = (const float4 *)(xt + (size_t)t * (size_t)cols + k);
 #pragma unroll
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
     }
     for (int k = k_vec + lane; k < cols; k += 32) { /* unaligned path / tail */
 #pragma unroll
-        for (int t = 0; t < WMV_TOKENS; t++) {
+        for (int t = 0; t < TOK; t++) {
             if (t < nt) {
                 float xv = xt[(size_t)t * (size_t)cols + k];
                 if (a.round_x) xv = rnd_bf16(xv);
@@ -179,13 +180,13 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
 #pragma unroll
     for (int q = 0; q < MR; q++)
 #pragma unroll
-        for (int t = 0; t < WMV_TOKENS; t++)
+        for (int t = 0; t < TOK; t++)
             for (int o = 16; o > 0; o >>= 1) acc[q][t] += __shfl_xor_sync(0xffffffffu, acc[q][t], o);
     if (lane != 0) return;
 #pragma unroll
     for (int q = 0; q < RW; q++)
 #pragma unroll
-        for (int t = 0; t < WMV_TOKENS; t++) {
+        for (int t = 0; t < TOK; t++) {
             if (t >= nt || q >= nr) continue;
             float v = acc[q][t] + (sg.bias ? sg.bias[j0 + q] : 0.0f);
             if constexpr (SWI) v = silu_mul(v, acc[RW + q][t]);
@@ -254,7 +255,7 @@ static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const 
     }
     /* one row per warp while there are few tokens (more warps in flight);
      * several rows per warp once activations are reused across rows */
-    int rw = n <= 2 ? 1 : swi ? 2 : 4;
+    int rw = n <= 2 ? c->wmv_rw1 : swi ? 2 : 4;
     unsigned blocks = 0;
     for (int i = 0; i < n_seg; i++) {
         a.seg[i].w = w[swi ? 0 : i].data;
@@ -271,12 +272,15 @@ static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const 
         TS_BAD(c, "matmul: too many tokens for the weight-streaming kernel");
         return;
     }
-#define WMV_LAUNCH(TY, RWV, S) \
-    ts_cuda_launch(c, "wmv_kernel", wmv_kernel<TY, RWV, S>, grid, dim3(WMV_WARPS * 32), 0, a)
+#define WMV_LAUNCH(TY, RWV, S)                                                            \
+    (n == 1 ? ts_cuda_launch(c, "wmv_kernel", wmv_kernel<TY, RWV, S, 1>, grid,               \
+                             dim3(WMV_WARPS * 32), 0, a)                                     \
+            : ts_cuda_launch(c, "wmv_kernel", wmv_kernel<TY, RWV, S, WMV_TOKENS>, grid,      \
+                             dim3(WMV_WARPS * 32), 0, a))
 #define WMV_RW(TY, S)                                                                    \
     do {                                                                                  \
         if (rw == 1) WMV_LAUNCH(TY, 1, S);                                                \
-        else if (S) WMV_LAUNCH(TY, 2, S);                                                 \
+        else if (S || rw == 2) WMV_LAUNCH(TY, 2, S);                                      \
         else WMV_LAUNCH(TY, 4, S);                                                        \
     } while (0)
 #define WMV_DT(TY)                                                                       \
