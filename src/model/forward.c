@@ -509,15 +509,46 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
     const ts_model *m = f->m;
     const ts_model_config *c = &m->cfg;
     const ts_ops *o = f->ops;
+    float scale = 1.0f / sqrtf((float)c->head_dim);
     o->embed(o->ctx, f->x, &m->embed, f->ids, n);
-    for (int l = 0; l < c->n_layers; l++) {
-        layer_pre(f, l, n, prec);
-        o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
-                            f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
-                            f->kv->block_size, 1.0f / sqrtf((float)c->head_dim));
-        layer_post(f, l, n, prec);
+    if (!o->matmul_ex || !o->qk_rope_kv) {
+        for (int l = 0; l < c->n_layers; l++) {
+            layer_pre(f, l, n, prec);
+            o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
+                                f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
+                                f->kv->block_size, scale);
+            layer_post(f, l, n, prec);
+        }
+        o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, c->hidden, c->rms_eps);
+    } else { /* each norm folded into the products after it, each residual add
+              * into the product before it: x stays the residual stream */
+        for (int l = 0; l < c->n_layers; l++) {
+            const ts_layer *L = &m->layers[l];
+            float *const qkv[3] = {f->q, f->k, f->v}, *const xs[1] = {f->x}, *const gs[1] = {f->gate};
+            const ts_wmat wqkv[3] = {L->wq, L->wk, L->wv}, wgu[2] = {L->w_gate, L->w_up};
+            const float *const bqkv[3] = {L->bq, L->bk, L->bv}, *const bo[1] = {L->bo};
+            ts_matmul_ex e = {.y = qkv, .x = f->x, .n = n, .w = wqkv, .bias = bqkv, .n_w = 3,
+                              .norm_g = L->attn_norm, .norm_eps = c->rms_eps, .prec = prec};
+            o->matmul_ex(o->ctx, &e);
+            o->qk_rope_kv(o->ctx, f->q, f->k, f->v, c->qk_norm ? L->q_norm : NULL,
+                          c->qk_norm ? L->k_norm : NULL, c->rms_eps, f->pos, m->inv_freq,
+                          f->kv->k[l], f->kv->v[l], f->slot, n, c->n_heads, c->n_kv_heads,
+                          c->head_dim, f->kv->block_size);
+            o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
+                                f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
+                                f->kv->block_size, scale);
+            e = (ts_matmul_ex){.y = xs, .x = f->att, .n = n, .w = &L->wo, .bias = bo, .n_w = 1,
+                               .accumulate = true, .prec = prec};
+            o->matmul_ex(o->ctx, &e);
+            e = (ts_matmul_ex){.y = gs, .x = f->x, .n = n, .w = wgu, .n_w = 2, .swiglu = true,
+                               .norm_g = L->ffn_norm, .norm_eps = c->rms_eps, .prec = prec};
+            o->matmul_ex(o->ctx, &e);
+            e = (ts_matmul_ex){.y = xs, .x = f->gate, .n = n, .w = &L->w_down, .n_w = 1,
+                               .accumulate = true, .prec = prec};
+            o->matmul_ex(o->ctx, &e);
+        }
+        o->rmsnorm(o->ctx, f->xb, f->x, m->final_norm, n, c->hidden, c->rms_eps);
     }
-    o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, c->hidden, c->rms_eps);
     matmul(f, f->logits, f->xb, n, &m->lm_head, NULL, prec);
 }
 

@@ -78,7 +78,26 @@ typedef struct ts_attn_shared {
 /* attention_decode's pieces per (sequence, KV head) and its scratch size. */
 #define TS_ATTN_DECODE_SPLITS 32
 #define TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) \
-    ((size_t)(n_seq) * (size_t)(n_heads) * TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1))
+    ((size_t)(n_seq) * (size_t)(n_heads) * (TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1) + 1))
+
+/* A product with its neighbours folded in (ts_ops.matmul_ex): for i < n_w,
+ *   y[i][n][w[i].rows] (accumulate: +=) = x' . w[i]^T (+ bias[i] when bias and bias[i])
+ * where x' = x, or rmsnorm(x[n][cols]) * norm_g[cols] with norm_eps when norm_g
+ * is set (x itself unchanged); swiglu: n_w == 2 (gate, up) and
+ *   y[0] (accumulate: +=) = silu(x' . w[0]^T) * (x' . w[1]^T).
+ * Every w[i] has the same cols; n_w <= 4; no y[i] aliases x. */
+typedef struct ts_matmul_ex {
+    float *const *y;
+    const float *x;
+    int n;
+    const ts_wmat *w;
+    const float *const *bias; /* may be NULL */
+    int n_w;
+    const float *norm_g;      /* NULL: no norm */
+    float norm_eps;
+    bool accumulate, swiglu;
+    ts_prec prec;
+} ts_matmul_ex;
 
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
@@ -119,6 +138,9 @@ typedef struct ts_ops {
      * w_gate and w_up have the same shape; out does not alias x. */
     void (*matmul_swiglu)(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
                           const ts_wmat *w_up, ts_prec prec);
+    /* matmul_ex: see ts_matmul_ex (the decode step folds each sublayer's
+     * RMSNorm into the next products and the residual add into the last). */
+    void (*matmul_ex)(void *ctx, const ts_matmul_ex *a);
     /* qk_rope_kv: in place on q[n][n_heads][hd] and k[n][n_kv_heads][hd]:
      * per-head RMSNorm by q_norm / k_norm[hd] (both NULL: none), then RoPE (as
      * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write). */
@@ -133,7 +155,8 @@ typedef struct ts_ops {
      * depend on them (a decode step recorded once and replayed):
      * info[2 s] = offset of seq s's block table in tables, info[2 s + 1] = its
      * n_kv (>= 0; 0 gives out = 0). Equals attention with n_q = 1, causal.
-     * part: scratch of TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) floats. */
+     * part: scratch of TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) floats,
+     * zero-filled before its first use (calls leave it fit for the next). */
     void (*attention_decode)(void *ctx, float *out, float *part, const float *q,
                              const float *k, const float *v, const int32_t *tables,
                              const int32_t *info, int n_seq, int n_heads, int n_kv_heads,

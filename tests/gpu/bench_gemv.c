@@ -67,6 +67,7 @@ int main(void) {
     int32_t *pos_d = dup_dev(zero, 8), *tab_d = dup_dev(tab, sizeof tab), *part = NULL;
     float *part_d = nan_dev(TS_ATTN_DECODE_PART(1, NH, HD)), *q = nan_dev(NH * HD), *att = nan_dev(NH * HD);
     ts_cuda_memset(g_cu, q, 0, NH * HD * 4);
+    ts_cuda_memset(g_cu, part_d, 0, TS_ATTN_DECODE_PART(1, NH, HD) * 4);
     (void)part;
     printf("%-40s %10s %10s\n", "kernel (batch 1)", "us/call", "GB/s");
     for (size_t b = 0; b < sizeof bs / sizeof bs[0]; b++) {

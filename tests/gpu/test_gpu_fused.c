@@ -4,6 +4,8 @@
  * - matmul_multi (q, k, v of one input) = matmul per weight;
  * - matmul_swiglu = matmul gate, matmul up, swiglu;
  * - qk_rope_kv = per-head rmsnorm of q and k, rope of both, kv_write;
+ * - matmul_ex (RMSNorm folded in before, residual add after) = rmsnorm,
+ *   matmul (or matmul, matmul, swiglu), then y += the result;
  * - attention_decode (lengths and block tables read on the device) =
  *   attention with one query row per sequence.
  * f32 arithmetic must stay under 1e-5 relative L2 error, bf16 activations
@@ -20,7 +22,7 @@
 #define PAD 19 /* poisoned floats after each output */
 
 static const ts_ops *ops;
-static double worst[4];
+static double worst[5];
 
 /* f16 bits of f (|f| < 2; mantissa truncated, tiny values flushed to 0). */
 static uint16_t to_f16(float f) {
@@ -172,6 +174,64 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm) {
     dfree(inv_d), dfree(pos_d), dfree(slot_d);
 }
 
+static void test_ex(ts_dtype dt, int n, bool swi, bool norm, bool acc) {
+    int cols = dt == TS_DT_F32 ? 516 : 1024, n_w = swi ? 2 : 1 + rnd_int(3);
+    int rows[3] = {1 + rnd_int(900), 1 + rnd_int(300), 1 + rnd_int(300)};
+    if (swi) rows[1] = rows[0];
+    int n_out = swi ? 1 : n_w;
+    ts_wmat h[3], d[3];
+    size_t nx = (size_t)n * cols;
+    float *x = xmalloc(nx * 4), *g = xmalloc((size_t)cols * 4), *xn = xmalloc(nx * 4);
+    fill(x, nx, 2.0f);
+    for (int j = 0; j < cols; j++) g[j] = 1.0f + 0.5f * rnd();
+    float *x_d = dup_dev(x, nx * 4), *g_d = dup_dev(g, (size_t)cols * 4);
+    float *y0[3] = {0}, *y_d[3] = {0}, *b[3] = {0}, *b_d[3] = {0};
+    for (int i = 0; i < n_w; i++) {
+        make_w(&h[i], &d[i], dt, rows[i], cols);
+        b[i] = xmalloc((size_t)rows[i] * 4);
+        fill(b[i], (size_t)rows[i], 1.0f);
+        b_d[i] = !swi && (i + n) % 2 ? dup_dev(b[i], (size_t)rows[i] * 4) : NULL;
+    }
+    for (int i = 0; i < n_out; i++) {
+        size_t ny = (size_t)n * rows[i];
+        y0[i] = xmalloc((ny + PAD) * 4);
+        fill(y0[i], ny, 1.0f);
+        for (int k = 0; k < PAD; k++) y0[i][ny + (size_t)k] = NAN;
+        y_d[i] = dup_dev(y0[i], (ny + PAD) * 4);
+        if (!acc) ts_cuda_memset(g_cu, y_d[i], 0xff, (ny + PAD) * 4);
+    }
+    float *const ys[3] = {y_d[0], y_d[1], y_d[2]};
+    const float *const bs[3] = {b_d[0], b_d[1], b_d[2]};
+    ts_matmul_ex e = {.y = ys, .x = x_d, .n = n, .w = d, .bias = bs, .n_w = n_w,
+                      .norm_g = norm ? g_d : NULL, .norm_eps = 1e-6f, .accumulate = acc,
+                      .swiglu = swi, .prec = TS_PREC_F32};
+    ops->matmul_ex(ops->ctx, &e);
+    if (norm) ts_ref_rmsnorm(NULL, xn, x, g, n, cols, 1e-6f);
+    else memcpy(xn, x, nx * 4);
+    for (int i = 0; i < n_out; i++) {
+        size_t ny = (size_t)n * rows[i];
+        float *ref = xmalloc(ny * 4), *up = xmalloc(ny * 4);
+        ts_ref_matmul(NULL, ref, xn, n, &h[i], b_d[i] ? b[i] : NULL, TS_PREC_F32);
+        if (swi) {
+            ts_ref_matmul(NULL, up, xn, n, &h[1], NULL, TS_PREC_F32);
+            ts_ref_swiglu(NULL, ref, ref, up, n, rows[0]);
+        }
+        if (acc)
+            for (size_t k = 0; k < ny; k++) ref[k] = y0[i][k] + ref[k];
+        float *y = get_padded(y_d[i], ny, "matmul_ex");
+        double err = rel_err(y, ref, ny);
+        if (err > worst[4] || isnan(err)) worst[4] = err;
+        CHECKF(err < TOL_F32, "matmul_ex dtype %d n %d n_w %d swiglu %d norm %d acc %d: rel err %g",
+               (int)dt, n, n_w, swi, norm, acc, err);
+        free(ref), free(up), free(y), free(y0[i]), dfree(y_d[i]);
+    }
+    for (int i = 0; i < n_w; i++) {
+        ts_cuda_wmat_free(g_cu, &d[i]);
+        free((void *)h[i].data), free(b[i]), dfree(b_d[i]);
+    }
+    free(x), free(g), free(xn), dfree(x_d), dfree(g_d);
+}
+
 static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len) {
     int32_t *len = xmalloc((size_t)n_seq * 4), *info = xmalloc((size_t)n_seq * 8);
     int total_blocks = 0;
@@ -205,6 +265,7 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
     float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4), *q_d = dup_dev(q, nq * 4);
     int32_t *tab_d = dup_dev(tables, (size_t)(off + 1) * 4), *info_d = dup_dev(info, (size_t)n_seq * 8);
     float *part_d = nan_dev(TS_ATTN_DECODE_PART(n_seq, nh, hd)), *out_d = nan_dev(nq + PAD);
+    ts_cuda_memset(g_cu, part_d, 0, TS_ATTN_DECODE_PART(n_seq, nh, hd) * 4); /* its contract */
     for (int rep = 0; rep < 2; rep++) { /* the second run reuses the scratch as a graph would */
         ts_cuda_memset(g_cu, out_d, 0xff, (nq + PAD) * 4);
         ops->attention_decode(ops->ctx, out_d, part_d, q_d, kp_d, vp_d, tab_d, info_d, n_seq, nh,
@@ -235,7 +296,8 @@ int main(void) {
     if (!g_rng) g_rng = 1;
     printf("test_gpu_fused seed %llu (TS_GPU_SEED to repeat)\n", (unsigned long long)sd);
     ops = ts_cuda_ops(g_cu);
-    CHECK(ops->matmul_multi && ops->matmul_swiglu && ops->qk_rope_kv);
+    CHECK(ops->matmul_multi && ops->matmul_swiglu && ops->qk_rope_kv && ops->matmul_ex &&
+          ops->attention_decode);
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
     const int ns[7] = {1, 2, 3, 8, 9, 33, 70};
     for (int di = 0; di < 3; di++)
@@ -249,6 +311,11 @@ int main(void) {
             for (int ni = 0; ni < 3; ni++)
                 test_qk_rope_kv(heads[h][0], heads[h][1], hds[d], (h + d) & 1 ? 16 : 5,
                                 ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0);
+    const int ens[5] = {1, 3, 8, 9, 20};
+    for (int di = 0; di < 2; di++)
+        for (int ni = 0; ni < 5; ni++)
+            for (int k = 0; k < 8; k++)
+                test_ex(di ? TS_DT_F32 : TS_DT_BF16, ens[ni], k & 1, k & 2, k & 4);
     const int seqs[4] = {1, 3, 8, 40}, lens[4] = {1, 37, 700, 3000};
     for (int h = 0; h < 4; h++)
         for (int d = 0; d < 3; d++)
@@ -259,7 +326,8 @@ int main(void) {
     test_decode(4, 32, 4, 128, 16, 0);  /* empty ranges give 0 */
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
     printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g, "
-           "attention_decode %.3g\n", worst[0], worst[1], worst[2], worst[3]);
+           "attention_decode %.3g, matmul_ex %.3g\n", worst[0], worst[1], worst[2], worst[3],
+           worst[4]);
     ts_cuda_destroy(g_cu);
     return ts_test_done("test_gpu_fused");
 }

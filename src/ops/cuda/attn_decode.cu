@@ -3,8 +3,9 @@
  * every sequence has one query row (row s of q / out), and its KV length
  * and block table are read from device memory. The KV range of each
  * (sequence, KV head) is cut into TS_ATTN_DECODE_SPLITS equal pieces, one
- * block each (a piece may be empty); the pieces' (o, lse) states are merged
- * by log-sum-exp in a second kernel. Arithmetic in f32 with expf, as the CPU
+ * block each (a piece may be empty); the last block of a (sequence, KV head)
+ * to finish merges the pieces' (o, lse) states by log-sum-exp (a counter per
+ * pair in the scratch, left at zero for the next call). Arithmetic in f32 with expf, as the CPU
  * reference. */
 #include <math.h>
 
@@ -17,12 +18,47 @@
 typedef struct dec_args {
     const float *q, *k, *v;
     float *out;
-    float *part;              /* [n_seq][n_heads][SPLITS] lse, then [..][SPLITS][hd] o */
+    float *part;              /* [n_seq][n_heads][SPLITS] lse, then [..][SPLITS][hd] o,
+                                 then [n_seq][n_kv_heads] counters (zero between calls) */
     const int32_t *tables;    /* block tables; info[2 s] is seq s's offset into it */
     const int32_t *info;      /* [n_seq][2]: table offset, n_kv */
     int n_seq, n_heads, n_kv_heads, head_dim, block_size, group;
     float scale;
 } dec_args;
+
+/* Merges the pieces of (sequence, head) w = s * n_heads + head into out, one
+ * warp: lane i holds piece i's weight (TS_ATTN_DECODE_SPLITS == 32), then
+ * each lane sums four head dims over the pieces with all loads in flight.
+ * The pieces were written by other blocks: loads go through L2 (__ldcg). */
+__device__ void merge_head(const dec_args &a, size_t w, int lane) {
+    static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
+    const int S = TS_ATTN_DECODE_SPLITS, hd = a.head_dim;
+    size_t plane = (size_t)a.n_seq * a.n_heads * S;
+    float l = __ldcg(a.part + w * S + lane), mx = l;
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
+    if (mx == -INFINITY) {
+        for (int c = lane; c < hd; c += 32) out[c] = 0.0f;
+        return;
+    }
+    float e = l == -INFINITY ? 0.0f : expf(l - mx), den = e;
+    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+    float wt = e / den, wts[S];
+#pragma unroll
+    for (int i = 0; i < S; i++) wts[i] = __shfl_sync(0xffffffffu, wt, i);
+    /* every piece's o is written (0 when empty): the loads need no guard */
+    const float *po = a.part + plane + w * S * hd;
+    for (int c = lane * 4; c < hd; c += 128) {
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int i = 0; i < S; i++) {
+            float4 v = __ldcg((const float4 *)(po + (size_t)i * hd + c));
+            acc.x = fmaf(wts[i], v.x, acc.x), acc.y = fmaf(wts[i], v.y, acc.y);
+            acc.z = fmaf(wts[i], v.z, acc.z), acc.w = fmaf(wts[i], v.w, acc.w);
+        }
+        *(float4 *)(out + c) = acc;
+    }
+}
 
 /* D: head dims per lane (head_dim = 32 D). Grid (n_seq, n_kv_heads, SPLITS). */
 template <int D>
@@ -109,45 +145,20 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
         }
         if (lane == 0) a.part[pi] = mx + logf(den);
     }
-}
-
-/* One warp per (sequence, head) merges the pieces into out: lane i holds
- * piece i's weight (TS_ATTN_DECODE_SPLITS == 32), then each lane sums four
- * head dims over the pieces. */
-__global__ void attn_decode_combine_kernel(dec_args a) {
-    static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
-    ts_pdl_wait();
-    ts_pdl_trigger();
-    size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31, hd = a.head_dim;
-    if (w >= (size_t)a.n_seq * a.n_heads) return;
-    const int S = TS_ATTN_DECODE_SPLITS;
-    size_t plane = (size_t)a.n_seq * a.n_heads * S;
-    float l = a.part[w * S + lane], mx = l;
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
-    if (mx == -INFINITY) {
-        for (int c = lane; c < hd; c += 32) out[c] = 0.0f;
-        return;
+    /* the last block of this (sequence, KV head) to finish merges the pieces */
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *cnt = (unsigned *)(a.part + plane * (hd + 1)) + (size_t)s * a.n_kv_heads + kvh;
+        last = atomicAdd(cnt, 1u) == TS_ATTN_DECODE_SPLITS - 1;
+        if (last) *cnt = 0; /* every piece has counted: ready for the next call */
     }
-    float e = l == -INFINITY ? 0.0f : expf(l - mx), den = e;
-    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-    float wt = e / den, wts[S];
-#pragma unroll
-    for (int i = 0; i < S; i++) wts[i] = __shfl_sync(0xffffffffu, wt, i);
-    /* every piece's o is written (0 when empty): the loads need no guard and
-     * all 32 are in flight at once */
-    const float *po = a.part + plane + w * S * hd;
-    for (int c = lane * 4; c < hd; c += 128) {
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-        for (int i = 0; i < S; i++) {
-            float4 v = *(const float4 *)(po + (size_t)i * hd + c);
-            acc.x = fmaf(wts[i], v.x, acc.x), acc.y = fmaf(wts[i], v.y, acc.y);
-            acc.z = fmaf(wts[i], v.z, acc.z), acc.w = fmaf(wts[i], v.w, acc.w);
-        }
-        *(float4 *)(out + c) = acc;
-    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int h = warp; h < g; h += DEC_WARPS)
+        merge_head(a, (size_t)s * a.n_heads + (size_t)kvh * g + h, lane);
 }
 
 void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q, const float *k,
@@ -164,19 +175,14 @@ void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q
     dec_args a = {q, k, v, out, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
                   block_size, n_heads / n_kv_heads, scale};
     dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, TS_ATTN_DECODE_SPLITS);
-    bool ok;
     switch (head_dim / 32) {
-    case 1: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<1>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 2: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<2>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 3: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<3>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 4: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<4>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 5: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<5>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 6: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<6>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 7: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<7>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    default: ok = ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<8>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 1: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<1>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 2: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<2>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 3: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<3>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 4: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<4>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 5: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<5>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 6: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<6>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 7: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<7>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    default: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<8>, grid, dim3(DEC_WARPS * 32), 0, a); break;
     }
-    if (!ok) return;
-    size_t warps = (size_t)n_seq * n_heads;
-    ts_cuda_launch(c, "attn_decode_combine_kernel", attn_decode_combine_kernel,
-                   dim3(ts_cdiv(warps, 8)), dim3(256), 0, a);
 }

@@ -187,6 +187,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->matmul_multi = ts_cuda_matmul_multi;
     o->matmul_swiglu = ts_cuda_matmul_swiglu;
     o->qk_rope_kv = ts_cuda_qk_rope_kv;
+    o->matmul_ex = ts_cuda_matmul_ex;
     o->attention_decode = ts_cuda_attention_decode;
     o->attention_shared = ts_cuda_attention_shared;
     o->dev_alloc = op_dev_alloc;
@@ -211,7 +212,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->host_ops.rope = host_rope;
     c->host_ops.kv_write = host_kv_write;
     c->host_ops.qk_rope_kv = NULL;
-    c->host_ops.attention_decode = NULL; /* host arrays: rope and kv_write above */
+    c->host_ops.attention_decode = NULL;
+    c->host_ops.matmul_ex = NULL; /* host arrays: rope and kv_write above */
     return c;
 }
 
@@ -222,6 +224,8 @@ void ts_cuda_destroy(ts_cuda *c) {
     cudaFree(c->part.p);
     cudaFree(c->meta.p);
     cudaFree(c->mlp.p);
+    cudaFree(c->xn.p);
+    cudaFree(c->acc.p);
     free(c->meta.last);
     for (int i = 0; i < 3; i++) cudaFree(c->hs[i].p);
     for (int i = 0; i < TS_CUDA_RING; i++) {

@@ -37,6 +37,7 @@ struct ts_cuda {
     ts_cuda_scratch part;   /* matmul split products / attention partials */
     ts_cuda_scratch meta;   /* attention work items */
     ts_cuda_scratch mlp;    /* matmul_swiglu: the up product of a prefill */
+    ts_cuda_scratch xn, acc;/* matmul_ex of a prefill: normed input, product to add */
     /* pinned staging for work items: a ring, so that a call never waits for
      * the previous one; slot i is reused once ring_ev[i] (its copy) is done */
     void *ring[TS_CUDA_RING];
@@ -126,6 +127,7 @@ void ts_cuda_matmul_multi(void *ctx, float *const *y, const float *x, int n, con
                           const float *const *bias, int n_w, ts_prec prec);
 void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
                            const ts_wmat *w_up, ts_prec prec);
+void ts_cuda_matmul_ex(void *ctx, const ts_matmul_ex *e);
 void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const float *q_norm,
                         const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
                         float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,

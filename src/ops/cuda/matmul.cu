@@ -66,6 +66,9 @@ typedef struct wmv_args {
     const float *x;     /* [n][cols] */
     int n, cols;
     bool round_x, vec;  /* vec: the 16-byte path is allowed (aligned rows and x) */
+    const float *norm_g;/* [cols]: x is RMS-normalised with this gain on the fly, or NULL */
+    float eps;
+    bool acc_out;       /* y += the product (the residual add) */
 } wmv_args;
 
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
@@ -122,6 +125,18 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
     load(lane * V);
     ts_pdl_wait();
     ts_pdl_trigger();
+    float inv[TOK]; /* 1 / rms of each token's x when normalising */
+#pragma unroll
+    for (int t = 0; t < TOK; t++) {
+        inv[t] = 1.0f;
+        if (a.norm_g && t < nt) {
+            const float *xr = xt + (size_t)t * (size_t)cols;
+            float ss = 0.0f;
+            for (int k = lane; k < cols; k += 32) ss = fmaf(xr[k], xr[k], ss);
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            inv[t] = 1.0f / sqrtf(ss / (float)cols + a.eps);
+        }
+    }
     for (int kb = lane * V; kb < k_vec; kb += STEP) {
         uint4 cur[U][MR];
 #pragma unroll
@@ -150,6 +165,11 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
 #pragma unroll
                     for (int h = 0; h < V / 4; h++) {
                         float4 xv = __ldg(xp + h);
+                        if (a.norm_g) { /* as rmsnorm_kernel: x * inv * g */
+                            float4 gv = __ldg((const float4 *)(a.norm_g + k) + h);
+                            xv.x = xv.x * inv[t] * gv.x, xv.y = xv.y * inv[t] * gv.y;
+                            xv.z = xv.z * inv[t] * gv.z, xv.w = xv.w * inv[t] * gv.w;
+                        }
                         if (a.round_x) {
                             xv.x = rnd_bf16(xv.x), xv.y = rnd_bf16(xv.y);
                             xv.z = rnd_bf16(xv.z), xv.w = rnd_bf16(xv.w);
@@ -171,6 +191,7 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
         for (int t = 0; t < TOK; t++) {
             if (t < nt) {
                 float xv = xt[(size_t)t * (size_t)cols + k];
+                if (a.norm_g) xv = xv * inv[t] * a.norm_g[k];
                 if (a.round_x) xv = rnd_bf16(xv);
 #pragma unroll
                 for (int q = 0; q < MR; q++) acc[q][t] = fmaf(xv, widen1(rp[q][k]), acc[q][t]);
@@ -190,7 +211,8 @@ __global__ void __launch_bounds__(WMV_WARPS * 32) wmv_kernel(wmv_args a) {
             if (t >= nt || q >= nr) continue;
             float v = acc[q][t] + (sg.bias ? sg.bias[j0 + q] : 0.0f);
             if constexpr (SWI) v = silu_mul(v, acc[RW + q][t]);
-            sg.y[(size_t)(t0 + t) * (size_t)rows + (size_t)(j0 + q)] = v;
+            float *yp = sg.y + (size_t)(t0 + t) * (size_t)rows + (size_t)(j0 + q);
+            *yp = a.acc_out ? *yp + v : v;
         }
 }
 
@@ -234,8 +256,10 @@ static unsigned grid1(size_t total) {
  * n for F16 weights) in one launch; swi: one product pair w[0] (gate) and
  * w[1] (up), y[0] = silu(gate) * up. All weights share dtype and cols. */
 static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const ts_wmat *w,
-                      const float *const *bias, int n_w, bool round_x, bool swi) {
+                      const float *const *bias, int n_w, bool round_x, bool swi,
+                      const float *norm_g = NULL, float eps = 0.0f, bool acc_out = false) {
     wmv_args a = {};
+    a.norm_g = norm_g, a.eps = eps, a.acc_out = acc_out;
     int n_seg = swi ? 1 : n_w;
     if (n_seg < 1 || n_seg > WMV_SEGS) {
         TS_BAD(c, "matmul: number of fused products");
@@ -244,7 +268,7 @@ static void wmv_multi(ts_cuda *c, float *const *y, const float *x, int n, const 
     ts_dtype dt = w[0].dtype;
     size_t es = dt == TS_DT_F32 ? 4 : 2;
     bool vec = ((uintptr_t)x % 16 == 0) && ((size_t)w[0].cols * es % 16 == 0) &&
-               (w[0].cols % 4 == 0);
+               (w[0].cols % 4 == 0) && ((uintptr_t)norm_g % 16 == 0);
     for (int i = 0; i < n_w; i++) {
         if (w[i].dtype != dt || w[i].cols != w[0].cols || w[i].rows <= 0 ||
             (swi && w[i].rows != w[0].rows)) {
@@ -397,4 +421,52 @@ void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const t
     ts_cuda_matmul(ctx, out, x, n, w_gate, NULL, prec);
     ts_cuda_matmul(ctx, up, x, n, w_up, NULL, prec);
     ts_cuda_swiglu(ctx, out, out, up, n, w_gate->rows);
+}
+
+/* y[i] += r[i] */
+__global__ void add_kernel(float *y, const float *r, size_t total) {
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] += r[i];
+}
+
+void ts_cuda_matmul_ex(void *ctx, const ts_matmul_ex *e) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || e->n <= 0) return;
+    if (e->n_w < 1 || e->n_w > WMV_SEGS || (e->swiglu && e->n_w != 2)) {
+        TS_BAD(c, "matmul_ex: number of products");
+        return;
+    }
+    bool same = true;
+    for (int i = 1; i < e->n_w; i++)
+        same = same && e->w[i].dtype == e->w[0].dtype && e->w[i].cols == e->w[0].cols;
+    if (e->n <= WMV_TOKENS && same) { /* one weight-streaming launch does it all */
+        wmv_multi(c, e->y, e->x, e->n, e->w, e->bias, e->n_w, e->prec == TS_PREC_BF16, e->swiglu,
+                  e->norm_g, e->norm_eps, e->accumulate);
+        return;
+    }
+    /* larger steps: the unfused ops through scratch */
+    int cols = e->w[0].cols;
+    const float *x = e->x;
+    if (e->norm_g) {
+        float *xn = (float *)ts_cuda_scratch_get(c, &c->xn, (size_t)e->n * cols * sizeof(float));
+        if (!xn) return;
+        ts_cuda_rmsnorm(ctx, xn, e->x, e->norm_g, e->n, cols, e->norm_eps);
+        x = xn;
+    }
+    int n_out = e->swiglu ? 1 : e->n_w;
+    for (int i = 0; i < n_out; i++) {
+        size_t ny = (size_t)e->n * e->w[i].rows;
+        float *dst = e->y[i];
+        if (e->accumulate) {
+            dst = (float *)ts_cuda_scratch_get(c, &c->acc, ny * sizeof(float));
+            if (!dst) return;
+        }
+        if (e->swiglu) ts_cuda_matmul_swiglu(ctx, dst, x, e->n, &e->w[0], &e->w[1], e->prec);
+        else ts_cuda_matmul(ctx, dst, x, e->n, &e->w[i], e->bias ? e->bias[i] : NULL, e->prec);
+        if (e->accumulate) {
+            add_kernel<<<grid1(ny), 256, 0, c->stream>>>(e->y[i], dst, ny);
+            if (!TS_LAUNCHED(c, "add_kernel")) return;
+        }
+    }
 }
