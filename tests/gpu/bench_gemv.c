@@ -33,13 +33,7 @@ static ts_wmat upload_w(int rows, int cols) {
 }
 
 int main(void) {
-    ts_err err;
-    g_cu = ts_cuda_create(0, &err);
-    if (!g_cu) {
-        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
-        return 1;
-    }
-    ops = ts_cuda_ops(g_cu);
+    ops = gpu_start(NULL);
     const bench bs[] = {
         {"q/k/v fused (2048+1024+1024 x 1024)", 1, {2048, 1024, 1024}, 1024, 0},
         {"q alone (2048 x 1024)", 0, {2048}, 1024, 0},

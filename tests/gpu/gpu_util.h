@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ops/cpu/cpu_internal.h"
 #include "ops/cuda/cuda.h"
@@ -49,6 +50,28 @@ static inline void die_cuda(const char *where) {
     fprintf(stderr, "FATAL %s: %s\n", where,
             ts_cuda_last_error(g_cu) ? ts_cuda_last_error(g_cu) : "(no detail)");
     exit(2);
+}
+
+/* Opens device 0 into g_cu and returns its ops; when it cannot, prints why
+ * (and, for a test, the runner's "name: 0 passed, 1 failed" line) and exits 1.
+ * Tests (name != NULL) seed the generator from TS_GPU_SEED or the clock and
+ * print the seed. */
+static inline const ts_ops *gpu_start(const char *name) {
+    ts_err err;
+    g_cu = ts_cuda_create(0, &err);
+    if (!g_cu) {
+        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
+        if (name) printf("%s: 0 passed, 1 failed\n", name);
+        exit(1);
+    }
+    if (name) {
+        const char *seed = getenv("TS_GPU_SEED");
+        uint64_t sd = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL);
+        g_rng ^= sd * 0x9e3779b97f4a7c15ull;
+        if (!g_rng) g_rng = 1;
+        printf("%s seed %llu (TS_GPU_SEED to repeat)\n", name, (unsigned long long)sd);
+    }
+    return ts_cuda_ops(g_cu);
 }
 
 /* Device copy of host data. */

@@ -12,8 +12,6 @@
  * under 1e-2; outputs are NaN-poisoned before each run, words past each
  * output must stay poisoned, pool slots not written must keep their values.
  * Needs a GPU: run by tests/gpu/run.sh. */
-#include <time.h>
-
 #include "gpu_util.h"
 #include "test.h"
 
@@ -284,18 +282,7 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
 
 int main(void) {
     ts_err err;
-    g_cu = ts_cuda_create(0, &err);
-    if (!g_cu) {
-        fprintf(stderr, "no CUDA backend: %s\n", err.msg);
-        printf("test_gpu_fused: 0 passed, 1 failed\n");
-        return 1;
-    }
-    const char *seed = getenv("TS_GPU_SEED");
-    uint64_t sd = seed ? strtoull(seed, NULL, 0) : (uint64_t)time(NULL);
-    g_rng ^= sd * 0x9e3779b97f4a7c15ull;
-    if (!g_rng) g_rng = 1;
-    printf("test_gpu_fused seed %llu (TS_GPU_SEED to repeat)\n", (unsigned long long)sd);
-    ops = ts_cuda_ops(g_cu);
+    ops = gpu_start("test_gpu_fused");
     CHECK(ops->matmul_multi && ops->matmul_swiglu && ops->qk_rope_kv && ops->matmul_ex &&
           ops->attention_decode);
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
