@@ -38,6 +38,8 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     a->requests = 32;
     a->prefix_len = 2048;
     a->suffix_len = 32;
+    a->in_min = a->out_min = 100;
+    a->in_max = a->out_max = 1024;
     a->repair_frac = 0.03f;
     a->sample = ts_sample_params_default();
     for (int i = first; i < argc; i++) {
@@ -61,6 +63,8 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         INT("--depth", bench_depth, 0, 1 << 20)
         INT("--requests", requests, 1, 4096) INT("--prefix", prefix_len, 0, 1 << 20)
         INT("--suffix", suffix_len, 1, 1 << 20) INT("--block-size", block_size, 1, 4096)
+        INT("--in-min", in_min, 1, 1 << 20) INT("--in-max", in_max, 1, 1 << 20)
+        INT("--out-min", out_min, 1, 1 << 20) INT("--out-max", out_max, 1, 1 << 20)
         INT("--top-k", sample.top_k, 0, 1 << 30)
         FLT("--temp", sample.temperature) FLT("--temperature", sample.temperature)
         FLT("--top-p", sample.top_p) FLT("--min-p", sample.min_p)

@@ -16,6 +16,7 @@ typedef struct cli_args {
     int n_predict, threads, limit, reps;
     int bench_prompt, bench_gen, bench_depth;
     int requests, prefix_len, suffix_len;
+    int in_min, in_max, out_min, out_max; /* bench-batch length ranges */
     const char *mode;       /* eval-qa composition mode, NULL = whole-prompt prefill */
     float repair_frac;
     bool chunks_cached;
@@ -52,6 +53,7 @@ struct json_t;
 int cmd_eval_compose(cli_args *a, struct json_t *cases, size_t n_cases, ts_runtime *rt);
 int cmd_bench(cli_args *a);
 int cmd_bench_shared(cli_args *a);
+int cmd_bench_batch(cli_args *a);
 int cmd_bench_chunks(cli_args *a);
 /* serve parses its own options (argv[2..]). */
 int cmd_serve(int argc, char **argv);

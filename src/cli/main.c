@@ -18,6 +18,9 @@ static const char USAGE[] =
     "  bench     [--prompt 512] [--gen 64] [--depth D] [--reps 3]   tokens/s as JSON\n"
     "  bench-shared [--requests 32] [--prefix 2048] [--suffix 32] [--gen 32]\n"
     "            requests sharing a prefix: cache and cascade on vs off, as JSON\n"
+    "  bench-batch [--requests 256] [--in-min 100] [--in-max 1024] [--out-min 100]\n"
+    "            [--out-max 1024] [--temp 0.6] [--seed S] [--out WORKLOAD.json]\n"
+    "            nano-vllm's throughput workload (random ids, ignore EOS), as JSON\n"
     "  bench-chunks --cases FILE [--limit N] [--repair-frac F]   documents as cited chunks\n"
     "            vs plain text through the engine: TTFT and answers, as JSON\n"
     "  serve     [--host H] [--port 8000] [--api-key KEY]...   OpenAI-compatible HTTP\n"
@@ -38,7 +41,8 @@ int main(int argc, char **argv) {
         int (*fn)(cli_args *);
     } cmds[] = {{"generate", cmd_generate}, {"chat", cmd_chat},       {"tokenize", cmd_tokenize},
                 {"logits", cmd_logits},     {"eval-qa", cmd_eval_qa}, {"bench", cmd_bench},
-                {"bench-shared", cmd_bench_shared}, {"bench-chunks", cmd_bench_chunks}};
+                {"bench-shared", cmd_bench_shared}, {"bench-chunks", cmd_bench_chunks},
+                {"bench-batch", cmd_bench_batch}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         if (strcmp(argv[1], cmds[i].name)) continue;
         cli_args a;
