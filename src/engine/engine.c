@@ -46,6 +46,8 @@ ts_status ts_engine_create(const char *dir, const ts_engine_opts *opts, ts_engin
     ts_engine *e = calloc(1, sizeof *e);
     if (!e) return ts_fail(err, TS_ERR_NOMEM, "out of memory");
     e->o = o;
+    const char *ds = getenv("TS_DEVICE_SAMPLE");
+    e->dev_sample = !(ds && !strcmp(ds, "0"));
     e->next_id = 1;
     pthread_mutex_init(&e->lock, NULL);
     pthread_cond_init(&e->cond, NULL);

@@ -47,6 +47,7 @@ typedef struct ts_req {
 struct ts_engine {
     ts_runtime *rt;
     ts_engine_opts o;
+    bool dev_sample;          /* sample on the device when it can (TS_DEVICE_SAMPLE=0: never) */
     /* owned by the stepping thread */
     ts_req **waiting;         /* FCFS; [0] is next */
     int n_waiting, cap_waiting;

@@ -314,6 +314,14 @@ static float kth_largest(const float *x, int32_t n, size_t k, float *heap) {
     return h < k ? -INFINITY : heap[0];
 }
 
+bool ts_sampler_plain(const ts_sampler *s) {
+    const ts_sample_params *p = &s->p;
+    return p->repetition_penalty == 1.0f && (p->top_k <= 0 || p->top_k >= s->n_vocab) &&
+           p->top_p >= 1.0f && p->min_p <= 0.0f;
+}
+
+double ts_sampler_draw(ts_sampler *s) { return rng_uniform(s->rng); }
+
 int32_t ts_sampler_sample(ts_sampler *s, float *logits, const int32_t *history,
                           size_t n_history) {
     const ts_sample_params *p = &s->p;

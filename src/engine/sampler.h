@@ -27,6 +27,7 @@
 #ifndef TS_ENGINE_SAMPLER_H
 #define TS_ENGINE_SAMPLER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "tessera.h"
@@ -58,6 +59,14 @@ void ts_sampler_reseed(ts_sampler *s, uint64_t seed);
 
 /* The params the sampler was created with. */
 const ts_sample_params *ts_sampler_params(const ts_sampler *s);
+
+/* Whether the params need only temperature (greedy included): no penalty,
+ * top-k, top-p or min-p. Such draws can be made elsewhere (on a GPU) from
+ * one uniform number, ts_sampler_draw. */
+bool ts_sampler_plain(const ts_sampler *s);
+/* The next uniform number in [0, 1) of the sampler's PRNG, as
+ * ts_sampler_sample draws it for a non-greedy token. */
+double ts_sampler_draw(ts_sampler *s);
 
 /* Picks a token from logits[n_vocab], which the call may overwrite (penalty
  * and temperature are applied in place). history[n_history] holds the ids

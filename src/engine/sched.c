@@ -223,6 +223,36 @@ static void drop_running(ts_engine *e, ts_req *r) {
         }
 }
 
+/* Draws the step's tokens on the device: one uniform number per sampled
+ * row from its request's sampler (greedy rows none), in row order. *ids is
+ * malloc'ed [rows]. */
+static ts_status sample_on_device(ts_engine *e, int n_seq, int32_t **ids, ts_err *err) {
+    int rows = 0;
+    for (int k = 0; k < n_seq; k++) rows += e->batch[k].n_logits;
+    *ids = NULL;
+    if (!rows) return TS_OK; /* nothing to sample this step */
+    float *temp = malloc((size_t)rows * sizeof *temp);
+    double *u = malloc((size_t)rows * sizeof *u);
+    *ids = malloc((size_t)rows * sizeof **ids);
+    ts_status st = TS_OK;
+    if (!temp || !u || !*ids) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    for (int k = 0, row = 0; !st && k < n_seq; k++) {
+        if (!e->batch[k].n_logits) continue;
+        ts_sampler *smp = e->batch_req[k]->smp;
+        temp[row] = ts_sampler_params(smp)->temperature;
+        u[row] = temp[row] > 0.0f ? ts_sampler_draw(smp) : 0.0;
+        row++;
+    }
+    if (!st && rows) st = ts_fwd_sample(e->rt->fwd, rows, temp, u, *ids, err);
+    free(temp);
+    free(u);
+    if (st) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return st;
+}
+
 ts_status ts_sched_step(ts_engine *e, ts_err *err) {
     ts_runtime *rt = e->rt;
     admit(e);
@@ -254,10 +284,19 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         }
     }
     if (!n_seq) return TS_OK;
+    /* sampling on the device when every row needs only a temperature: the
+     * logits then stay there (TS_DEVICE_SAMPLE=0 turns this off) */
+    bool dev_sample = ts_fwd_can_sample(rt->fwd) && e->dev_sample;
+    for (int k = 0; dev_sample && k < n_seq; k++)
+        dev_sample = !e->batch[k].n_logits || ts_sampler_plain(e->batch_req[k]->smp);
+    ts_fwd_set_logits_on_device(rt->fwd, dev_sample);
     const float *logits;
     ts_err ferr;
     ts_status s = ts_fwd_run(rt->fwd, e->batch, n_seq, &logits, &ferr);
+    int32_t *ids = NULL;
+    if (!s && dev_sample) s = sample_on_device(e, n_seq, &ids, &ferr);
     if (s) { /* the batch's requests end with the error; the engine goes on */
+        free(ids);
         for (int k = 0; k < n_seq; k++) {
             ts_req *r = e->batch_req[k];
             if (k + 1 < n_seq && e->batch_req[k + 1] == r) continue;
@@ -281,8 +320,13 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         if (from_prompt) e->st.prefill_tokens += (uint64_t)r->step_n;
         publish(e, r);
         if (!e->batch[k].n_logits) continue;
-        memcpy(e->row, logits + (size_t)row++ * vocab, (size_t)vocab * sizeof *e->row);
-        int32_t id = ts_sampler_sample(r->smp, e->row, r->tokens, (size_t)r->n_tokens);
+        int32_t id;
+        if (ids) {
+            id = ids[row++];
+        } else {
+            memcpy(e->row, logits + (size_t)row++ * vocab, (size_t)vocab * sizeof *e->row);
+            id = ts_sampler_sample(r->smp, e->row, r->tokens, (size_t)r->n_tokens);
+        }
         if (r->n_gen++ == 0) r->ttft_ms = ts_now_ms() - r->t_submit;
         e->st.generated_tokens++;
         const char *finish = NULL;
@@ -297,5 +341,6 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
                              strcmp(finish, "error") ? NULL : "out of memory");
         }
     }
+    free(ids);
     return TS_OK;
 }

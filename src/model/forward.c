@@ -65,6 +65,13 @@ struct ts_fwd {
      * backend with attention_decode): one graph per token count */
     void *step_graphs[TS_FWD_GRAPH_MAX];
     float *dec_part;          /* attention_decode scratch for TS_FWD_GRAPH_MAX rows */
+    float *dec_big;           /* the same for larger decode batches (not in graphs) */
+    int cap_dec_big;          /* sequences dec_big holds */
+    bool all_decode;          /* this step: every sequence one token, no cascade */
+    bool logits_dev;          /* ts_fwd_set_logits_on_device */
+    int n_logits_last;        /* logit rows of the last run */
+    void *smp_d;              /* device: temp, u, ids of ts_fwd_sample */
+    size_t cap_smp;
     const int32_t *info_d;    /* device [n_seq][2]: block table offset in ib_d, n_kv */
     bool graphs_on;
     uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
@@ -113,9 +120,10 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
 void ts_fwd_destroy(ts_fwd *f) {
     if (!f) return;
     float **sc[] = {&f->x, &f->xb, &f->tmp, &f->q, &f->k, &f->v, &f->att, &f->att2,
-                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits, &f->dec_part};
+                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits, &f->dec_part, &f->dec_big};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) s_free(f, *sc[i]);
     if (f->dev) f->ops->dev_free(f->ops->ctx, f->ib_d);
+    if (f->dev) f->ops->dev_free(f->ops->ctx, f->smp_d);
     if (f->logits_h_pinned) f->ops->host_free(f->ops->ctx, f->logits_h);
     else free(f->logits_h);
     free_graphs(f);
@@ -458,6 +466,13 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
     int hd = c->head_dim;
     double t_attn = now_ms();
     float scale = 1.0f / sqrtf((float)hd);
+    if (f->all_decode && f->dec_big) { /* one query row a sequence: split KV, no planning */
+        o->attention_decode(o->ctx, f->att, f->dec_big, f->q, f->kv->k[l], f->kv->v[l],
+                            f->ib_d, f->info_d, n_seqs, c->n_heads, c->n_kv_heads, hd,
+                            f->kv->block_size, scale);
+        f->times.attention_ms += now_ms() - t_attn;
+        return;
+    }
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
                  .block_size = f->kv->block_size, .scale = scale, .causal = true,
@@ -614,6 +629,14 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         free_graphs(f);
         f->graph_gen = f->gen;
     }
+    /* decode steps too large for a graph still use attention_decode */
+    f->all_decode = !step && f->dev && o->attention_decode && !f->used_cascade && n == n_seqs &&
+                    !f->cap_n;
+    if (f->all_decode && n > f->cap_dec_big) {
+        s_free(f, f->dec_big);
+        f->dec_big = s_alloc(f, TS_ATTN_DECODE_PART(n, c->n_heads, c->head_dim) * 4);
+        f->cap_dec_big = f->dec_big ? n : 0;
+    }
     if (step) {
         void **g = &f->step_graphs[n - 1];
         if (!*g && o->capture_begin(o->ctx)) {
@@ -652,6 +675,11 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     }
     *logits = f->logits;
     f->times.queue_ms += now_ms() - t_start;
+    f->n_logits_last = n_logits;
+    if (f->dev && f->logits_dev) { /* the caller samples on the device */
+        f->times.total_ms += now_ms() - t_start;
+        return TS_OK;
+    }
     if (f->dev) { /* logits to the host; this also waits for the step */
         if (n_logits)
             st = o->download(o->ctx, f->logits_h, f->logits, (size_t)n_logits * c->vocab * 4, err);
@@ -666,4 +694,43 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     }
     f->times.total_ms += now_ms() - t_start;
     return TS_OK;
+}
+
+bool ts_fwd_can_sample(const ts_fwd *f) { return f->dev && f->ops->sample; }
+
+void ts_fwd_set_logits_on_device(ts_fwd *f, bool on) { f->logits_dev = on && ts_fwd_can_sample(f); }
+
+ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const float *temp, const double *u,
+                        int32_t *ids, ts_err *err) {
+    const ts_ops *o = f->ops;
+    if (!ts_fwd_can_sample(f))
+        return ts_fail(err, TS_ERR_UNSUPPORTED, "forward: the %s backend cannot sample", o->name);
+    if (n_rows <= 0 || n_rows != f->n_logits_last)
+        return ts_fail(err, TS_ERR_INVALID, "forward: %d rows to sample, the last step has %d",
+                       n_rows, f->n_logits_last);
+    /* device layout: u [n] doubles, temp [n] floats, ids [n] int32 */
+    size_t bytes = (size_t)n_rows * (sizeof *u + sizeof *temp + sizeof *ids);
+    if (bytes > f->cap_smp) {
+        o->dev_free(o->ctx, f->smp_d);
+        f->smp_d = o->dev_alloc(o->ctx, bytes);
+        f->cap_smp = f->smp_d ? bytes : 0;
+        if (!f->smp_d) {
+            ts_status st = o->sync(o->ctx, err);
+            return st ? st : ts_fail(err, TS_ERR_NOMEM, "forward: no device memory");
+        }
+    }
+    char *d = f->smp_d;
+    double *u_d = (double *)d;
+    float *t_d = (float *)(d + (size_t)n_rows * sizeof *u);
+    int32_t *id_d = (int32_t *)(d + (size_t)n_rows * (sizeof *u + sizeof *temp));
+    ts_status st = o->upload(o->ctx, u_d, u, (size_t)n_rows * sizeof *u, err);
+    if (!st) st = o->upload(o->ctx, t_d, temp, (size_t)n_rows * sizeof *temp, err);
+    if (st) return st;
+    o->sample(o->ctx, id_d, f->logits, n_rows, f->m->cfg.vocab, t_d, u_d);
+    st = o->download(o->ctx, ids, id_d, (size_t)n_rows * sizeof *ids, err);
+    if (!st && f->dev_st) {
+        st = f->dev_st;
+        if (err) *err = f->dev_err;
+    }
+    return st;
 }

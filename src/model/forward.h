@@ -71,6 +71,18 @@ typedef struct ts_fwd_times {
 ts_fwd_times ts_fwd_get_times(const ts_fwd *f);
 void ts_fwd_reset_times(ts_fwd *f);
 
+/* Whether ts_fwd_sample works (a device backend with a sampling op). */
+bool ts_fwd_can_sample(const ts_fwd *f);
+/* On a device backend, on = true makes the following ts_fwd_run calls keep
+ * the logits on the device (*logits is then a device pointer, and errors of
+ * the step surface in ts_fwd_sample); ts_fwd_sample then draws the tokens. */
+void ts_fwd_set_logits_on_device(ts_fwd *f, bool on);
+/* Draws ids[n_rows] from the last run's logits rows on the device (the ops'
+ * sample: temp[i] == 0 greedy, else softmax(logits / temp[i]) at the uniform
+ * draw u[i]). n_rows must be that run's logit rows. */
+ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const float *temp, const double *u,
+                        int32_t *ids, ts_err *err);
+
 /* Runs the batch. On success *logits points to [sum n_logits][vocab] f32
  * owned by f, valid until the next call; rows follow the order of seqs. */
 ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float **logits,

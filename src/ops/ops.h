@@ -141,6 +141,13 @@ typedef struct ts_ops {
     /* matmul_ex: see ts_matmul_ex (the decode step folds each sublayer's
      * RMSNorm into the next products and the residual add into the last). */
     void (*matmul_ex)(void *ctx, const ts_matmul_ex *a);
+    /* sample: one token a row of logits[n][vocab], on the device: ids[n] =
+     * argmax where temp[i] == 0 (NaN never, lowest id of equal maxima, 0 when
+     * all NaN), else the draw u[i] in [0, 1) over softmax(logits / temp[i]) in
+     * id order, as ts_sampler_sample without top-k, top-p, min-p or penalty
+     * (src/ops/cuda/sample.cu says where the two may differ). temp, u: device. */
+    void (*sample)(void *ctx, int32_t *ids, const float *logits, int n, int vocab,
+                   const float *temp, const double *u);
     /* qk_rope_kv: in place on q[n][n_heads][hd] and k[n][n_kv_heads][hd]:
      * per-head RMSNorm by q_norm / k_norm[hd] (both NULL: none), then RoPE (as
      * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write). */

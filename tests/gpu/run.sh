@@ -71,11 +71,18 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
     # batch through the engine (generate -f), cascade on
     doc="Document: The river Aldmere flows through the town of Brenwick, where the old mill stands beside the stone bridge that the mason Harlan Voss built in 1820 for the wool merchants."
     printf '%s\n' "$doc Question: Who built the bridge? Answer:" "$doc Question: Which town does the river flow through? Answer:" \
-        "$doc Question: When was the bridge built? Answer:" "${prompts[@]}" >"$tmp/batch.txt"
+        "$doc Question: When was the bridge built? Answer:" "${prompts[@]}" \
+        "$doc Question: Who stands beside the bridge? Answer:" "$doc Question: What does the mill grind? Answer:" \
+        "Tell me about the river." "The mason was" "In 1820 the merchants" "A town called" >"$tmp/batch.txt"
+    # 12 sequences: decode steps above the graph size (8) take the other path
     "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --exact --cascade on --device cpu >"$tmp/bc.txt" 2>/dev/null
     "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --cascade on --device cuda >"$tmp/bg.txt" 2>"$tmp/bg.err"
     if cmp -s "$tmp/bc.txt" "$tmp/bg.txt" && [ -s "$tmp/bg.txt" ]; then ok "generate -f (engine batch): GPU = CPU"
     else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
+    # sampling on the device: greedy batch = CPU, seeded sampling = host sampling
+    sc=$(bash "$(dirname "$0")/sample_check.sh" "$T" "$F" 2>&1); echo "$sc"
+    [ "$(echo "$sc" | grep -c -e '= CPU' -e '= host sampling')" -eq 2 ] && ok "device sampling (greedy, seeded t=0.7)" \
+        || bad "device sampling" "$(echo "$sc" | head -c 200)"
     # the engine honours the device (a missing GPU must fail, not fall back to the CPU)
     if "$T" generate -m "$F" -f "$tmp/batch.txt" -n 4 --device cuda:99 >/dev/null 2>"$tmp/e99"; then
         bad "generate -f --device cuda:99 fails"; else grep -q 'cuda:99' "$tmp/e99" && ok "generate -f --device cuda:99 fails" \

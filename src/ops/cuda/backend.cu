@@ -188,6 +188,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->matmul_swiglu = ts_cuda_matmul_swiglu;
     o->qk_rope_kv = ts_cuda_qk_rope_kv;
     o->matmul_ex = ts_cuda_matmul_ex;
+    o->sample = ts_cuda_sample;
     o->attention_decode = ts_cuda_attention_decode;
     o->attention_shared = ts_cuda_attention_shared;
     o->dev_alloc = op_dev_alloc;
@@ -213,7 +214,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->host_ops.kv_write = host_kv_write;
     c->host_ops.qk_rope_kv = NULL;
     c->host_ops.attention_decode = NULL;
-    c->host_ops.matmul_ex = NULL; /* host arrays: rope and kv_write above */
+    c->host_ops.matmul_ex = NULL;
+    c->host_ops.sample = NULL; /* host arrays: rope and kv_write above */
     return c;
 }
 
