@@ -51,6 +51,11 @@ for t in "$dir"/test_*; do
 done
 if has ops && [ -x "$dir/bench_gpu" ]; then
     "$dir/bench_gpu" || bad bench_gpu "exit $?"
+    # PyTorch SDPA on the cascade table's shapes, same run (needs torch)
+    sd=$(python3 "$(dirname "$0")/bench_sdpa.py" 2>&1 | tail -1)
+    echo "sdpa: $sd"
+    echo "$sd" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["bf16"]["us"], d["f32"]["us"])' >/tmp/sdpa.txt 2>/dev/null \
+        && row "PyTorch SDPA B=64 x 4128 keys (bf16 / f32 us)" "$(cat /tmp/sdpa.txt)" || bad "bench_sdpa.py" "$sd"
 fi
 
 # ---- the CLI on the GPU against the CPU (same binary, same machine) ----
