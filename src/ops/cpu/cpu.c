@@ -141,6 +141,8 @@ ts_cpu *ts_cpu_create(ts_pool *pool, ts_cpu_isa isa) {
     case TS_ISA_AVX2:
         o->name = "cpu-avx2";
         o->matmul = ts_avx2_matmul;
+        o->matmul_multi = ts_avx2_matmul_multi;
+        o->matmul_swiglu = ts_avx2_matmul_swiglu;
         o->attention = ts_avx2_attention;
         o->attention_shared = ts_avx2_attention_shared;
         break;
@@ -160,6 +162,7 @@ void ts_cpu_destroy(ts_cpu *cpu) {
     for (int i = 0; i < cpu->nth; i++) free(cpu->thr[i].p);
     free(cpu->thr);
     free(cpu->shared.p);
+    free(cpu->fused.p);
     free(cpu);
 }
 

@@ -24,6 +24,7 @@ struct ts_cpu {
     ts_cpu_isa isa;
     ts_scratch *thr;    /* [nth]: per-thread scratch, touched only by its thread */
     ts_scratch shared;  /* grown by the calling thread before a pool run */
+    ts_scratch fused;   /* matmul_swiglu's up product in prefill (calling thread) */
 };
 
 /* Returns at least `bytes` of scratch, 64-byte aligned, or NULL when memory
@@ -93,6 +94,13 @@ void ts_avx2_swiglu_rows(float *out, const float *gate, const float *up, size_t 
 
 void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
                     const float *bias, ts_prec prec);
+/* matmul_multi / matmul_swiglu (see ts_ops): one pool run for all the rows
+ * in decode, the unfused sequence for n >= 8; bit-identical to the unfused
+ * ts_avx2_matmul (+ ts_cpu_swiglu). */
+void ts_avx2_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                          const float *const *bias, int n_w, ts_prec prec);
+void ts_avx2_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                           const ts_wmat *w_up, ts_prec prec);
 void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
                       const float *bias, ts_prec prec);
 void ts_avx2_attention(void *ctx, const ts_attn *a);

@@ -284,3 +284,176 @@ void ts_avx2_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w
     ts_pool_run(cpu->pool, gemm_task, &j);
     if (j.fail) ts_ref_matmul(ctx, y, x, n, w, bias, TS_PREC_F32);
 }
+
+/* ---- fused products (matmul_multi, matmul_swiglu) ----
+ * Decode: one pool run covers every row of every matrix; chunks of rows are
+ * numbered across the matrices and taken from one atomic counter. Each output
+ * element is the same gemv_row dot product as ts_avx2_matmul's, so results
+ * are bit-identical to the unfused ops. */
+
+typedef struct mm_multi_job {
+    float *y[4];
+    const float *x;
+    const ts_wmat *w[4];
+    const float *bias[4];
+    int n, n_w;
+    int cr[4];     /* rows per chunk of matrix i */
+    long c0[5];    /* first chunk number of matrix i; c0[n_w] = total */
+    int swiglu;    /* w[0] gate -> y[0], w[1] up (into per-thread scratch) */
+    ts_cpu *cpu;
+    _Atomic int fail;
+    _Atomic long next;
+} mm_multi_job;
+
+/* y[b][r] (stride ldy) = x[b] . W[r] (+ bias[r]) for r < rows, b < n, where
+ * w points at the first of the rows. */
+static void gemv_block(float *y, size_t ldy, const float *x, int n, int K, const void *w,
+                       ts_dtype dt, int rows, const float *bias) {
+    for (int i = 0; i < n; i += 4) {
+        int nb = n - i >= 4 ? 4 : n - i;
+        const float *xi = x + (size_t)i * (size_t)K;
+        float *yi = y + (size_t)i * ldy;
+#define GEMV_BLK(DT)                                                              \
+    switch (nb) {                                                                 \
+    case 4: gemv_rows(yi, ldy, xi, K, w, DT, 0, rows, 4, bias); break;            \
+    case 3: gemv_rows(yi, ldy, xi, K, w, DT, 0, rows, 3, bias); break;            \
+    case 2: gemv_rows(yi, ldy, xi, K, w, DT, 0, rows, 2, bias); break;            \
+    default: gemv_rows(yi, ldy, xi, K, w, DT, 0, rows, 1, bias); break;           \
+    }
+        switch (dt) {
+        case TS_DT_BF16: GEMV_BLK(TS_DT_BF16) break;
+        case TS_DT_F16: GEMV_BLK(TS_DT_F16) break;
+        default: GEMV_BLK(TS_DT_F32) break;
+        }
+#undef GEMV_BLK
+    }
+}
+
+static void multi_task(void *vctx, int ith, int nth) {
+    (void)nth;
+    mm_multi_job *j = vctx;
+    for (;;) {
+        long c = atomic_fetch_add(&j->next, 1);
+        if (c >= j->c0[j->n_w]) break;
+        int i = 0;
+        while (c >= j->c0[i + 1]) i++;
+        const ts_wmat *w = j->w[i];
+        int K = w->cols, cr = j->cr[i];
+        size_t es = w->dtype == TS_DT_F32 ? 4 : 2;
+        int r0 = (int)(c - j->c0[i]) * cr, nr = w->rows - r0 < cr ? w->rows - r0 : cr;
+        const char *wr = (const char *)w->data + (size_t)r0 * (size_t)K * es;
+        if (!j->swiglu) {
+            gemv_block(j->y[i] + r0, (size_t)w->rows, j->x, j->n, K, wr, w->dtype, nr,
+                       j->bias[i] ? j->bias[i] + r0 : NULL);
+            continue;
+        }
+        /* gate rows [r0, r0 + nr) into out, then the same rows of up into
+         * scratch, then out = silu(gate) * up over the chunk */
+        float *u = ts_scratch_get(&j->cpu->thr[ith], (size_t)j->n * (size_t)cr * sizeof(float));
+        if (!u) {
+            j->fail = 1;
+            return;
+        }
+        const ts_wmat *wu = j->w[1];
+        const char *ur = (const char *)wu->data + (size_t)r0 * (size_t)K * es;
+        size_t ld = (size_t)w->rows;
+        gemv_block(j->y[0] + r0, ld, j->x, j->n, K, wr, w->dtype, nr, NULL);
+        gemv_block(u, (size_t)nr, j->x, j->n, K, ur, wu->dtype, nr, NULL);
+        for (int b = 0; b < j->n; b++)
+            ts_avx2_swiglu_rows(j->y[0] + (size_t)b * ld + r0, j->y[0] + (size_t)b * ld + r0,
+                                u + (size_t)b * nr, (size_t)nr);
+    }
+}
+
+static int mm_dtype_ok(const ts_wmat *w) {
+    return w->dtype == TS_DT_F32 || w->dtype == TS_DT_F16 || w->dtype == TS_DT_BF16;
+}
+
+/* Rounds x to bf16 into the shared scratch when prec asks; NULL on no memory. */
+static const float *mm_round_x(ts_cpu *cpu, const float *x, int n, int K, ts_prec prec) {
+    if (prec != TS_PREC_BF16) return x;
+    size_t cnt = (size_t)n * (size_t)K;
+    float *xr = ts_scratch_get(&cpu->shared, cnt * sizeof(float));
+    if (!xr) return NULL;
+    for (size_t i = 0; i < cnt; i++) xr[i] = ts_round_bf16(x[i]);
+    return xr;
+}
+
+static void mm_multi_setup(mm_multi_job *j, int n_w) {
+    j->n_w = n_w;
+    j->c0[0] = 0;
+    for (int i = 0; i < n_w; i++) {
+        const ts_wmat *w = j->w[i];
+        size_t rb = (size_t)w->cols * (w->dtype == TS_DT_F32 ? 4 : 2);
+        int cr = rb >= TS_GEMV_CHUNK ? 1 : (int)(TS_GEMV_CHUNK / rb);
+        if (j->swiglu) { /* bounds the up scratch; 8-aligned chunks keep the
+                          * SIMD silu's lanes those of the unfused swiglu */
+            cr = cr > 64 ? 64 : cr < 8 ? 8 : cr & ~7;
+        }
+        j->cr[i] = cr;
+        j->c0[i + 1] = j->c0[i] + (w->rows + cr - 1) / cr;
+    }
+    atomic_init(&j->next, 0);
+    atomic_init(&j->fail, 0);
+}
+
+void ts_avx2_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                          const float *const *bias, int n_w, ts_prec prec) {
+    ts_cpu *cpu = ctx;
+    if (n <= 0 || n_w <= 0) return;
+    int ok = n < TS_GEMM_MIN_N && n_w <= 4;
+    for (int i = 0; ok && i < n_w; i++) ok = mm_dtype_ok(&w[i]) && w[i].cols == w[0].cols;
+    const float *xr = ok ? mm_round_x(cpu, x, n, w[0].cols, prec) : NULL;
+    if (!xr) {
+        for (int i = 0; i < n_w; i++)
+            ts_avx2_matmul(ctx, y[i], x, n, &w[i], bias ? bias[i] : NULL, prec);
+        return;
+    }
+    mm_multi_job j = {.x = xr, .n = n, .cpu = cpu};
+    for (int i = 0; i < n_w; i++) {
+        j.y[i] = y[i];
+        j.w[i] = &w[i];
+        j.bias[i] = bias ? bias[i] : NULL;
+    }
+    mm_multi_setup(&j, n_w);
+    ts_pool_run(cpu->pool, multi_task, &j);
+}
+
+void ts_avx2_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                           const ts_wmat *w_up, ts_prec prec) {
+    ts_cpu *cpu = ctx;
+    if (n <= 0) return;
+    int ok = n < TS_GEMM_MIN_N && mm_dtype_ok(w_gate) && w_gate->dtype == w_up->dtype &&
+             w_gate->rows == w_up->rows && w_gate->cols == w_up->cols &&
+             w_gate->rows % 8 == 0; /* see mm_multi_setup */
+    const float *xr = ok ? mm_round_x(cpu, x, n, w_gate->cols, prec) : NULL;
+    if (xr) {
+        mm_multi_job j = {.x = xr, .n = n, .cpu = cpu, .swiglu = 1};
+        j.y[0] = out;
+        j.w[0] = w_gate;
+        j.w[1] = w_up;
+        mm_multi_setup(&j, 1); /* chunks over the gate rows; up follows */
+        ts_pool_run(cpu->pool, multi_task, &j);
+        if (!j.fail) return;
+    }
+    /* prefill (or no scratch): the unfused sequence */
+    size_t cnt = (size_t)n * (size_t)w_up->rows;
+    float *u = ts_scratch_get(&cpu->fused, cnt * sizeof(float));
+    if (!u) { /* no memory: one up product at a time */
+        ts_avx2_matmul(ctx, out, x, n, w_gate, NULL, prec);
+        size_t es = w_up->dtype == TS_DT_F32 ? 4 : 2; /* the dtypes ts_wmat allows */
+        for (int b = 0; b < n; b++)
+            for (int r = 0; r < w_up->rows; r++) {
+                ts_wmat row = *w_up;
+                row.rows = 1;
+                row.data = (const char *)w_up->data + (size_t)r * (size_t)w_up->cols * es;
+                float uv = 0.0f, *o = out + (size_t)b * w_up->rows + r;
+                ts_ref_matmul(ctx, &uv, x + (size_t)b * w_up->cols, 1, &row, NULL, prec);
+                ts_ref_swiglu(ctx, o, o, &uv, 1, 1);
+            }
+        return;
+    }
+    ts_avx2_matmul(ctx, out, x, n, w_gate, NULL, prec);
+    ts_avx2_matmul(ctx, u, x, n, w_up, NULL, prec);
+    ts_cpu_swiglu(ctx, out, out, u, n, w_up->rows);
+}
