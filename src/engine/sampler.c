@@ -214,14 +214,43 @@ static int32_t argmax(const float *x, int32_t n) {
     return best < 0 ? 0 : best;
 }
 
-static void apply_penalty(ts_sampler *s, float *logits, const int32_t *history,
-                          size_t n_history) {
-    float pen = s->p.repetition_penalty;
-    if (pen == 1.0f || !history || n_history == 0) return;
+/* A fresh stamp for s->mark (every id then counts as unmarked). */
+static uint32_t next_stamp(ts_sampler *s) {
     if (++s->stamp == 0) { /* wrapped: forget old stamps */
         memset(s->mark, 0, (size_t)s->n_vocab * sizeof *s->mark);
         s->stamp = 1;
     }
+    return s->stamp;
+}
+
+static int cmp_id(const void *pa, const void *pb) {
+    const ts_cand *a = pa, *b = pb;
+    return (a->id > b->id) - (a->id < b->id);
+}
+
+/* Puts c[0..n) in id order: a sort when n is small against the
+ * vocabulary, otherwise one pass over the ids (w[] is id-indexed scratch). */
+static void order_by_id(ts_sampler *s, ts_cand *c, size_t n, float *w) {
+    if (n < 2) return;
+    if (n * 32 < (size_t)s->n_vocab) {
+        qsort(c, n, sizeof *c, cmp_id);
+        return;
+    }
+    uint32_t st = next_stamp(s);
+    for (size_t i = 0; i < n; i++) {
+        s->mark[c[i].id] = st;
+        w[c[i].id] = c[i].v;
+    }
+    size_t m = 0;
+    for (int32_t id = 0; id < s->n_vocab; id++)
+        if (s->mark[id] == st) c[m++] = (ts_cand){w[id], id};
+}
+
+static void apply_penalty(ts_sampler *s, float *logits, const int32_t *history,
+                          size_t n_history) {
+    float pen = s->p.repetition_penalty;
+    if (pen == 1.0f || !history || n_history == 0) return;
+    next_stamp(s);
     for (size_t i = 0; i < n_history; i++) {
         int32_t id = history[i];
         if (id < 0 || id >= s->n_vocab || s->mark[id] == s->stamp) continue;
@@ -314,11 +343,7 @@ static float kth_largest(const float *x, int32_t n, size_t k, float *heap) {
     return h < k ? -INFINITY : heap[0];
 }
 
-bool ts_sampler_plain(const ts_sampler *s) {
-    const ts_sample_params *p = &s->p;
-    return p->repetition_penalty == 1.0f && (p->top_k <= 0 || p->top_k >= s->n_vocab) &&
-           p->top_p >= 1.0f && p->min_p <= 0.0f;
-}
+bool ts_sampler_on_device(const ts_sampler *s) { return s->p.repetition_penalty == 1.0f; }
 
 double ts_sampler_draw(ts_sampler *s) { return rng_uniform(s->rng); }
 
@@ -354,7 +379,9 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits, const int32_t *history,
         }
     }
     if (n == 0) return 0;
+    bool reordered = false; /* c[] left id order */
     if (k > 0 && k < n) {
+        reordered = true;
         select_top(c, n, k);
         float kth = c[0].v;
         for (size_t i = 1; i < k; i++)
@@ -378,7 +405,10 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits, const int32_t *history,
         z += w;
     }
 
-    if (p->top_p < 1.0f) n = top_p_cut(s, c, n, (double)p->top_p * z);
+    if (p->top_p < 1.0f) {
+        n = top_p_cut(s, c, n, (double)p->top_p * z);
+        reordered = true;
+    }
 
     /* min-p: the top weight is exactly 1, so the threshold is min_p itself */
     if (p->min_p > 0.0f) {
@@ -388,6 +418,8 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits, const int32_t *history,
         n = m; /* the top token (weight 1) always survives */
     }
 
+    /* the draw walks the kept tokens in id order, as the device does */
+    if (reordered) order_by_id(s, c, n, logits);
     z = 0.0;
     for (size_t i = 0; i < n; i++) z += c[i].v;
     double r = rng_uniform(s->rng) * z, cum = 0.0;

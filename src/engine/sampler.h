@@ -13,7 +13,9 @@
  *      the mass of the tokens before it is < top_p (the smallest set whose
  *      mass reaches top_p; the top token is always kept);
  *   7. min-p: drop tokens whose probability is < min_p * the top probability;
- *   8. renormalise and draw with the sampler's own PRNG.
+ *   8. renormalise and draw with the sampler's own PRNG: one uniform number
+ *      u, and the first kept token in id order whose running mass exceeds
+ *      u * (kept mass). (Ties in steps 4 and 6 rank by id, lowest first.)
  *
  * Non-finite logits: NaN is treated as -inf (never chosen); -inf tokens are
  * never chosen. If some logits are +inf, the draw is uniform over the +inf
@@ -60,10 +62,10 @@ void ts_sampler_reseed(ts_sampler *s, uint64_t seed);
 /* The params the sampler was created with. */
 const ts_sample_params *ts_sampler_params(const ts_sampler *s);
 
-/* Whether the params need only temperature (greedy included): no penalty,
- * top-k, top-p or min-p. Such draws can be made elsewhere (on a GPU) from
- * one uniform number, ts_sampler_draw. */
-bool ts_sampler_plain(const ts_sampler *s);
+/* Whether the params leave out the repetition penalty, the one step that
+ * needs the history: such draws can be made elsewhere (on a GPU, see
+ * ts_ops.sample) from the params and one uniform number, ts_sampler_draw. */
+bool ts_sampler_on_device(const ts_sampler *s);
 /* The next uniform number in [0, 1) of the sampler's PRNG, as
  * ts_sampler_sample draws it for a non-greedy token. */
 double ts_sampler_draw(ts_sampler *s);

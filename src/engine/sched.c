@@ -223,29 +223,29 @@ static void drop_running(ts_engine *e, ts_req *r) {
         }
 }
 
-/* Draws the step's tokens on the device: one uniform number per sampled
- * row from its request's sampler (greedy rows none), in row order. *ids is
- * malloc'ed [rows]. */
+/* Draws the step's tokens on the device: each sampled row gets its
+ * request's params and one uniform number from its sampler (greedy rows
+ * none), in row order. *ids is malloc'ed [rows]. */
 static ts_status sample_on_device(ts_engine *e, int n_seq, int32_t **ids, ts_err *err) {
     int rows = 0;
     for (int k = 0; k < n_seq; k++) rows += e->batch[k].n_logits;
     *ids = NULL;
     if (!rows) return TS_OK; /* nothing to sample this step */
-    float *temp = malloc((size_t)rows * sizeof *temp);
-    double *u = malloc((size_t)rows * sizeof *u);
+    ts_sample_row *sr = malloc((size_t)rows * sizeof *sr);
     *ids = malloc((size_t)rows * sizeof **ids);
     ts_status st = TS_OK;
-    if (!temp || !u || !*ids) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
+    if (!sr || !*ids) st = ts_fail(err, TS_ERR_NOMEM, "out of memory");
     for (int k = 0, row = 0; !st && k < n_seq; k++) {
         if (!e->batch[k].n_logits) continue;
         ts_sampler *smp = e->batch_req[k]->smp;
-        temp[row] = ts_sampler_params(smp)->temperature;
-        u[row] = temp[row] > 0.0f ? ts_sampler_draw(smp) : 0.0;
+        const ts_sample_params *p = ts_sampler_params(smp);
+        sr[row] = (ts_sample_row){.temp = p->temperature, .top_k = p->top_k,
+                                  .top_p = p->top_p, .min_p = p->min_p};
+        sr[row].u = p->temperature > 0.0f ? ts_sampler_draw(smp) : 0.0;
         row++;
     }
-    if (!st && rows) st = ts_fwd_sample(e->rt->fwd, rows, temp, u, *ids, err);
-    free(temp);
-    free(u);
+    if (!st) st = ts_fwd_sample(e->rt->fwd, rows, sr, *ids, err);
+    free(sr);
     if (st) {
         free(*ids);
         *ids = NULL;
@@ -284,11 +284,11 @@ ts_status ts_sched_step(ts_engine *e, ts_err *err) {
         }
     }
     if (!n_seq) return TS_OK;
-    /* sampling on the device when every row needs only a temperature: the
+    /* sampling on the device when no row needs a repetition penalty: the
      * logits then stay there (TS_DEVICE_SAMPLE=0 turns this off) */
     bool dev_sample = ts_fwd_can_sample(rt->fwd) && e->dev_sample;
     for (int k = 0; dev_sample && k < n_seq; k++)
-        dev_sample = !e->batch[k].n_logits || ts_sampler_plain(e->batch_req[k]->smp);
+        dev_sample = !e->batch[k].n_logits || ts_sampler_on_device(e->batch_req[k]->smp);
     ts_fwd_set_logits_on_device(rt->fwd, dev_sample);
     const float *logits;
     ts_err ferr;

@@ -70,7 +70,7 @@ struct ts_fwd {
     bool all_decode;          /* this step: every sequence one token, no cascade */
     bool logits_dev;          /* ts_fwd_set_logits_on_device */
     int n_logits_last;        /* logit rows of the last run */
-    void *smp_d;              /* device: temp, u, ids of ts_fwd_sample */
+    void *smp_d;              /* device: rows, ids of ts_fwd_sample */
     size_t cap_smp;
     const int32_t *info_d;    /* device [n_seq][2]: block table offset in ib_d, n_kv */
     bool graphs_on;
@@ -700,16 +700,16 @@ bool ts_fwd_can_sample(const ts_fwd *f) { return f->dev && f->ops->sample; }
 
 void ts_fwd_set_logits_on_device(ts_fwd *f, bool on) { f->logits_dev = on && ts_fwd_can_sample(f); }
 
-ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const float *temp, const double *u,
-                        int32_t *ids, ts_err *err) {
+ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const ts_sample_row *rows, int32_t *ids,
+                        ts_err *err) {
     const ts_ops *o = f->ops;
     if (!ts_fwd_can_sample(f))
         return ts_fail(err, TS_ERR_UNSUPPORTED, "forward: the %s backend cannot sample", o->name);
     if (n_rows <= 0 || n_rows != f->n_logits_last)
         return ts_fail(err, TS_ERR_INVALID, "forward: %d rows to sample, the last step has %d",
                        n_rows, f->n_logits_last);
-    /* device layout: u [n] doubles, temp [n] floats, ids [n] int32 */
-    size_t bytes = (size_t)n_rows * (sizeof *u + sizeof *temp + sizeof *ids);
+    /* device layout: rows [n], then ids [n] int32 */
+    size_t bytes = (size_t)n_rows * (sizeof *rows + sizeof *ids);
     if (bytes > f->cap_smp) {
         o->dev_free(o->ctx, f->smp_d);
         f->smp_d = o->dev_alloc(o->ctx, bytes);
@@ -719,14 +719,11 @@ ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const float *temp, const double *
             return st ? st : ts_fail(err, TS_ERR_NOMEM, "forward: no device memory");
         }
     }
-    char *d = f->smp_d;
-    double *u_d = (double *)d;
-    float *t_d = (float *)(d + (size_t)n_rows * sizeof *u);
-    int32_t *id_d = (int32_t *)(d + (size_t)n_rows * (sizeof *u + sizeof *temp));
-    ts_status st = o->upload(o->ctx, u_d, u, (size_t)n_rows * sizeof *u, err);
-    if (!st) st = o->upload(o->ctx, t_d, temp, (size_t)n_rows * sizeof *temp, err);
+    ts_sample_row *rows_d = f->smp_d;
+    int32_t *id_d = (int32_t *)(rows_d + n_rows);
+    ts_status st = o->upload(o->ctx, rows_d, rows, (size_t)n_rows * sizeof *rows, err);
     if (st) return st;
-    o->sample(o->ctx, id_d, f->logits, n_rows, f->m->cfg.vocab, t_d, u_d);
+    o->sample(o->ctx, id_d, f->logits, n_rows, f->m->cfg.vocab, rows_d);
     st = o->download(o->ctx, ids, id_d, (size_t)n_rows * sizeof *ids, err);
     if (!st && f->dev_st) {
         st = f->dev_st;

@@ -77,11 +77,11 @@ bool ts_fwd_can_sample(const ts_fwd *f);
  * the logits on the device (*logits is then a device pointer, and errors of
  * the step surface in ts_fwd_sample); ts_fwd_sample then draws the tokens. */
 void ts_fwd_set_logits_on_device(ts_fwd *f, bool on);
-/* Draws ids[n_rows] from the last run's logits rows on the device (the ops'
- * sample: temp[i] == 0 greedy, else softmax(logits / temp[i]) at the uniform
- * draw u[i]). n_rows must be that run's logit rows. */
-ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const float *temp, const double *u,
-                        int32_t *ids, ts_err *err);
+/* Draws ids[n_rows] from the last run's logits rows on the device, row i
+ * by rows[i] (host memory; see the ops' sample). n_rows must be that run's
+ * logit rows. */
+ts_status ts_fwd_sample(ts_fwd *f, int n_rows, const ts_sample_row *rows, int32_t *ids,
+                        ts_err *err);
 
 /* Runs the batch. On success *logits points to [sum n_logits][vocab] f32
  * owned by f, valid until the next call; rows follow the order of seqs. */

@@ -60,6 +60,15 @@ typedef struct ts_attn {
     const ts_attn_seq *seqs;
 } ts_attn;
 
+/* One row of device sampling (ts_ops.sample): the sampler's params (as
+ * ts_sample_params; top_k 0 and top_p 1 are off) and the uniform number
+ * u in [0, 1) that its PRNG gives the draw (unused when temp is 0). */
+typedef struct ts_sample_row {
+    double u;
+    float temp, top_p, min_p;
+    int32_t top_k;
+} ts_sample_row;
+
 /* One shared level of cascade attention (see ts_ops.attention_shared). */
 typedef struct ts_attn_shared {
     float *out;              /* [n_tok][n_heads * head_dim], rows indexed like q */
@@ -141,13 +150,12 @@ typedef struct ts_ops {
     /* matmul_ex: see ts_matmul_ex (the decode step folds each sublayer's
      * RMSNorm into the next products and the residual add into the last). */
     void (*matmul_ex)(void *ctx, const ts_matmul_ex *a);
-    /* sample: one token a row of logits[n][vocab], on the device: ids[n] =
-     * argmax where temp[i] == 0 (NaN never, lowest id of equal maxima, 0 when
-     * all NaN), else the draw u[i] in [0, 1) over softmax(logits / temp[i]) in
-     * id order, as ts_sampler_sample without top-k, top-p, min-p or penalty
-     * (src/ops/cuda/sample.cu says where the two may differ). temp, u: device. */
+    /* sample: one token a row of logits[n][vocab], on the device, ids[n]:
+     * row i by rows[i] exactly as ts_sampler_sample with those params and no
+     * repetition penalty, drawing rows[i].u (src/ops/cuda/sample.cu says
+     * where the two may differ). rows: device. */
     void (*sample)(void *ctx, int32_t *ids, const float *logits, int n, int vocab,
-                   const float *temp, const double *u);
+                   const ts_sample_row *rows);
     /* qk_rope_kv: in place on q[n][n_heads][hd] and k[n][n_kv_heads][hd]:
      * per-head RMSNorm by q_norm / k_norm[hd] (both NULL: none), then RoPE (as
      * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write). */

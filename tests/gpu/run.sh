@@ -86,7 +86,7 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
     else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
     # sampling on the device: greedy batch = CPU, seeded sampling = host sampling
     sc=$(bash "$(dirname "$0")/sample_check.sh" "$T" "$F" 2>&1); echo "$sc"
-    [ "$(echo "$sc" | grep -c -e '= CPU' -e '= host sampling')" -eq 2 ] && ok "device sampling (greedy, seeded t=0.7)" \
+    [ "$(echo "$sc" | grep -c -e '= CPU' -e '= host sampling')" -eq 3 ] && ok "device sampling (greedy, seeded t=0.7, top-k/top-p/min-p)" \
         || bad "device sampling" "$(echo "$sc" | head -c 200)"
     # the engine honours the device (a missing GPU must fail, not fall back to the CPU)
     if "$T" generate -m "$F" -f "$tmp/batch.txt" -n 4 --device cuda:99 >/dev/null 2>"$tmp/e99"; then

@@ -129,7 +129,7 @@ void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const t
                            const ts_wmat *w_up, ts_prec prec);
 void ts_cuda_matmul_ex(void *ctx, const ts_matmul_ex *e);
 void ts_cuda_sample(void *ctx, int32_t *ids, const float *logits, int n, int vocab,
-                    const float *temp, const double *u);
+                    const ts_sample_row *rows);
 void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const float *q_norm,
                         const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
                         float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,
