@@ -154,5 +154,7 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *a);
 
 /* Prepares kernel attributes (large dynamic shared memory); at create. */
 bool ts_cuda_attn_init(ts_cuda *c);
+/* Lets sample_kernel use its dynamic shared memory (once per device). */
+bool ts_cuda_sample_init(ts_cuda *c);
 
 #endif
