@@ -311,6 +311,11 @@ int main(void) {
                             (h + i) & 1 ? 16 : 5, lens[i]);
     test_decode(2, 8, 8, 256, 16, 100); /* group 1, the widest head */
     test_decode(4, 32, 4, 128, 16, 0);  /* empty ranges give 0 */
+    /* enough (sequence, KV head) pairs for fewer pieces each, down to two */
+    test_decode(70, 16, 8, 128, 16, 300);
+    test_decode(130, 6, 2, 64, 5, 700);
+    test_decode(300, 16, 8, 128, 16, 200);
+    test_decode(300, 8, 8, 96, 16, 0);
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
     printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g, "
            "attention_decode %.3g, matmul_ex %.3g\n", worst[0], worst[1], worst[2], worst[3],

@@ -2,11 +2,13 @@
  * a whole decode step can be recorded once as a CUDA graph and replayed:
  * every sequence has one query row (row s of q / out), and its KV length
  * and block table are read from device memory. The KV range of each
- * (sequence, KV head) is cut into TS_ATTN_DECODE_SPLITS equal pieces, one
- * block each (a piece may be empty); the last block of a (sequence, KV head)
- * to finish merges the pieces' (o, lse) states by log-sum-exp (a counter per
- * pair in the scratch, left at zero for the next call). Arithmetic in f32 with expf, as the CPU
- * reference. */
+ * (sequence, KV head) is cut into S equal pieces, one block each (a piece
+ * may be empty), S chosen from the number of (sequence, KV head) pairs
+ * alone (up to TS_ATTN_DECODE_SPLITS for a few sequences, 2 when the pairs
+ * already fill the GPU); with S > 1 the last block of a pair to finish
+ * merges the pieces' (o, lse) states by log-sum-exp (a counter per pair in
+ * the scratch, left at zero for the next call). Arithmetic in f32 with
+ * expf, as the CPU reference. */
 #include <math.h>
 
 #include "ops/cuda/cuda_internal.cuh"
@@ -23,18 +25,20 @@ typedef struct dec_args {
     const int32_t *tables;    /* block tables; info[2 s] is seq s's offset into it */
     const int32_t *info;      /* [n_seq][2]: table offset, n_kv */
     int n_seq, n_heads, n_kv_heads, head_dim, block_size, group;
+    int splits; /* S, 2 .. TS_ATTN_DECODE_SPLITS */
     float scale;
 } dec_args;
 
 /* Merges the pieces of (sequence, head) w = s * n_heads + head into out, one
- * warp: lane i holds piece i's weight (TS_ATTN_DECODE_SPLITS == 32), then
- * each lane sums four head dims over the pieces with all loads in flight.
- * The pieces were written by other blocks: loads go through L2 (__ldcg). */
+ * warp: lane i holds piece i's weight (i < S; TS_ATTN_DECODE_SPLITS == 32),
+ * then each lane sums four head dims over the pieces with all loads in
+ * flight. The pieces were written by other blocks: loads go through L2
+ * (__ldcg). */
 __device__ void merge_head(const dec_args &a, size_t w, int lane) {
     static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
     const int S = TS_ATTN_DECODE_SPLITS, hd = a.head_dim;
     size_t plane = (size_t)a.n_seq * a.n_heads * S;
-    float l = __ldcg(a.part + w * S + lane), mx = l;
+    float l = lane < a.splits ? __ldcg(a.part + w * S + lane) : -INFINITY, mx = l;
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
     if (mx == -INFINITY) {
@@ -51,8 +55,9 @@ __device__ void merge_head(const dec_args &a, size_t w, int lane) {
     for (int c = lane * 4; c < hd; c += 128) {
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-        for (int i = 0; i < S; i++) {
-            float4 v = __ldcg((const float4 *)(po + (size_t)i * hd + c));
+        for (int i = 0; i < S; i++) { /* predicated, not a loop exit: all loads in flight */
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (i < a.splits) v = __ldcg((const float4 *)(po + (size_t)i * hd + c));
             acc.x = fmaf(wts[i], v.x, acc.x), acc.y = fmaf(wts[i], v.y, acc.y);
             acc.z = fmaf(wts[i], v.z, acc.z), acc.w = fmaf(wts[i], v.w, acc.w);
         }
@@ -71,7 +76,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, hd = a.head_dim, g = a.group;
     const int32_t *tab = a.tables + a.info[2 * s];
     const int n_kv = a.info[2 * s + 1];
-    const int per = (n_kv + TS_ATTN_DECODE_SPLITS - 1) / TS_ATTN_DECODE_SPLITS;
+    const int per = (n_kv + a.splits - 1) / a.splits;
     const int lo = sp * per, hi = min(n_kv, lo + per);
     float qv[DEC_MAXG][D], o[DEC_MAXG][D], m[DEC_MAXG], l[DEC_MAXG];
 #pragma unroll
@@ -91,8 +96,17 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
             int t = t0 + u < hi ? t0 + u : t0;
             size_t base = (((size_t)tab[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
                            (size_t)(t % a.block_size)) * hd + (size_t)lane * D;
+            if (D % 4 == 0) { /* 16-byte loads: base is a multiple of 4 floats */
 #pragma unroll
-            for (int i = 0; i < D; i++) kv[u][i] = a.k[base + i], vv[u][i] = a.v[base + i];
+                for (int i = 0; i < D; i += 4) {
+                    float4 k4 = *(const float4 *)(a.k + base + i), v4 = *(const float4 *)(a.v + base + i);
+                    kv[u][i] = k4.x, kv[u][i + 1] = k4.y, kv[u][i + 2] = k4.z, kv[u][i + 3] = k4.w;
+                    vv[u][i] = v4.x, vv[u][i + 1] = v4.y, vv[u][i + 2] = v4.z, vv[u][i + 3] = v4.w;
+                }
+            } else {
+#pragma unroll
+                for (int i = 0; i < D; i++) kv[u][i] = a.k[base + i], vv[u][i] = a.v[base + i];
+            }
         }
 #pragma unroll
         for (int u = 0; u < DEC_UNROLL; u++) {
@@ -151,7 +165,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
     __syncthreads();
     if (threadIdx.x == 0) {
         unsigned *cnt = (unsigned *)(a.part + plane * (hd + 1)) + (size_t)s * a.n_kv_heads + kvh;
-        last = atomicAdd(cnt, 1u) == TS_ATTN_DECODE_SPLITS - 1;
+        last = atomicAdd(cnt, 1u) == (unsigned)a.splits - 1;
         if (last) *cnt = 0; /* every piece has counted: ready for the next call */
     }
     __syncthreads();
@@ -172,9 +186,15 @@ void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q
         TS_BAD(c, "attention_decode: heads (group <= 8), head_dim (32..256, multiple of 32)");
         return;
     }
+    /* pieces: about two blocks an SM in all, 2 .. 32 a pair (measured on the
+     * H100, tests/gpu/bench_attn_decode: one piece was slower than two at
+     * every batch size, 32 at batch 8 twice as slow as 4) */
+    long pairs = (long)n_seq * n_kv_heads, want = 2L * (c->n_sm > 0 ? c->n_sm : 132);
+    int splits = (int)(want / pairs);
+    splits = splits < 2 ? 2 : splits > TS_ATTN_DECODE_SPLITS ? TS_ATTN_DECODE_SPLITS : splits;
     dec_args a = {q, k, v, out, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
-                  block_size, n_heads / n_kv_heads, scale};
-    dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, TS_ATTN_DECODE_SPLITS);
+                  block_size, n_heads / n_kv_heads, splits, scale};
+    dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, (unsigned)splits);
     switch (head_dim / 32) {
     case 1: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<1>, grid, dim3(DEC_WARPS * 32), 0, a); break;
     case 2: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<2>, grid, dim3(DEC_WARPS * 32), 0, a); break;
