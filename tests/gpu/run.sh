@@ -104,6 +104,11 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
         if [ -n "$ag" ] && [ "$ag" = "$ac" ]; then ok "eval-qa ${mode:-} GPU accuracy = CPU" "$ag"
         else bad "eval-qa ${mode:-} GPU accuracy = CPU" "gpu ${ag:-none}, cpu ${ac:-none}"; fi
     done
+    # the OpenAI-compatible server on the GPU: chunks in every mode, streaming
+    sv=$(bash "$(dirname "$0")/server_check.sh" "$T" "$S" 2>&1); src=$?; echo "$sv"
+    [ $src -eq 0 ] && ok "serve --device cuda (chunks exact/reuse/repair, stream)" \
+        "$(echo "$sv" | grep 'chunk mode' | awk '{print $7"="$8"/"$9}' | tr '\n' ' ')" \
+        || bad "serve --device cuda" "$(echo "$sv" | grep FAIL | head -c 200)"
     rm -rf "$tmp"
 fi
 

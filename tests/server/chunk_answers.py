@@ -2,11 +2,12 @@
 expected answers of the facts model's eval cases (run by
 test_chunk_answers.sh). Prints one line per mode: MODE CORRECT TOTAL."""
 import json
+import os
 import sys
 import urllib.request
 
 port, n_cases = int(sys.argv[1]), int(sys.argv[2])
-cases_path = "../shared/models/facts-qwen3-14m/eval_dev.json"
+cases_path = os.environ.get("TS_SHARED", "../shared") + "/models/facts-qwen3-14m/eval_dev.json"
 cases = json.load(open(cases_path))["cases"]
 cases = [c for i, c in enumerate(cases) if i % 6 == 0][:n_cases]
 
