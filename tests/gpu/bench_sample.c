@@ -1,8 +1,9 @@
 /* Device sampling (ops->sample) over Qwen3's vocabulary (151936): rows of
- * random logits (scale 8, so the softmax is peaked as a model's is), each
- * sampling mode, batch 1 / 64 / 256. Each figure is the median of 7 timings
+ * Gaussian logits (sigma 3: the top tokens stand out of a bulk, as a
+ * model's do), each sampling mode, batch 1 / 64 / 256. Each figure is the median of 7 timings
  * of 20 back-to-back calls, ending in a sync; per call, and the logits'
  * bytes over that time. Usage: bench_sample */
+#include <math.h>
 #include <time.h>
 
 #include "gpu_util.h"
@@ -22,7 +23,10 @@ int main(void) {
     const ts_ops *ops = gpu_start(NULL);
     const int V = 151936, NMAX = 256;
     float *h = xmalloc((size_t)NMAX * V * 4);
-    fill(h, (size_t)NMAX * V, 8.0f);
+    for (size_t i = 0; i < (size_t)NMAX * V; i++) { /* Box-Muller */
+        double a = (rnd_u32() + 1.0) / 4294967297.0, b = rnd_u32() / 4294967296.0;
+        h[i] = (float)(3.0 * sqrt(-2.0 * log(a)) * cos(6.283185307179586 * b));
+    }
     float *lg = dup_dev(h, (size_t)NMAX * V * 4);
     int32_t *ids = (int32_t *)nan_dev(NMAX);
     ts_sample_row *rh = xmalloc(NMAX * sizeof *rh);
@@ -30,6 +34,7 @@ int main(void) {
         {"greedy", 0.0f, 1.0f, 0.0f, 0},         {"temperature 0.8", 0.8f, 1.0f, 0.0f, 0},
         {"top-k 50", 0.8f, 1.0f, 0.0f, 50},      {"top-p 0.9", 0.8f, 0.9f, 0.0f, 0},
         {"min-p 0.05", 0.8f, 1.0f, 0.05f, 0},    {"top-k 50 + top-p 0.9", 0.8f, 0.9f, 0.0f, 50},
+        {"Qwen3 t0.6 k20 p0.95", 0.6f, 0.95f, 0.0f, 20}, {"top-k 1000", 0.8f, 1.0f, 0.0f, 1000},
     };
     const int batches[3] = {1, 64, 256};
     printf("%-24s %8s %12s %10s\n", "device sampling", "rows", "us a call", "GB/s");

@@ -18,7 +18,10 @@
  * The cuts are radix descents (11, 11, 10 bits) over the float bits of v
  * (top-k: counts) and of w (top-p: masses in double); once the first
  * level has found the bin that holds the cut, its few tokens are gathered
- * into shared memory and the rest of the descent reads only them.
+ * into shared memory and the rest of the descent reads only them. When
+ * top-k leaves few tokens (<= SMP_SMALL) and they fit there, the row ends
+ * in shared memory: sorted by id, top-p by each token's preceding mass,
+ * and the draw made by one thread exactly as the host makes it.
  *
  * Sums are formed in another order than the host's sequential ones, so
  * they can differ by double rounding: a draw or a top-p cut within ~1e-16
@@ -32,6 +35,7 @@
 #define SMP_UNROLL 8
 #define SMP_BINS 2048
 #define SMP_CAP 8192 /* tokens of one bin gathered into shared memory */
+#define SMP_SMALL 2048 /* top-k sets up to this size finish in shared memory */
 
 /* What a row keeps, uniform over the block once the cuts are found. */
 typedef struct smp_cut {
@@ -208,28 +212,40 @@ __device__ __forceinline__ void smp_bin(smp_shared *s, unsigned b, bool mass, fl
  * them there. need: the count (top-k, as int in *above) or mass (top-p,
  * in *before) to reach. Returns the key of the cut, or ~0u if a walk
  * never reached need; *ties: the tokens with exactly that key. */
+/* Gathers into s->key / s->id (s->n_list of them, in no order) the tokens
+ * whose key(i, x) (~0u: none) satisfies take(key); the caller knows that
+ * at most SMP_CAP do. One atomic per warp and step. */
+template <typename K, typename P>
+__device__ void smp_gather(smp_shared *s, const float *x, int vocab, K key, P take) {
+    const int lane = threadIdx.x & 31;
+    __syncthreads();
+    if (threadIdx.x == 0) s->n_list = 0;
+    __syncthreads();
+    smp_pass(x, vocab, [&](int i, float xv) {
+        unsigned k = key(i, xv);
+        bool in = k != ~0u && take(k);
+        unsigned act = __activemask(), hit = __ballot_sync(act, in);
+        int at = 0;
+        if (hit && lane == __ffs(hit) - 1) at = atomicAdd(&s->n_list, __popc(hit));
+        at = __shfl_sync(act, at, __ffs(hit ? hit : 1u) - 1) + __popc(hit & ((1u << lane) - 1u));
+        if (in) s->key[at] = k, s->id[at] = i;
+    });
+    __syncthreads();
+}
+
+/* pre: the caller has gathered the bin's tokens (among others) already. */
 template <bool MASS, typename K>
 __device__ unsigned smp_descend(smp_shared *s, const float *x, int vocab, K key, int need_k,
-                                double need_p, int *ties) {
+                                double need_p, int *ties, bool pre) {
     const int tid = threadIdx.x;
     if (s->bin < 0) return ~0u;
     unsigned prefix = (unsigned)s->bin << smp_shift[0], mask = smp_width[0] << smp_shift[0];
-    const bool list = s->count[s->bin] <= SMP_CAP;
+    const bool list = pre || s->count[s->bin] <= SMP_CAP;
     __syncthreads(); /* every thread has read bin and count */
-    if (tid == 0) s->n_list = list ? 0 : -1; /* -1: not gathered */
+    if (list && !pre) /* gather the bin's tokens */
+        smp_gather(s, x, vocab, key, [&](unsigned k) { return (k & mask) == prefix; });
+    if (!list && tid == 0) s->n_list = -1; /* not gathered */
     __syncthreads();
-    if (list) { /* gather the bin's tokens */
-        const int lane = tid & 31;
-        smp_pass(x, vocab, [&](int i, float xv) {
-            unsigned k = key(i, xv);
-            bool in = k != ~0u && (k & mask) == prefix;
-            unsigned act = __activemask(), hit = __ballot_sync(act, in);
-            int at = 0; /* one atomic per warp */
-            if (hit && lane == __ffs(hit) - 1) at = atomicAdd(&s->n_list, __popc(hit));
-            at = __shfl_sync(act, at, __ffs(hit ? hit : 1u) - 1) + __popc(hit & ((1u << lane) - 1u));
-            if (in) s->key[at] = k, s->id[at] = i;
-        });
-    }
     for (int l = 1; l < 3; l++) {
         const int shift = smp_shift[l];
         const unsigned width = smp_width[l];
@@ -301,7 +317,7 @@ __device__ void smp_top_p(smp_shared *s, smp_cut *c, const float *x, int vocab, 
         float w = smp_w_k(ck, xv);
         return w < 0.0f || w < lo ? ~0u : __float_as_uint(w); /* w >= 0: ordered bits */
     };
-    unsigned kb = smp_descend<true>(s, x, vocab, key, 0, target, &ties);
+    unsigned kb = smp_descend<true>(s, x, vocab, key, 0, target, &ties, false);
     if (kb == ~0u) return; /* rounding: the target is never reached */
     /* the first r ties of wb in id order are kept: the r-th (from 0) while
      * before + r * wb < target; the first always is */
@@ -364,6 +380,70 @@ __device__ void smp_top_p(smp_shared *s, smp_cut *c, const float *x, int vocab, 
     c->idb = s->idb;
 }
 
+/* Sorts s->key / s->id [0, n) by id (bitonic, padded to a power of two
+ * with id INT_MAX; n <= SMP_CAP). */
+__device__ void smp_sort_ids(smp_shared *s, int n) {
+    int m = 1;
+    while (m < n) m <<= 1;
+    for (int j = n + threadIdx.x; j < m; j += SMP_THREADS) s->id[j] = 0x7fffffff, s->key[j] = 0;
+    __syncthreads();
+    for (int size = 2; size <= m; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x; t < m / 2; t += SMP_THREADS) {
+                int a = 2 * t - (t & (stride - 1)), b = a + stride;
+                bool up = (a & size) == 0;
+                if ((s->id[a] > s->id[b]) == up) {
+                    int ti = s->id[a];
+                    unsigned tk = s->key[a];
+                    s->id[a] = s->id[b], s->key[a] = s->key[b];
+                    s->id[b] = ti, s->key[b] = tk;
+                }
+            }
+            __syncthreads();
+        }
+}
+
+/* The rest of a row once top-k has left n <= SMP_SMALL tokens, sorted by id
+ * in s->id, s->key holding the bits of their weights: top-p by each token's
+ * preceding mass (summed over the list), min-p, and the draw as the host
+ * makes it (one thread, running sum in id order). Writes *out. */
+__device__ void smp_small(smp_shared *s, int n, float top_p, float min_p, double u, int32_t *out) {
+    const int tid = threadIdx.x;
+    int *keep = s->count; /* n <= SMP_BINS flags */
+    double z = 0.0;
+    for (int j = tid; j < n; j += SMP_THREADS) z += (double)__uint_as_float(s->key[j]);
+    z = smp_sum(s, z);
+    const double target = (double)top_p * z;
+    for (int j = tid; j < n; j += SMP_THREADS) {
+        float w = __uint_as_float(s->key[j]);
+        bool k = !(min_p > 0.0f && w < min_p);
+        if (k && top_p < 1.0f) { /* the mass ranked above token j (w desc, id asc) */
+            double above = 0.0;
+            for (int q = 0; q < n; q++) {
+                float wq = __uint_as_float(s->key[q]);
+                if (wq > w || (wq == w && q < j)) above += (double)wq;
+            }
+            k = above < target;
+        }
+        keep[j] = k;
+    }
+    __syncthreads();
+    if (tid != 0) return;
+    double zk = 0.0;
+    for (int j = 0; j < n; j++)
+        if (keep[j]) zk += (double)__uint_as_float(s->key[j]);
+    double r = u * zk, cum = 0.0;
+    int last = -1;
+    for (int j = 0; j < n; j++) {
+        float w = __uint_as_float(s->key[j]);
+        if (!keep[j] || w <= 0.0f) continue;
+        cum += (double)w;
+        last = s->id[j];
+        if (r < cum) break;
+    }
+    *out = last < 0 ? 0 : last;
+}
+
 __global__ void __launch_bounds__(SMP_THREADS)
     sample_kernel(int32_t *ids, const float *logits, int vocab, const ts_sample_row *rows) {
     extern __shared__ __align__(16) unsigned char smp_mem[];
@@ -411,15 +491,33 @@ __global__ void __launch_bounds__(SMP_THREADS)
         __syncthreads();
         int ties = 0;
         const smp_cut ck = c;
-        unsigned kk = smp_descend<false>(
-            &s, x, vocab,
-            [&](int, float xv) {
-                float v = smp_v(ck, xv);
-                return v > -INFINITY ? smp_key(v) : ~0u;
-            },
-            p.top_k, 0.0, &ties);
+        auto vkey = [&](int, float xv) {
+            float v = smp_v(ck, xv);
+            return v > -INFINITY ? smp_key(v) : ~0u;
+        };
+        /* few tokens at or above the cut's bin: gather them all at once */
+        const int b0 = s.bin;
+        const bool pre = b0 >= 0 && s.above + s.count[b0] <= SMP_CAP;
+        if (pre)
+            smp_gather(&s, x, vocab, vkey,
+                       [&](unsigned k) { return (int)(k >> smp_shift[0]) >= b0; });
+        unsigned kk = smp_descend<false>(&s, x, vocab, vkey, p.top_k, 0.0, &ties, pre);
         if (kk != ~0u) c.floor_v = smp_unkey(kk); /* else fewer than k drawable */
+        const int n_keep = s.above + ties; /* tokens with v >= floor_v */
         __syncthreads();
+        if (pre && kk != ~0u && n_keep <= SMP_SMALL) {
+            /* drop what is below the cut (id INT_MAX sorts last), weights */
+            const int n = s.n_list;
+            for (int j = tid; j < n; j += SMP_THREADS)
+                if (s.key[j] < kk) s.id[j] = 0x7fffffff;
+            __syncthreads();
+            smp_sort_ids(&s, n);
+            for (int j = tid; j < n_keep; j += SMP_THREADS)
+                s.key[j] = __float_as_uint(smp_w_k(c, x[s.id[j]]));
+            __syncthreads();
+            smp_small(&s, n_keep, p.top_p, p.min_p, p.u, ids + row);
+            return;
+        }
     }
     if (p.top_p < 1.0f) { /* z, then the first level of top-p's descent */
         double z = 0.0;
