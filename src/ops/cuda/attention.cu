@@ -234,6 +234,7 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *at) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || at->n_rows <= 0) return;
     if (!check_shape(c, at->n_heads, at->n_kv_heads, at->head_dim, at->block_size)) return;
+    if (ts_cuda_attn_shared_mma(c, at)) return; /* the tensor cores took it */
     int group = at->n_heads / at->n_kv_heads;
     int nh = group < ATT_M ? group : ATT_M;
     long base_items = (long)((at->n_rows + ATT_M / nh - 1) / (ATT_M / nh)) * ((group + nh - 1) / nh);

@@ -168,6 +168,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
         TS_BLAS(c, cublasSetStream(c->blas, c->stream));
     if (ts_cuda_live(c)) ts_cuda_attn_init(c);
     if (ts_cuda_live(c)) ts_cuda_sample_init(c);
+    if (ts_cuda_live(c)) ts_cuda_shm_init(c);
     if (!ts_cuda_live(c)) {
         snprintf(msg, sizeof msg, "cuda: backend setup failed: %.360s", c->err);
         set_err(err, TS_ERR_IO, msg);

@@ -154,6 +154,11 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *a);
 
 /* Prepares kernel attributes (large dynamic shared memory); at create. */
 bool ts_cuda_attn_init(ts_cuda *c);
+/* Cascade's shared level on the tensor cores (attn_shared_mma.cu): runs it
+ * and returns true when the shape suits (head_dim 64 or 128), else false
+ * without doing anything. _init lets its kernel use its shared memory. */
+bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at);
+bool ts_cuda_shm_init(ts_cuda *c);
 /* Lets sample_kernel use its dynamic shared memory (once per device). */
 bool ts_cuda_sample_init(ts_cuda *c);
 

@@ -1,0 +1,313 @@
+/* Cascade attention's shared level (ts_attn_shared) on the tensor cores:
+ * every listed row attends to the same prefix, so per KV head the query
+ * rows (listed rows x the heads of the group, M of them) and the prefix
+ * keys form a dense M x n_kv product, run as FlashAttention does: a CTA
+ * takes 64 query rows of one KV head and a range of the prefix, streams it
+ * in 32-key tiles (cp.async, double-buffered, gathered through the block
+ * table), S = Q K^T and O += P V on mma.sync m16n8k8 TF32, with an online
+ * softmax in registers. TF32 keeps 10 mantissa bits, so every product is
+ * split as a = hi + lo (hi = tf32(a), lo = tf32(a - hi)) and formed as
+ * hi*hi + hi*lo + lo*hi ("3xTF32"), which keeps f32 accuracy (the dropped
+ * lo*lo term is ~2^-22 relative). The prefix ranges' partial results merge
+ * by log-sum-exp in a second kernel. head_dim 64 or 128; other shapes take
+ * the generic kernel (attention.cu). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops/cuda/cuda_internal.cuh"
+
+#define SHM_WARPS 4
+#define SHM_ROWS 64 /* query rows a CTA: 16 a warp */
+#define SHM_KEYS 32 /* keys a tile */
+#define SHM_PSTR (SHM_KEYS + 4)
+
+typedef struct shm_args {
+    const float *q;
+    const int32_t *rows, *blocks;
+    const float *k, *v;
+    int n_rows, n_kv, n_heads, n_kv_heads, block_size, group, per; /* per: keys a range */
+    float scale;
+    float *p_o, *p_lse; /* [range][n_rows * n_heads][hd], [range][n_rows * n_heads] */
+    float *out, *lse;
+    int ranges;
+} shm_args;
+
+/* Shared memory strides (floats) that keep each fragment load free of bank
+ * conflicts: K and Q rows are read as [g][t], V rows as [t][g]. */
+template <int HD> struct shm_layout {
+    static constexpr int QS = HD + 4, KS = HD + 4, VS = HD + 8;
+    static constexpr size_t floats =
+        (size_t)SHM_ROWS * QS + 2 * SHM_KEYS * (KS + VS) + SHM_WARPS * 16 * SHM_PSTR;
+};
+
+/* x = hi + lo: hi is x rounded to TF32's 10 mantissa bits (add half of the
+ * dropped part, then clear it: a carry moves into the exponent correctly),
+ * lo = x - hi exactly in f32, |lo| <= 2^-11 |x|. lo goes to the tensor
+ * cores as it is: they read its top 19 bits (truncation, <= 2^-21 |x|).
+ * Three integer/float instructions, where cvt.rna.tf32.f32 costs more. */
+__device__ __forceinline__ void shm_split(float x, uint32_t &hi, uint32_t &lo) {
+    hi = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+    lo = __float_as_uint(x - __uint_as_float(hi));
+}
+
+__device__ __forceinline__ void shm_mma(float *c, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* c += a * b in 3xTF32 (the small terms first) */
+__device__ __forceinline__ void shm_mma3(float *c, const uint32_t *ah, const uint32_t *al,
+                                         uint32_t bh0, uint32_t bh1, uint32_t bl0, uint32_t bl1) {
+    shm_mma(c, al, bh0, bh1);
+    shm_mma(c, ah, bl0, bl1);
+    shm_mma(c, ah, bh0, bh1);
+}
+
+__device__ __forceinline__ void shm_cp16(float *dst, const float *src, bool valid) {
+    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    int n = valid ? 16 : 0; /* 0: the 16 bytes are zero-filled */
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
+}
+
+/* Queues the K and V rows of keys [t0, t0 + 64) (zeros past hi). */
+template <int HD>
+__device__ void shm_load_tile(const shm_args &a, int kvh, int t0, int hi, float *ks, float *vs) {
+    using L = shm_layout<HD>;
+    for (int i = threadIdx.x; i < SHM_KEYS * HD / 4; i += SHM_WARPS * 32) {
+        int r = i / (HD / 4), c = (i % (HD / 4)) * 4, t = t0 + r;
+        bool ok = t < hi;
+        size_t off = 0;
+        if (ok)
+            off = (((size_t)a.blocks[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
+                   (size_t)(t % a.block_size)) * HD + c;
+        shm_cp16(ks + r * L::KS + c, a.k + off, ok);
+        shm_cp16(vs + r * L::VS + c, a.v + off, ok);
+    }
+    asm volatile("cp.async.commit_group;");
+}
+
+/* Grid (M tiles, KV heads, ranges); 128 threads. */
+template <int HD>
+__global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
+    using L = shm_layout<HD>;
+    extern __shared__ __align__(16) float shm[];
+    float *qs = shm, *ks = qs + SHM_ROWS * L::QS, *vs = ks + 2 * SHM_KEYS * L::KS;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    float *ps = vs + 2 * SHM_KEYS * L::VS + warp * 16 * SHM_PSTR;
+    const int kvh = blockIdx.y, gs = a.group, M = a.n_rows * gs;
+    const int m0 = blockIdx.x * SHM_ROWS;
+    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    if (lo < hi) shm_load_tile<HD>(a, kvh, lo, hi, ks, vs);
+    /* the CTA's query rows, scaled (row m: listed row m / group, head m % group) */
+    for (int i = threadIdx.x; i < SHM_ROWS * HD / 4; i += SHM_WARPS * 32) {
+        int r = i / (HD / 4), c = (i % (HD / 4)) * 4, m = m0 + r;
+        float4 x = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (m < M) {
+            size_t row = (size_t)a.rows[m / gs] * a.n_heads + (size_t)kvh * gs + m % gs;
+            x = *(const float4 *)(a.q + row * HD + c);
+            x.x *= a.scale, x.y *= a.scale, x.z *= a.scale, x.w *= a.scale;
+        }
+        *(float4 *)(qs + r * L::QS + c) = x;
+    }
+    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    const float *qw = qs + warp * 16 * L::QS;
+    int buf = 0;
+    for (int t0 = lo; t0 < hi; t0 += SHM_KEYS, buf ^= 1) {
+        const bool more = t0 + SHM_KEYS < hi;
+        if (more) /* the next tile into the other buffer (freed by the last sync) */
+            shm_load_tile<HD>(a, kvh, t0 + SHM_KEYS, hi, ks + (buf ^ 1) * SHM_KEYS * L::KS,
+                              vs + (buf ^ 1) * SHM_KEYS * L::VS);
+        if (more) asm volatile("cp.async.wait_group 1;");
+        else asm volatile("cp.async.wait_group 0;");
+        __syncthreads();
+        const float *kt = ks + buf * SHM_KEYS * L::KS, *vt = vs + buf * SHM_KEYS * L::VS;
+        /* S = Q K^T: 16 rows x 64 keys a warp */
+        float s[SHM_KEYS / 8][4];
+#pragma unroll
+        for (int j = 0; j < SHM_KEYS / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll 4
+        for (int kk = 0; kk < HD / 8; kk++) {
+            uint32_t ah[4], al[4];
+            shm_split(qw[g * L::QS + kk * 8 + t], ah[0], al[0]);
+            shm_split(qw[(g + 8) * L::QS + kk * 8 + t], ah[1], al[1]);
+            shm_split(qw[g * L::QS + kk * 8 + t + 4], ah[2], al[2]);
+            shm_split(qw[(g + 8) * L::QS + kk * 8 + t + 4], ah[3], al[3]);
+#pragma unroll
+            for (int j = 0; j < SHM_KEYS / 8; j++) {
+                uint32_t bh0, bl0, bh1, bl1;
+                shm_split(kt[(j * 8 + g) * L::KS + kk * 8 + t], bh0, bl0);
+                shm_split(kt[(j * 8 + g) * L::KS + kk * 8 + t + 4], bh1, bl1);
+                shm_mma3(s[j], ah, al, bh0, bh1, bl0, bl1);
+            }
+        }
+        /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < SHM_KEYS / 8; j++) {
+            int key = t0 + j * 8 + 2 * t;
+            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
+            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+        float corr[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            float mn = fmaxf(mrow[h], mx[h]); /* > -inf: each tile has a valid key */
+            corr[h] = expf(mrow[h] - mn);      /* 0 on the first tile */
+            mrow[h] = mn;
+            lrow[h] *= corr[h];
+        }
+#pragma unroll
+        for (int j = 0; j < SHM_KEYS / 8; j++) {
+            float p0 = expf(s[j][0] - mrow[0]), p1 = expf(s[j][1] - mrow[0]);
+            float p2 = expf(s[j][2] - mrow[1]), p3 = expf(s[j][3] - mrow[1]);
+            lrow[0] += p0 + p1, lrow[1] += p2 + p3;
+            *(float2 *)(ps + g * SHM_PSTR + j * 8 + 2 * t) = make_float2(p0, p1);
+            *(float2 *)(ps + (g + 8) * SHM_PSTR + j * 8 + 2 * t) = make_float2(p2, p3);
+        }
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+        __syncwarp();
+        /* O += P V: P (16 x 64) from this warp's shared tile */
+#pragma unroll 2
+        for (int kk = 0; kk < SHM_KEYS / 8; kk++) {
+            uint32_t ah[4], al[4];
+            shm_split(ps[g * SHM_PSTR + kk * 8 + t], ah[0], al[0]);
+            shm_split(ps[(g + 8) * SHM_PSTR + kk * 8 + t], ah[1], al[1]);
+            shm_split(ps[g * SHM_PSTR + kk * 8 + t + 4], ah[2], al[2]);
+            shm_split(ps[(g + 8) * SHM_PSTR + kk * 8 + t + 4], ah[3], al[3]);
+#pragma unroll
+            for (int n = 0; n < HD / 8; n++) {
+                uint32_t bh0, bl0, bh1, bl1;
+                shm_split(vt[(kk * 8 + t) * L::VS + n * 8 + g], bh0, bl0);
+                shm_split(vt[(kk * 8 + t + 4) * L::VS + n * 8 + g], bh1, bl1);
+                shm_mma3(o[n], ah, al, bh0, bh1, bl0, bl1);
+            }
+        }
+        __syncthreads(); /* both buffers' readers are done before the next load */
+    }
+    /* this range's (o / l, lse) per row */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
+        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
+    }
+    const size_t plane = (size_t)a.n_rows * a.n_heads;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int m = m0 + warp * 16 + g + 8 * h;
+        if (m >= M) continue;
+        size_t w = (size_t)(m / gs) * a.n_heads + (size_t)kvh * gs + m % gs;
+        size_t pi = (size_t)blockIdx.z * plane + w;
+        bool empty = !(lrow[h] > 0.0f);
+        float inv = empty ? 0.0f : 1.0f / lrow[h];
+        float *po = a.p_o + pi * HD;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *(float2 *)(po + n * 8 + 2 * t) = make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+        if (t == 0) a.p_lse[pi] = empty ? -INFINITY : mrow[h] + logf(lrow[h]);
+    }
+}
+
+/* Merges the ranges of (listed row i, head h) = w into out and lse; a warp each. */
+template <int HD>
+__global__ void shm_merge_kernel(shm_args a) {
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    const size_t plane = (size_t)a.n_rows * a.n_heads;
+    if (w >= plane) return;
+    size_t i = w / a.n_heads, h = w % a.n_heads;
+    size_t row = (size_t)a.rows[i] * a.n_heads + h;
+    float mx = -INFINITY;
+    for (int r = 0; r < a.ranges; r++) mx = fmaxf(mx, a.p_lse[r * plane + w]);
+    float *out = a.out + row * HD;
+    if (mx == -INFINITY) {
+        for (int c = lane; c < HD; c += 32) out[c] = 0.0f;
+        if (lane == 0) a.lse[row] = -INFINITY;
+        return;
+    }
+    float den = 0.0f, acc[HD / 32];
+#pragma unroll
+    for (int k = 0; k < HD / 32; k++) acc[k] = 0.0f;
+    for (int r = 0; r < a.ranges; r++) {
+        float l = a.p_lse[r * plane + w];
+        if (l == -INFINITY) continue;
+        float e = expf(l - mx);
+        den += e;
+        const float *po = a.p_o + (r * plane + w) * HD;
+#pragma unroll
+        for (int k = 0; k < HD / 32; k++) acc[k] = fmaf(e, po[k * 32 + lane], acc[k]);
+    }
+    float inv = 1.0f / den;
+#pragma unroll
+    for (int k = 0; k < HD / 32; k++) out[k * 32 + lane] = acc[k] * inv;
+    if (lane == 0) a.lse[row] = mx + logf(den);
+}
+
+bool ts_cuda_shm_init(ts_cuda *c) {
+    return TS_CU(c, cudaFuncSetAttribute(shm_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)(shm_layout<64>::floats * sizeof(float)))) &&
+           TS_CU(c, cudaFuncSetAttribute(shm_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)(shm_layout<128>::floats * sizeof(float))));
+}
+
+template <int HD>
+static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt) {
+    shm_args a = {};
+    a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = at->k, a.v = at->v;
+    a.n_rows = at->n_rows, a.n_kv = at->n_kv > 0 ? at->n_kv : 0, a.n_heads = at->n_heads;
+    a.n_kv_heads = at->n_kv_heads, a.block_size = at->block_size;
+    a.group = at->n_heads / at->n_kv_heads, a.per = per, a.scale = at->scale;
+    a.out = at->out, a.lse = at->lse, a.ranges = ranges;
+    size_t plane = (size_t)at->n_rows * at->n_heads;
+    float *part = (float *)ts_cuda_scratch_get(c, &c->part, (size_t)ranges * plane * (HD + 1) * 4);
+    if (!part) return; /* the sticky error says why */
+    a.p_o = part, a.p_lse = part + (size_t)ranges * plane * HD;
+    ts_cuda_launch(c, "shm_kernel", shm_kernel<HD>,
+                   dim3((unsigned)mt, (unsigned)at->n_kv_heads, (unsigned)ranges),
+                   dim3(SHM_WARPS * 32), shm_layout<HD>::floats * sizeof(float), a);
+    unsigned warps = (unsigned)plane, per_block = 8;
+    ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD>,
+                   dim3((warps + per_block - 1) / per_block), dim3(per_block * 32), 0, a);
+}
+
+bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
+    const char *on = getenv("TS_CASCADE_MMA"); /* "0": the generic kernel (A/B runs) */
+    if (on && !strcmp(on, "0")) return false;
+    int hd = at->head_dim;
+    if ((hd != 64 && hd != 128) || at->n_kv_heads <= 0 || at->n_heads % at->n_kv_heads ||
+        at->block_size <= 0 || at->n_kv_heads > 65535)
+        return false;
+    long M = (long)at->n_rows * (at->n_heads / at->n_kv_heads);
+    long mt = (M + SHM_ROWS - 1) / SHM_ROWS;
+    int n_kv = at->n_kv > 0 ? at->n_kv : 0;
+    long tiles = (n_kv + SHM_KEYS - 1) / SHM_KEYS;
+    if (mt > 65535 || tiles > 65535) return false;
+    /* prefix ranges: about two CTAs an SM in all, whole tiles each */
+    long ctas = mt * at->n_kv_heads, want = 2L * (c->n_sm > 0 ? c->n_sm : 132);
+    long ranges = (want + ctas - 1) / ctas;
+    if (ranges > tiles) ranges = tiles;
+    if (ranges < 1) ranges = 1;
+    long per_tiles = (tiles + ranges - 1) / ranges;
+    ranges = tiles ? (tiles + per_tiles - 1) / per_tiles : 1;
+    int per = (int)(per_tiles * SHM_KEYS);
+    if (hd == 64) shm_launch<64>(c, at, (int)ranges, per, (int)mt);
+    else shm_launch<128>(c, at, (int)ranges, per, (int)mt);
+    return true;
+}
