@@ -73,6 +73,8 @@ struct ts_fwd {
     void *smp_d;              /* device: rows, ids of ts_fwd_sample */
     size_t cap_smp;
     const int32_t *info_d;    /* device [n_seq][2]: block table offset in ib_d, n_kv */
+    const int32_t *own_d;     /* cascade steps: the same from each sequence's kv_start
+                                 (a block boundary): its own slots only */
     bool graphs_on;
     uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
 };
@@ -304,7 +306,7 @@ static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_
  * descriptors (aseq, lvl_blocks, rows_d) at the device copies. */
 static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n, ts_err *err) {
     int bs = f->kv->block_size;
-    size_t need = 3 * (size_t)n + 2 * (size_t)n_seqs;
+    size_t need = 3 * (size_t)n + 4 * (size_t)n_seqs;
     for (int s = 0; s < n_seqs; s++)
         need += (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
     int nl = f->used_cascade ? f->plan.n_levels : 0;
@@ -329,17 +331,21 @@ static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n,
     }
     /* ib holds ids, pos, slot already; append the tables, remembering offsets
      * in the descriptors as device pointers */
-    size_t off = 3 * (size_t)n, info = off;
-    off += 2 * (size_t)n_seqs;
+    size_t off = 3 * (size_t)n, info = off, own = off + 2 * (size_t)n_seqs;
+    off += 4 * (size_t)n_seqs;
     for (int s = 0; s < n_seqs; s++) {
         size_t nb = (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
+        int n_kv = seqs[s].n_past + seqs[s].n, ks = f->aseq[s].kv_start; /* ks % bs == 0 */
         memcpy(f->ib + off, seqs[s].blocks, nb * sizeof *f->ib);
         f->aseq[s].blocks = f->ib_d + off;
         f->ib[info + 2 * (size_t)s] = (int32_t)off;
-        f->ib[info + 2 * (size_t)s + 1] = seqs[s].n_past + seqs[s].n;
+        f->ib[info + 2 * (size_t)s + 1] = n_kv;
+        f->ib[own + 2 * (size_t)s] = (int32_t)off + ks / bs;
+        f->ib[own + 2 * (size_t)s + 1] = n_kv > ks ? n_kv - ks : 0;
         off += nb;
     }
     f->info_d = f->ib_d + info;
+    f->own_d = f->ib_d + own;
     for (int i = 0; i < nl; i++) {
         size_t nb = (size_t)(f->plan.levels[i].n_kv + bs - 1) / bs;
         memcpy(f->ib + off, f->plan.levels[i].blocks, nb * sizeof *f->ib);
@@ -466,19 +472,17 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
     int hd = c->head_dim;
     double t_attn = now_ms();
     float scale = 1.0f / sqrtf((float)hd);
-    if (f->all_decode && f->dec_big) { /* one query row a sequence: split KV, no planning */
-        o->attention_decode(o->ctx, f->att, f->dec_big, f->q, f->kv->k[l], f->kv->v[l],
-                            f->ib_d, f->info_d, n_seqs, c->n_heads, c->n_kv_heads, hd,
-                            f->kv->block_size, scale);
-        f->times.attention_ms += now_ms() - t_attn;
-        return;
-    }
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
                  .block_size = f->kv->block_size, .scale = scale, .causal = true,
                  .n_seq = n_seqs, .seqs = f->aseq};
     if (f->used_cascade) a.lse = f->lse; /* own slots (from kv_start) first */
-    o->attention(o->ctx, &a);
+    if (f->all_decode && f->dec_big) /* one query row a sequence: split KV, no planning */
+        o->attention_decode(o->ctx, f->att, a.lse, f->dec_big, f->q, a.k, a.v, f->ib_d,
+                            f->used_cascade ? f->own_d : f->info_d, n_seqs, c->n_heads,
+                            c->n_kv_heads, hd, f->kv->block_size, scale);
+    else
+        o->attention(o->ctx, &a);
     for (int i = 0; f->used_cascade && i < f->plan.n_levels; i++) {
         /* each shared prefix once for every query row that sees it */
         const ts_cascade_level *L = &f->plan.levels[i];
@@ -529,7 +533,7 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
     if (!o->matmul_ex || !o->qk_rope_kv) {
         for (int l = 0; l < c->n_layers; l++) {
             layer_pre(f, l, n, prec);
-            o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
+            o->attention_decode(o->ctx, f->att, NULL, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
                                 f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
                                 f->kv->block_size, scale);
             layer_post(f, l, n, prec);
@@ -549,7 +553,7 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
                           c->qk_norm ? L->k_norm : NULL, c->rms_eps, f->pos, m->inv_freq,
                           f->kv->k[l], f->kv->v[l], f->slot, n, c->n_heads, c->n_kv_heads,
                           c->head_dim, f->kv->block_size);
-            o->attention_decode(o->ctx, f->att, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
+            o->attention_decode(o->ctx, f->att, NULL, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
                                 f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
                                 f->kv->block_size, scale);
             e = (ts_matmul_ex){.y = xs, .x = f->att, .n = n, .w = &L->wo, .bias = bo, .n_w = 1,
@@ -629,9 +633,9 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         free_graphs(f);
         f->graph_gen = f->gen;
     }
-    /* decode steps too large for a graph still use attention_decode */
-    f->all_decode = !step && f->dev && o->attention_decode && !f->used_cascade && n == n_seqs &&
-                    !f->cap_n;
+    /* decode steps outside a whole-step graph (too large, or with cascade
+     * levels: then over each sequence's own slots) still use attention_decode */
+    f->all_decode = !step && f->dev && o->attention_decode && n == n_seqs && !f->cap_n;
     if (f->all_decode && n > f->cap_dec_big) {
         s_free(f, f->dec_big);
         f->dec_big = s_alloc(f, TS_ATTN_DECODE_PART(n, c->n_heads, c->head_dim) * 4);

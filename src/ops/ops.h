@@ -86,8 +86,9 @@ typedef struct ts_attn_shared {
 
 /* attention_decode's pieces per (sequence, KV head) and its scratch size. */
 #define TS_ATTN_DECODE_SPLITS 32
-#define TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) \
-    ((size_t)(n_seq) * (size_t)(n_heads) * (TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1) + 1))
+#define TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim)                          \
+    ((size_t)(n_seq) * (((size_t)(n_heads) + 3) / 4 * 4 +                       \
+                        (size_t)(n_heads) * TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1)))
 
 /* A product with its neighbours folded in (ts_ops.matmul_ex): for i < n_w,
  *   y[i][n][w[i].rows] (accumulate: +=) = x' . w[i]^T (+ bias[i] when bias and bias[i])
@@ -170,9 +171,12 @@ typedef struct ts_ops {
      * depend on them (a decode step recorded once and replayed):
      * info[2 s] = offset of seq s's block table in tables, info[2 s + 1] = its
      * n_kv (>= 0; 0 gives out = 0). Equals attention with n_q = 1, causal.
+     * lse: NULL, or [n_seq][n_heads] natural-log sums as ts_attn's (-inf for
+     * n_kv 0): cascade runs it over each sequence's own slots (the table
+     * offset and n_kv in info then start at its first own block).
      * part: scratch of TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) floats,
      * zero-filled before its first use (calls leave it fit for the next). */
-    void (*attention_decode)(void *ctx, float *out, float *part, const float *q,
+    void (*attention_decode)(void *ctx, float *out, float *lse, float *part, const float *q,
                              const float *k, const float *v, const int32_t *tables,
                              const int32_t *info, int n_seq, int n_heads, int n_kv_heads,
                              int head_dim, int block_size, float scale);

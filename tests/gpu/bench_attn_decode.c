@@ -38,7 +38,7 @@ int main(void) {
         for (int r = -2; r < 9; r++) {
             ts_cuda_event *e0 = ts_cuda_event_record(g_cu);
             for (int k = 0; k < 10; k++)
-                ops->attention_decode(ops->ctx, out, part, q, kp, vp, tab_d, info_d, B, NH, NKV,
+                ops->attention_decode(ops->ctx, out, NULL, part, q, kp, vp, tab_d, info_d, B, NH, NKV,
                                       HD, BS, 0.088f);
             ts_cuda_event *e1 = ts_cuda_event_record(g_cu);
             if (r >= 0) t[r] = ts_cuda_event_ms(g_cu, e0, e1) * 100.0f; /* us a call */

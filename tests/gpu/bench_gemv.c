@@ -95,7 +95,7 @@ int main(void) {
                                 NKV, HD, BS);
                 break;
             case 5:
-                ops->attention_decode(ops->ctx, att, part_d, q, kp, vp, tab_d, info_d, 1, NH, NKV,
+                ops->attention_decode(ops->ctx, att, NULL, part_d, q, kp, vp, tab_d, info_d, 1, NH, NKV,
                                       HD, BS, 0.088f);
                 break;
             }

@@ -242,6 +242,8 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
     size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n_seq * nh * hd;
     float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *q = xmalloc(nq * 4);
     float *ref = xmalloc(nq * 4), *out = xmalloc(nq * 4);
+    size_t nl = (size_t)n_seq * nh;
+    float *lref = xmalloc(nl * 4), *lse = xmalloc(nl * 4);
     fill(kp, pool, 1.0f), fill(vp, pool, 1.0f), fill(q, nq, 1.0f);
     int32_t *perm = xmalloc((size_t)n_blocks * 4), *tables = xmalloc((size_t)(total_blocks + 1) * 4);
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
@@ -256,26 +258,41 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
         off += nb;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    ts_attn a = {.out = ref, .q = q, .k = kp, .v = vp, .n_heads = nh, .n_kv_heads = nkv,
+    ts_attn a = {.out = ref, .lse = lref, .q = q, .k = kp, .v = vp, .n_heads = nh, .n_kv_heads = nkv,
                  .head_dim = hd, .block_size = bs, .scale = scale, .causal = true,
                  .n_seq = n_seq, .seqs = seqs};
     ts_ref_attention(NULL, &a);
     float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4), *q_d = dup_dev(q, nq * 4);
     int32_t *tab_d = dup_dev(tables, (size_t)(off + 1) * 4), *info_d = dup_dev(info, (size_t)n_seq * 8);
     float *part_d = nan_dev(TS_ATTN_DECODE_PART(n_seq, nh, hd)), *out_d = nan_dev(nq + PAD);
+    float *lse_d = nan_dev(nl);
     ts_cuda_memset(g_cu, part_d, 0, TS_ATTN_DECODE_PART(n_seq, nh, hd) * 4); /* its contract */
-    for (int rep = 0; rep < 2; rep++) { /* the second run reuses the scratch as a graph would */
+    /* three runs on one scratch: without lse (the decode step's), with it
+     * (cascade's), then the first half of the sequences only (a batch that
+     * shrank: each sequence's scratch must not move with n_seq) */
+    for (int rep = 0; rep < 3; rep++) {
+        int ns = rep < 2 ? n_seq : (n_seq + 1) / 2;
+        size_t nqs = (size_t)ns * nh * hd, nls = (size_t)ns * nh;
         ts_cuda_memset(g_cu, out_d, 0xff, (nq + PAD) * 4);
-        ops->attention_decode(ops->ctx, out_d, part_d, q_d, kp_d, vp_d, tab_d, info_d, n_seq, nh,
-                              nkv, hd, bs, scale);
+        ts_cuda_memset(g_cu, lse_d, 0xff, nl * 4);
+        ops->attention_decode(ops->ctx, out_d, rep ? lse_d : NULL, part_d, q_d, kp_d, vp_d,
+                              tab_d, info_d, ns, nh, nkv, hd, bs, scale);
         free(out);
         out = get_padded(out_d, nq, "attention_decode");
-        double e = rel_err(out, ref, nq);
+        double e = rel_err(out, ref, nqs), el = 0.0;
+        get(lse, lse_d, nl * 4);
+        if (rep) el = lse_err(lse, lref, nls);
+        else
+            for (size_t i = 0; i < nl; i++) el += !isnan(lse[i]); /* untouched: still NaN */
+        for (size_t i = nqs; i < nq; i++) el += !isnan(out[i]);  /* rows past ns untouched */
         if (e > worst[3] || isnan(e)) worst[3] = e;
-        CHECKF(e < TOL_F32, "attention_decode seqs %d heads %d/%d hd %d bs %d max %d: rel err %g",
-               n_seq, nh, nkv, hd, bs, max_len, e);
+        CHECKF(e < TOL_F32 && el < TOL_F32,
+               "attention_decode seqs %d of %d heads %d/%d hd %d bs %d max %d: rel err %g, lse %g",
+               ns, n_seq, nh, nkv, hd, bs, max_len, e, el);
     }
     free(len), free(info), free(kp), free(vp), free(q), free(ref), free(out), free(perm);
+    free(lref), free(lse);
+    dfree(lse_d);
     free(tables), free(seqs);
     dfree(kp_d), dfree(vp_d), dfree(q_d), dfree(tab_d), dfree(info_d), dfree(part_d), dfree(out_d);
 }

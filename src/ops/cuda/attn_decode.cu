@@ -19,15 +19,32 @@
 
 typedef struct dec_args {
     const float *q, *k, *v;
-    float *out;
-    float *part;              /* [n_seq][n_heads][SPLITS] lse, then [..][SPLITS][hd] o,
-                                 then [n_seq][n_kv_heads] counters (zero between calls) */
+    float *out, *lse;         /* lse: NULL or [n_seq][n_heads] */
+    float *part;              /* a slab per sequence (dec_slab): counters (n_kv_heads
+                                 of them, zero between calls), lse [n_heads][SPLITS],
+                                 o [n_heads][SPLITS][hd]; a sequence's slab does not
+                                 move with n_seq, so its counters stay zero */
     const int32_t *tables;    /* block tables; info[2 s] is seq s's offset into it */
     const int32_t *info;      /* [n_seq][2]: table offset, n_kv */
     int n_seq, n_heads, n_kv_heads, head_dim, block_size, group;
     int splits; /* S, 2 .. TS_ATTN_DECODE_SPLITS */
     float scale;
 } dec_args;
+
+/* Floats of one sequence's slab in part, and where its regions start. */
+__device__ __forceinline__ size_t dec_pad(int n_heads) { return ((size_t)n_heads + 3) / 4 * 4; }
+__device__ __forceinline__ float *dec_slab(const dec_args &a, size_t s) {
+    return a.part + s * (dec_pad(a.n_heads) + (size_t)a.n_heads * TS_ATTN_DECODE_SPLITS *
+                                                  ((size_t)a.head_dim + 1));
+}
+/* piece sp of head h of sequence s: its lse, its o */
+__device__ __forceinline__ float *dec_lse(const dec_args &a, size_t s, size_t h) {
+    return dec_slab(a, s) + dec_pad(a.n_heads) + h * TS_ATTN_DECODE_SPLITS;
+}
+__device__ __forceinline__ float *dec_o(const dec_args &a, size_t s, size_t h) {
+    return dec_slab(a, s) + dec_pad(a.n_heads) + (size_t)a.n_heads * TS_ATTN_DECODE_SPLITS +
+           h * TS_ATTN_DECODE_SPLITS * a.head_dim;
+}
 
 /* Merges the pieces of (sequence, head) w = s * n_heads + head into out, one
  * warp: lane i holds piece i's weight (i < S; TS_ATTN_DECODE_SPLITS == 32),
@@ -37,21 +54,23 @@ typedef struct dec_args {
 __device__ void merge_head(const dec_args &a, size_t w, int lane) {
     static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
     const int S = TS_ATTN_DECODE_SPLITS, hd = a.head_dim;
-    size_t plane = (size_t)a.n_seq * a.n_heads * S;
-    float l = lane < a.splits ? __ldcg(a.part + w * S + lane) : -INFINITY, mx = l;
+    const size_t s = w / a.n_heads, h = w % a.n_heads;
+    float l = lane < a.splits ? __ldcg(dec_lse(a, s, h) + lane) : -INFINITY, mx = l;
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
     if (mx == -INFINITY) {
         for (int c = lane; c < hd; c += 32) out[c] = 0.0f;
+        if (a.lse && lane == 0) a.lse[w] = -INFINITY;
         return;
     }
     float e = l == -INFINITY ? 0.0f : expf(l - mx), den = e;
     for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
+    if (a.lse && lane == 0) a.lse[w] = mx + logf(den);
     float wt = e / den, wts[S];
 #pragma unroll
     for (int i = 0; i < S; i++) wts[i] = __shfl_sync(0xffffffffu, wt, i);
     /* every piece's o is written (0 when empty): the loads need no guard */
-    const float *po = a.part + plane + w * S * hd;
+    const float *po = dec_o(a, s, h);
     for (int c = lane * 4; c < hd; c += 128) {
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
@@ -136,14 +155,13 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
         for (int i = 0; i < D; i++) o_s[warp][h][lane * D + i] = o[h][i];
     }
     __syncthreads();
-    size_t plane = (size_t)a.n_seq * a.n_heads * TS_ATTN_DECODE_SPLITS;
     for (int h = warp; h < g; h += DEC_WARPS) {
         float mx = -INFINITY;
         for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, m_s[w][h]);
-        size_t pi = ((size_t)s * a.n_heads + (size_t)kvh * g + h) * TS_ATTN_DECODE_SPLITS + sp;
-        float *po = a.part + plane + pi * hd;
+        size_t head = (size_t)kvh * g + h;
+        float *pl = dec_lse(a, s, head) + sp, *po = dec_o(a, s, head) + (size_t)sp * hd;
         if (mx == -INFINITY) { /* empty piece: weight 0 in the merge, o = 0 */
-            if (lane == 0) a.part[pi] = -INFINITY;
+            if (lane == 0) *pl = -INFINITY;
             for (int c = lane; c < hd; c += 32) po[c] = 0.0f;
             continue;
         }
@@ -157,14 +175,14 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
             for (int w = 0; w < DEC_WARPS; w++) acc += o_s[w][h][c] * wgt[w];
             po[c] = acc / den;
         }
-        if (lane == 0) a.part[pi] = mx + logf(den);
+        if (lane == 0) *pl = mx + logf(den);
     }
     /* the last block of this (sequence, KV head) to finish merges the pieces */
     __shared__ bool last;
     __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        unsigned *cnt = (unsigned *)(a.part + plane * (hd + 1)) + (size_t)s * a.n_kv_heads + kvh;
+        unsigned *cnt = (unsigned *)dec_slab(a, s) + kvh;
         last = atomicAdd(cnt, 1u) == (unsigned)a.splits - 1;
         if (last) *cnt = 0; /* every piece has counted: ready for the next call */
     }
@@ -175,7 +193,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
         merge_head(a, (size_t)s * a.n_heads + (size_t)kvh * g + h, lane);
 }
 
-void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q, const float *k,
+void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q, const float *k,
                               const float *v, const int32_t *tables, const int32_t *info,
                               int n_seq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size, float scale) {
@@ -192,7 +210,7 @@ void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q
     long pairs = (long)n_seq * n_kv_heads, want = 2L * (c->n_sm > 0 ? c->n_sm : 132);
     int splits = (int)(want / pairs);
     splits = splits < 2 ? 2 : splits > TS_ATTN_DECODE_SPLITS ? TS_ATTN_DECODE_SPLITS : splits;
-    dec_args a = {q, k, v, out, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
+    dec_args a = {q, k, v, out, lse, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
                   block_size, n_heads / n_kv_heads, splits, scale};
     dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, (unsigned)splits);
     switch (head_dim / 32) {

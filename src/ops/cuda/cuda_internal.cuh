@@ -134,7 +134,7 @@ void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const flo
                         const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
                         float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,
                         int n_kv_heads, int head_dim, int block_size);
-void ts_cuda_attention_decode(void *ctx, float *out, float *part, const float *q, const float *k,
+void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q, const float *k,
                               const float *v, const int32_t *tables, const int32_t *info,
                               int n_seq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size, float scale);
