@@ -87,7 +87,7 @@ typedef struct ts_attn_shared {
 /* attention_decode's pieces per (sequence, KV head) and its scratch size. */
 #define TS_ATTN_DECODE_SPLITS 32
 #define TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim)                          \
-    ((size_t)(n_seq) * (((size_t)(n_heads) + 3) / 4 * 4 +                       \
+    ((size_t)(n_seq) * (((size_t)(n_heads) + 31) / 32 * 32 +                    \
                         (size_t)(n_heads) * TS_ATTN_DECODE_SPLITS * ((size_t)(head_dim) + 1)))
 
 /* A product with its neighbours folded in (ts_ops.matmul_ex): for i < n_w,

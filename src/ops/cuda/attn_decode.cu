@@ -32,7 +32,9 @@ typedef struct dec_args {
 } dec_args;
 
 /* Floats of one sequence's slab in part, and where its regions start. */
-__device__ __forceinline__ size_t dec_pad(int n_heads) { return ((size_t)n_heads + 3) / 4 * 4; }
+/* the counters get a 128-byte line of their own (the pieces' stores would
+ * share it with their atomics otherwise) */
+__device__ __forceinline__ size_t dec_pad(int n_heads) { return ((size_t)n_heads + 31) / 32 * 32; }
 __device__ __forceinline__ float *dec_slab(const dec_args &a, size_t s) {
     return a.part + s * (dec_pad(a.n_heads) + (size_t)a.n_heads * TS_ATTN_DECODE_SPLITS *
                                                   ((size_t)a.head_dim + 1));
@@ -51,10 +53,10 @@ __device__ __forceinline__ float *dec_o(const dec_args &a, size_t s, size_t h) {
  * then each lane sums four head dims over the pieces with all loads in
  * flight. The pieces were written by other blocks: loads go through L2
  * (__ldcg). */
-__device__ void merge_head(const dec_args &a, size_t w, int lane) {
+__device__ void merge_head(const dec_args &a, size_t s, size_t h, int lane) {
     static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
     const int S = TS_ATTN_DECODE_SPLITS, hd = a.head_dim;
-    const size_t s = w / a.n_heads, h = w % a.n_heads;
+    const size_t w = s * a.n_heads + h;
     float l = lane < a.splits ? __ldcg(dec_lse(a, s, h) + lane) : -INFINITY, mx = l;
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
@@ -190,7 +192,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
     if (!last) return;
     __threadfence();
     for (int h = warp; h < g; h += DEC_WARPS)
-        merge_head(a, (size_t)s * a.n_heads + (size_t)kvh * g + h, lane);
+        merge_head(a, (size_t)s, (size_t)kvh * g + h, lane);
 }
 
 void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q, const float *k,
