@@ -69,7 +69,8 @@ static int run_end(const ctx *c, int i, int hi, int d) {
 static bool sub(const ctx *c, int i, int j, int start) {
     ts_cascade_plan *p = c->p;
     int len = common_len(c->seqs, c->ord, i, j, start, c->bs);
-    if (len - start >= c->rule.min_blocks) {
+    long saved = (long)(j - i - 1) * (len - start) * c->bs;
+    if (len - start >= c->rule.min_blocks && saved >= c->rule.min_saved) {
         if (!grow((void **)&p->levels, &p->cap_levels, p->n_levels + 1, sizeof *p->levels))
             return false;
         ts_cascade_level *L = &p->levels[p->n_levels++];

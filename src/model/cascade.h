@@ -33,10 +33,13 @@ typedef struct ts_cascade_plan {
 } ts_cascade_plan;
 
 /* Thresholds: a level is made for at least min_sharers sequences sharing at
- * least min_blocks blocks. */
+ * least min_blocks blocks, whose shared slots read once save at least
+ * min_saved slot reads: (sharers - 1) x shared slots >= min_saved (0: no
+ * such bound). */
 typedef struct ts_cascade_rule {
     int min_sharers;
     int min_blocks;
+    long min_saved;
 } ts_cascade_rule;
 
 /* Plans seqs (rows laid out in order, as ts_fwd_run does). Returns the

@@ -285,6 +285,12 @@ static ts_status prepare(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int *n_t
  * Qwen3-0.6B heads, 2 threads): cascade wins from a 64-slot shared prefix
  * with 2+ sharers on AVX2 and AVX-512 (docs/PERFORMANCE.md). */
 #define TS_CASCADE_MIN_SLOTS 64
+/* On a device backend, auto mode also wants (sharers - 1) x shared slots >=
+ * this: on the H100 (bench-shared, Qwen3-0.6B shape, gen 32) cascade decode
+ * ran 0.96x / 0.95x flat at 8 / 16 requests x 1024 shared slots (7k, 15k
+ * saved) and 1.29x / 1.85x / 2.86x at 64 x 1024, 16 x 4096, 64 x 4096
+ * (64k, 61k, 258k). */
+#define TS_CASCADE_DEV_MIN_SAVED 32768L
 
 /* Decides cascade levels for this batch and sets each sequence's kv_start. */
 static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_err *err) {
@@ -292,7 +298,8 @@ static ts_status plan_cascade(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, ts_
     if (f->cascade == 0 || n_seqs < 2) return TS_OK;
     int bs = f->kv->block_size;
     ts_cascade_rule rule = {.min_sharers = 2,
-                            .min_blocks = f->cascade > 0 ? 1 : (TS_CASCADE_MIN_SLOTS + bs - 1) / bs};
+                            .min_blocks = f->cascade > 0 ? 1 : (TS_CASCADE_MIN_SLOTS + bs - 1) / bs,
+                            .min_saved = f->cascade < 0 && f->dev ? TS_CASCADE_DEV_MIN_SAVED : 0};
     int lv = ts_cascade_plan_build(&f->plan, seqs, n_seqs, bs, rule);
     if (lv < 0) return ts_fail(err, TS_ERR_NOMEM, "forward: out of memory planning attention");
     if (lv == 0) return TS_OK;

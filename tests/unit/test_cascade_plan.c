@@ -84,6 +84,23 @@ int main(void) {
     ts_cascade_rule many = {.min_sharers = 5, .min_blocks = 1};
     CHECK(ts_cascade_plan_build(&p, s1, 4, BS, many) == 0 && p.kv_start[0] == 0);
 
+    /* 5b: min_saved: 4 sharers x 3 blocks save 3 x 48 = 144 slot reads; a
+     * bound above that drops the level, at or below keeps it */
+    ts_cascade_rule saved = {.min_sharers = 2, .min_blocks = 1, .min_saved = 3 * 48};
+    CHECK(ts_cascade_plan_build(&p, s1, 4, BS, saved) == 1);
+    saved.min_saved = 3 * 48 + 1;
+    CHECK(ts_cascade_plan_build(&p, s1, 4, BS, saved) == 0 && p.kv_start[0] == 0);
+    /* in the tree, the 1-block root saves 3 x 16 = 48 reads, pair {0,1}'s
+     * 2 further blocks 1 x 32, pair {2,3}'s 1 further block 1 x 16 */
+    saved.min_saved = 32;
+    CHECK(ts_cascade_plan_build(&p, s2, 4, BS, saved) == 2);
+    CHECK(p.kv_start[0] == 48 && p.kv_start[1] == 48 && p.kv_start[2] == 16 &&
+          p.kv_start[3] == 16);
+    check_cover(&p, s2, 4, "min_saved 32");
+    saved.min_saved = 49; /* no root; alone, {0,1} save 48 and {2,3} 32: none */
+    CHECK(ts_cascade_plan_build(&p, s2, 4, BS, saved) == 0);
+    check_cover(&p, s2, 4, "min_saved");
+
     /* 6: random forests */
     int32_t tables[24][12];
     ts_fwd_seq s6[24];
@@ -96,11 +113,14 @@ int main(void) {
                 tables[i][b] = b < keep ? tables[parent][b] : 1000 * (i + 1) + b + 100000 * rnd(2);
             s6[i] = mk(tables[i], rnd(12 * BS), 1 + rnd(3));
         }
-        ts_cascade_rule r = {.min_sharers = 2 + rnd(3), .min_blocks = 1 + rnd(3)};
+        ts_cascade_rule r = {.min_sharers = 2 + rnd(3), .min_blocks = 1 + rnd(3),
+                             .min_saved = rnd(2) ? 0 : rnd(8 * BS)};
         int lv = ts_cascade_plan_build(&p, s6, n, BS, r);
         CHECK(lv >= 0);
         for (int l = 0; l < lv; l++) {
             CHECK(p.levels[l].n_kv >= r.min_blocks * BS);
+            CHECK((long)(p.levels[l].n_rows - 1) * p.levels[l].n_kv >= r.min_saved ||
+                  r.min_saved == 0);
         }
         check_cover(&p, s6, n, "random");
     }
