@@ -12,8 +12,6 @@
  * by log-sum-exp in a second kernel. head_dim 64 or 128; other shapes take
  * the generic kernel (attention.cu). */
 #include <math.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "ops/cuda/cuda_internal.cuh"
 
@@ -288,8 +286,7 @@ static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per
 }
 
 bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
-    const char *on = getenv("TS_CASCADE_MMA"); /* "0": the generic kernel (A/B runs) */
-    if (on && !strcmp(on, "0")) return false;
+    if (!c->cascade_mma) return false;
     int hd = at->head_dim;
     if ((hd != 64 && hd != 128) || at->n_kv_heads <= 0 || at->n_heads % at->n_kv_heads ||
         at->block_size <= 0 || at->n_kv_heads > 65535)

@@ -210,6 +210,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->pdl = !(pdl && !strcmp(pdl, "0"));
     const char *rw = getenv("TS_WMV_RW");
     c->wmv_rw1 = rw && !strcmp(rw, "2") ? 2 : 1;
+    const char *mma = getenv("TS_CASCADE_MMA");
+    c->cascade_mma = !(mma && !strcmp(mma, "0"));
     c->meta.cache = true; /* attention items: read-only on the device */
     c->host_ops = *o;
     c->host_ops.rope = host_rope;

@@ -49,6 +49,7 @@ struct ts_cuda {
     ts_cuda_scratch hs[3];  /* device copies of its host arguments */
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
     int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
+    bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch
