@@ -526,6 +526,7 @@ int main(void) {
     test_attention(256, 2, 16, true, true, 0);
     test_attention(96, 3, 7, true, true, 900);
     test_attention_shared(64, 2, 16, 0);
+    test_attention_shared(128, 8, 16, 0); /* empty prefix on the tensor-core path's widest case */
     test_merge_rows();
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
     test_errors();
