@@ -50,6 +50,23 @@ static void w_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *
     add(k, t, (double)w->rows * w->cols * (w->dtype == TS_DT_F32 ? 4 : 2));
 }
 
+static void w_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                           const float *const *bias, int n_w, ts_prec prec) {
+    double t0 = now_s();
+    orig.matmul_multi(ctx, y, x, n, w, bias, n_w, prec);
+    double bytes = 0;
+    for (int i = 0; i < n_w; i++) bytes += (double)w[i].rows * w[i].cols * (w[i].dtype == TS_DT_F32 ? 4 : 2);
+    add(K_QKV, now_s() - t0, bytes);
+}
+
+static void w_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                            const ts_wmat *w_up, ts_prec prec) {
+    double t0 = now_s();
+    orig.matmul_swiglu(ctx, out, x, n, w_gate, w_up, prec);
+    add(K_UPGATE, now_s() - t0,
+        2.0 * w_gate->rows * w_gate->cols * (w_gate->dtype == TS_DT_F32 ? 4 : 2));
+}
+
 static void w_attention(void *ctx, const ts_attn *a) {
     double t0 = now_s();
     orig.attention(ctx, a);
@@ -137,6 +154,8 @@ int main(int argc, char **argv) {
     ts_ops *o = (ts_ops *)rt->ops;
     orig = *o;
     o->matmul = w_matmul;
+    if (o->matmul_multi) o->matmul_multi = w_matmul_multi;
+    if (o->matmul_swiglu) o->matmul_swiglu = w_matmul_swiglu;
     o->attention = w_attention;
     o->rmsnorm = w_rmsnorm;
     o->add_rmsnorm = w_add_rmsnorm;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "base/err.h"
 #include "kv/kv_int.h"
@@ -14,6 +15,19 @@ size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_s
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err) {
     return ts_kv_create_mem(n_layers, n_kv_heads, head_dim, block_size, n_blocks, NULL, out, err);
+}
+
+/* Host KV storage: zeroed anonymous pages, touched only when a block is
+ * first written, in 2 MiB pages where the kernel allows (a decode step's
+ * first write to a fresh 4 KiB page cost a page fault per page and head;
+ * attention walks the pool with fewer TLB misses). NULL on failure. */
+static float *host_alloc(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return NULL;
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return p;
 }
 
 ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block_size,
@@ -47,10 +61,10 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
     kv->lru_next = malloc(nb * sizeof *kv->lru_next);
     kv->index = malloc(cap * sizeof *kv->index);
     kv->mark = calloc(nb, 1);
-    /* calloc: pages are only touched when a block is first written */
     kv->mem = mem;
-    if (mem) kv->storage = mem->alloc(mem->ctx, 2 * (size_t)n_layers * per_layer * sizeof(float));
-    else kv->storage = calloc(2 * (size_t)n_layers, per_layer * sizeof(float));
+    kv->storage_bytes = 2 * (size_t)n_layers * per_layer * sizeof(float);
+    if (mem) kv->storage = mem->alloc(mem->ctx, kv->storage_bytes);
+    else kv->storage = host_alloc(kv->storage_bytes);
     if (!kv->k || !kv->v || !kv->free_stack || !kv->storage || !kv->refs || !kv->flags ||
         !kv->hash || !kv->tokens || !kv->lru_prev || !kv->lru_next || !kv->index || !kv->mark) {
         size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size) * nb >> 20;
@@ -74,7 +88,7 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
 void ts_kv_destroy(ts_kv *kv) {
     if (!kv) return;
     if (kv->mem) kv->mem->free(kv->mem->ctx, kv->storage);
-    else free(kv->storage);
+    else if (kv->storage) munmap(kv->storage, kv->storage_bytes);
     free(kv->k);
     free(kv->v);
     free(kv->free_stack);

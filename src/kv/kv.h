@@ -46,6 +46,7 @@ typedef struct ts_kv {
     int32_t n_blocks;
     float **k, **v;        /* [n_layers] pointers into one allocation */
     float *storage;
+    size_t storage_bytes;
     int32_t *free_stack;   /* [n_blocks]; entries [0, n_free) are free blocks */
     int32_t n_free;
 

@@ -104,6 +104,21 @@ void ts_cpu_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, in
     ts_ew_run(ctx, &j);
 }
 
+void ts_cpu_swiglu_lowmem(void *ctx, ts_matmul_fn mm, float *out, const float *x, int n,
+                          const ts_wmat *w_gate, const ts_wmat *w_up, ts_prec prec) {
+    mm(ctx, out, x, n, w_gate, NULL, prec);
+    size_t es = w_up->dtype == TS_DT_F32 ? 4 : 2; /* the dtypes ts_wmat allows */
+    for (int b = 0; b < n; b++)
+        for (int r = 0; r < w_up->rows; r++) {
+            ts_wmat row = *w_up;
+            row.rows = 1;
+            row.data = (const char *)w_up->data + (size_t)r * (size_t)w_up->cols * es;
+            float uv = 0.0f, *o = out + (size_t)b * w_up->rows + r;
+            ts_ref_matmul(ctx, &uv, x + (size_t)b * w_up->cols, 1, &row, NULL, prec);
+            ts_ref_swiglu(ctx, o, o, &uv, 1, 1);
+        }
+}
+
 /* ---- creation ---- */
 
 ts_cpu *ts_cpu_create(ts_pool *pool, ts_cpu_isa isa) {
@@ -135,6 +150,8 @@ ts_cpu *ts_cpu_create(ts_pool *pool, ts_cpu_isa isa) {
     case TS_ISA_AVX512:
         o->name = "cpu-avx512";
         o->matmul = ts_avx512_matmul;
+        o->matmul_multi = ts_avx512_matmul_multi;
+        o->matmul_swiglu = ts_avx512_matmul_swiglu;
         o->attention = ts_avx512_attention;
         o->attention_shared = ts_avx512_attention_shared;
         break;

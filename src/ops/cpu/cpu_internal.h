@@ -103,6 +103,27 @@ void ts_avx2_matmul_swiglu(void *ctx, float *out, const float *x, int n, const t
                            const ts_wmat *w_up, ts_prec prec);
 void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
                       const float *bias, ts_prec prec);
+/* The same contract as the AVX2 pair above, with ts_avx512_matmul. */
+void ts_avx512_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                            const float *const *bias, int n_w, ts_prec prec);
+void ts_avx512_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                             const ts_wmat *w_up, ts_prec prec);
+
+/* Decode products (gemv_avx512.c): y[i][n][w[i].rows] = act . w[i]^T
+ * (+ bias[i] when bias and bias[i]) for i < n_w <= TS_GEMV_MAX_W, n < 8, in
+ * one pool run. The activations are x (f32 [n][w.cols]) or, when xb is not
+ * NULL, xb (bf16 [n][Kp], bf16 weights only); every w[i] has the same cols
+ * and dtype. */
+#define TS_GEMV_MAX_W 4
+void ts_avx512_gemv(ts_cpu *cpu, float *const *y, const float *x, const uint16_t *xb, int Kp,
+                    int n, const ts_wmat *w, const float *const *bias, int n_w);
+
+/* matmul_swiglu when its scratch cannot be had: gate by mm into out, then
+ * each element of up with the reference product, one at a time. */
+typedef void (*ts_matmul_fn)(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
+                             const float *bias, ts_prec prec);
+void ts_cpu_swiglu_lowmem(void *ctx, ts_matmul_fn mm, float *out, const float *x, int n,
+                          const ts_wmat *w_gate, const ts_wmat *w_up, ts_prec prec);
 void ts_avx2_attention(void *ctx, const ts_attn *a);
 void ts_avx512_attention(void *ctx, const ts_attn *a);
 void ts_avx2_attention_shared(void *ctx, const ts_attn_shared *a);

@@ -440,17 +440,7 @@ void ts_avx2_matmul_swiglu(void *ctx, float *out, const float *x, int n, const t
     size_t cnt = (size_t)n * (size_t)w_up->rows;
     float *u = ts_scratch_get(&cpu->fused, cnt * sizeof(float));
     if (!u) { /* no memory: one up product at a time */
-        ts_avx2_matmul(ctx, out, x, n, w_gate, NULL, prec);
-        size_t es = w_up->dtype == TS_DT_F32 ? 4 : 2; /* the dtypes ts_wmat allows */
-        for (int b = 0; b < n; b++)
-            for (int r = 0; r < w_up->rows; r++) {
-                ts_wmat row = *w_up;
-                row.rows = 1;
-                row.data = (const char *)w_up->data + (size_t)r * (size_t)w_up->cols * es;
-                float uv = 0.0f, *o = out + (size_t)b * w_up->rows + r;
-                ts_ref_matmul(ctx, &uv, x + (size_t)b * w_up->cols, 1, &row, NULL, prec);
-                ts_ref_swiglu(ctx, o, o, &uv, 1, 1);
-            }
+        ts_cpu_swiglu_lowmem(ctx, ts_avx2_matmul, out, x, n, w_gate, w_up, prec);
         return;
     }
     ts_avx2_matmul(ctx, out, x, n, w_gate, NULL, prec);

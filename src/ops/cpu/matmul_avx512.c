@@ -1,8 +1,6 @@
 /* Matrix products with AVX-512 (16 floats per register) and AVX512-BF16.
  *
- * n < TS_GEMM_MIN_N (decode): threads take chunks of consecutive weight rows
- * and stream each front to back, each weight vector feeding up to 4
- * activation rows; column tails use masked loads.
+ * n < TS_GEMM_MIN_N (decode): gemv_avx512.c's weight streams.
  * Otherwise (prefill): per thread, weight columns are packed into k-major
  * panels of 64 outputs and a 6x64 register-blocked kernel (24 accumulators)
  * sweeps all activation rows over each panel. With TS_PREC_BF16 and bf16
@@ -15,6 +13,7 @@
 #include <stdatomic.h>
 
 #include "ops/cpu/cpu_internal.h"
+#include "ops/cpu/simd_avx512.h"
 
 #define TS_GEMM_MIN_N 8
 #define MR 6
@@ -33,244 +32,7 @@ typedef struct mm_job {
     const ts_wmat *w;
     const float *bias;
     _Atomic int fail;
-    _Atomic long next;    /* decode: next chunk of weight rows */
 } mm_job;
-
-/* ---- decode: n small ---- */
-
-TS_INLINE __m512 ld16(const void *w, ts_dtype dt, size_t k, __mmask16 m) {
-    if (dt == TS_DT_F32) return _mm512_maskz_loadu_ps(m, (const float *)w + k);
-    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + k);
-    if (dt == TS_DT_F16) return _mm512_cvtph_ps(h);
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-/* Bytes ahead of the current read that the decode kernels prefetch. Rows
- * are walked one at a time, front to back, so a chunk of rows is one
- * sequential stream; the prefetch carries it across 4 KiB pages (mapped
- * weights are not huge pages). */
-#define TS_GEMV_PF 1024
-
-/* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
- * (f32 precision) and one weight row j. 128 bytes of the row per step, each
- * vector feeding all NB rows, two accumulators per activation row. */
-TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void *w,
-                        ts_dtype dt, int j, int NB, const float *bias) {
-    const size_t es = dt == TS_DT_F32 ? 4 : 2;
-    const int per = (int)(128 / es); /* elements per step */
-    const char *wr = (const char *)w + (size_t)j * (size_t)K * es;
-    __m512 acc[4][2];
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + per <= K; k += per) {
-        _mm_prefetch(wr + (size_t)k * es + TS_GEMV_PF, _MM_HINT_T0);
-        _mm_prefetch(wr + (size_t)k * es + TS_GEMV_PF + 64, _MM_HINT_T0);
-        _Pragma("GCC unroll 8")
-        for (int v = 0; v < per / 16; v++) {
-            __m512 wv = ld16(wr, dt, (size_t)k + 16 * (size_t)v, (__mmask16)0xffff);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++)
-                acc[b][v & 1] = _mm512_fmadd_ps(
-                    wv, _mm512_loadu_ps(x + (size_t)b * K + k + 16 * v), acc[b][v & 1]);
-        }
-    }
-    for (; k < K; k += 16) {
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-        __m512 wv = ld16(wr, dt, (size_t)k, m);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            acc[b][0] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k),
-                                        acc[b][0]);
-    }
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++)
-        y[(size_t)b * ldy + (size_t)j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1])) +
-                                         (bias ? bias[j] : 0.0f);
-}
-
-/* The same with bf16 activations (row stride Kp) and bf16 weights. */
-TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
-                         const uint16_t *w, int j, int NB, const float *bias) {
-    const uint16_t *wr = w + (size_t)j * (size_t)K;
-    __m512 acc[4][2];
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + 64 <= K; k += 64) {
-        _mm_prefetch((const char *)(wr + k) + TS_GEMV_PF, _MM_HINT_T0);
-        _mm_prefetch((const char *)(wr + k) + TS_GEMV_PF + 64, _MM_HINT_T0);
-        __m512i w0 = _mm512_loadu_si512(wr + k), w1 = _mm512_loadu_si512(wr + k + 32);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) {
-            const uint16_t *xb = x + (size_t)b * Kp + k;
-            acc[b][0] = _mm512_dpbf16_ps(acc[b][0], (__m512bh)_mm512_loadu_si512(xb), (__m512bh)w0);
-            acc[b][1] = _mm512_dpbf16_ps(acc[b][1], (__m512bh)_mm512_loadu_si512(xb + 32),
-                                         (__m512bh)w1);
-        }
-    }
-    for (; k < K; k += 32) {
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i wv = _mm512_maskz_loadu_epi16(m, wr + k);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            acc[b][0] = _mm512_dpbf16_ps(
-                acc[b][0], (__m512bh)_mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k),
-                (__m512bh)wv);
-    }
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++)
-        y[(size_t)b * ldy + (size_t)j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1])) +
-                                         (bias ? bias[j] : 0.0f);
-}
-
-/* Tiles of RB <= 4 weight rows for NB >= 2 activation rows: each activation
- * vector feeds RB rows (32 registers hold the 4 x 4 accumulators).
- * y[b][j0..j0+RB) for NB activation rows (f32 precision). */
-TS_INLINE void gemv_f32_t4(float *y, size_t ldy, const float *x, int K, const void *w,
-                        ts_dtype dt, int j0, int RB, int NB, const float *bias) {
-    __m512 acc[4][4];
-    const size_t es = dt == TS_DT_F32 ? 4 : 2;
-    const char *wb = (const char *)w + (size_t)j0 * (size_t)K * es;
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
-        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
-        __m512 xv[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_ps(m, x + (size_t)b * K + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            _mm_prefetch(wb + ((size_t)r * K + (size_t)k) * es + TS_GEMV_PF, _MM_HINT_T0);
-            __m512 wv = ld16(wb + (size_t)r * K * es, dt, (size_t)k, m);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
-        }
-    }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
-}
-
-/* The same with bf16 activations (row stride Kp) and bf16 weights. */
-TS_INLINE void gemv_bf16_t4(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
-                         const uint16_t *w, int j0, int RB, int NB, const float *bias) {
-    __m512 acc[4][4];
-    const uint16_t *wb = w + (size_t)j0 * (size_t)K;
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 32) {
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i xv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            _mm_prefetch((const char *)(wb + (size_t)r * K + k) + TS_GEMV_PF, _MM_HINT_T0);
-            __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++)
-                acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
-        }
-    }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
-}
-
-#define GEMV_NB(CALL_NB, nb)           \
-    do {                               \
-        switch (nb) {                  \
-        case 4: CALL_NB(4); break;     \
-        case 3: CALL_NB(3); break;     \
-        case 2: CALL_NB(2); break;     \
-        default: CALL_NB(1); break;    \
-        }                              \
-    } while (0)
-
-/* Weight bytes per chunk of rows handed out in decode: small enough to stay
- * in L2 while a second group of activation rows sweeps it, large enough that
- * each chunk is a long sequential stream. */
-#define TS_GEMV_CHUNK 65536
-
-/* Threads take chunks of consecutive weight rows from an atomic counter (a
- * thread slowed by another process just takes fewer) and sweep each chunk
- * once per group of up to 4 activation rows. */
-static void gemv_task(void *vctx, int ith, int nth) {
-    (void)ith;
-    (void)nth;
-    mm_job *j = vctx;
-    const ts_wmat *w = j->w;
-    int K = w->cols;
-    size_t ldy = (size_t)w->rows, rb = (size_t)K * (w->dtype == TS_DT_F32 ? 4 : 2);
-    int cr = rb >= TS_GEMV_CHUNK ? 1 : (int)(TS_GEMV_CHUNK / rb);
-    for (;;) {
-        long c = atomic_fetch_add(&j->next, 1);
-        if (c * cr >= w->rows) break;
-        int r0 = (int)c * cr, r1 = w->rows - r0 < cr ? w->rows : r0 + cr;
-        for (int i = 0; i < j->n; i += 4) {
-            int nb = j->n - i >= 4 ? 4 : j->n - i;
-            float *yi = j->y + (size_t)i * ldy;
-            if (j->xb) {
-                const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp;
-                const uint16_t *wd = w->data;
-#define C1(NB) for (int r = r0; r < r1; r++) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, NB, j->bias)
-#define C4(NB)                                                                     \
-    for (; r + 4 <= r1; r += 4) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 4, NB, j->bias); \
-    for (; r < r1; r++) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 1, NB, j->bias)
-                if (nb == 1) {
-                    C1(1);
-                } else {
-                    int r = r0;
-                    GEMV_NB(C4, nb);
-                }
-#undef C4
-#undef C1
-                continue;
-            }
-            const float *xi = j->x + (size_t)i * (size_t)K;
-/* one row at a time for a single activation row, 4-row tiles for more */
-#define C1(NB)                                                                            \
-    do {                                                                                  \
-        int r = r0;                                                                       \
-        if (NB == 1) {                                                                    \
-            for (; r < r1; r++) gemv_f32(yi, ldy, xi, K, w->data, DT, r, 1, j->bias);       \
-            break;                                                                        \
-        }                                                                                 \
-        for (; r + 4 <= r1; r += 4) gemv_f32_t4(yi, ldy, xi, K, w->data, DT, r, 4, NB, j->bias); \
-        for (; r < r1; r++) gemv_f32_t4(yi, ldy, xi, K, w->data, DT, r, 1, NB, j->bias);  \
-    } while (0)
-            switch (w->dtype) {
-            case TS_DT_BF16:
-#define DT TS_DT_BF16
-                GEMV_NB(C1, nb);
-#undef DT
-                break;
-            case TS_DT_F16:
-#define DT TS_DT_F16
-                GEMV_NB(C1, nb);
-#undef DT
-                break;
-            default:
-#define DT TS_DT_F32
-                GEMV_NB(C1, nb);
-#undef DT
-                break;
-            }
-#undef C1
-        }
-    }
-}
 
 /* ---- prefill: register-blocked kernels over packed panels ---- */
 
@@ -461,38 +223,88 @@ static void cvt_task(void *vctx, int ith, int nth) {
     }
 }
 
+/* The activations as the kernels take them (see the file comment): *xb set
+ * (bf16 copy, *Kp its row stride) for TS_PREC_BF16 with bf16 weights, else
+ * *xf (x itself, or rounded to bf16 for TS_PREC_BF16). Uses cpu->shared.
+ * Returns 0 when scratch memory runs out. */
+static int mm_prep(ts_cpu *cpu, const float *x, int n, const ts_wmat *w, ts_prec prec,
+                   const float **xf, const uint16_t **xb, int *Kp) {
+    *xf = x;
+    *xb = NULL;
+    *Kp = 0;
+    if (prec != TS_PREC_BF16) return 1;
+    if (w->dtype == TS_DT_BF16) {
+        int kp = (w->cols + 1) & ~1;
+        uint16_t *b = ts_scratch_get(&cpu->shared, (size_t)n * (size_t)kp * 2);
+        if (!b) return 0;
+        cvt_job c = {.x = x, .xb = b, .n = n, .K = w->cols, .Kp = kp};
+        if (n >= TS_GEMM_MIN_N) ts_pool_run(cpu->pool, cvt_task, &c);
+        else cvt_task(&c, 0, 1);
+        *xb = b;
+        *Kp = kp;
+        return 1;
+    }
+    size_t cnt = (size_t)n * (size_t)w->cols;
+    float *xr = ts_scratch_get(&cpu->shared, cnt * sizeof(float));
+    if (!xr) return 0;
+    for (size_t i = 0; i < cnt; i++) xr[i] = ts_round_bf16(x[i]);
+    *xf = xr;
+    return 1;
+}
+
+static int mm_dtype_ok(const ts_wmat *w) {
+    return w->dtype == TS_DT_F32 || w->dtype == TS_DT_F16 || w->dtype == TS_DT_BF16;
+}
+
 void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w,
                       const float *bias, ts_prec prec) {
     ts_cpu *cpu = ctx;
     if (n <= 0) return;
-    if (w->dtype != TS_DT_F32 && w->dtype != TS_DT_F16 && w->dtype != TS_DT_BF16) {
+    const float *xf;
+    const uint16_t *xb;
+    int Kp;
+    if (!mm_dtype_ok(w) || !mm_prep(cpu, x, n, w, prec, &xf, &xb, &Kp)) {
         ts_ref_matmul(ctx, y, x, n, w, bias, prec);
         return;
     }
-    mm_job j = {.cpu = cpu, .y = y, .x = x, .n = n, .w = w, .bias = bias};
-    atomic_init(&j.next, 0);
-    if (prec == TS_PREC_BF16 && w->dtype == TS_DT_BF16) {
-        int Kp = (w->cols + 1) & ~1;
-        uint16_t *xb = ts_scratch_get(&cpu->shared, (size_t)n * (size_t)Kp * 2);
-        if (!xb) {
-            ts_ref_matmul(ctx, y, x, n, w, bias, prec);
-            return;
-        }
-        cvt_job c = {.x = x, .xb = xb, .n = n, .K = w->cols, .Kp = Kp};
-        if (n >= TS_GEMM_MIN_N) ts_pool_run(cpu->pool, cvt_task, &c);
-        else cvt_task(&c, 0, 1);
-        j.xb = xb;
-        j.Kp = Kp;
-    } else if (prec == TS_PREC_BF16) {
-        size_t cnt = (size_t)n * (size_t)w->cols;
-        float *xr = ts_scratch_get(&cpu->shared, cnt * sizeof(float));
-        if (!xr) {
-            ts_ref_matmul(ctx, y, x, n, w, bias, prec);
-            return;
-        }
-        for (size_t i = 0; i < cnt; i++) xr[i] = ts_round_bf16(x[i]);
-        j.x = xr;
+    if (n < TS_GEMM_MIN_N) {
+        ts_avx512_gemv(cpu, &y, xf, xb, Kp, n, w, &bias, 1);
+        return;
     }
-    ts_pool_run(cpu->pool, n < TS_GEMM_MIN_N ? gemv_task : gemm_task, &j);
+    mm_job j = {.cpu = cpu, .y = y, .x = xf, .xb = xb, .Kp = Kp, .n = n, .w = w, .bias = bias};
+    ts_pool_run(cpu->pool, gemm_task, &j);
     if (j.fail) ts_ref_matmul(ctx, y, x, n, w, bias, prec);
+}
+
+void ts_avx512_matmul_multi(void *ctx, float *const *y, const float *x, int n, const ts_wmat *w,
+                            const float *const *bias, int n_w, ts_prec prec) {
+    ts_cpu *cpu = ctx;
+    if (n <= 0 || n_w <= 0) return;
+    int ok = n < TS_GEMM_MIN_N && n_w <= TS_GEMV_MAX_W;
+    for (int i = 0; ok && i < n_w; i++)
+        ok = mm_dtype_ok(&w[i]) && w[i].dtype == w[0].dtype && w[i].cols == w[0].cols;
+    const float *xf;
+    const uint16_t *xb;
+    int Kp;
+    if (ok && mm_prep(cpu, x, n, &w[0], prec, &xf, &xb, &Kp)) {
+        ts_avx512_gemv(cpu, y, xf, xb, Kp, n, w, bias, n_w);
+        return;
+    }
+    for (int i = 0; i < n_w; i++) ts_avx512_matmul(ctx, y[i], x, n, &w[i], bias ? bias[i] : NULL, prec);
+}
+
+void ts_avx512_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
+                             const ts_wmat *w_up, ts_prec prec) {
+    ts_cpu *cpu = ctx;
+    if (n <= 0) return;
+    size_t cnt = (size_t)n * (size_t)w_up->rows;
+    float *u = ts_scratch_get(&cpu->fused, cnt * sizeof(float));
+    if (!u) { /* no memory: one row of up at a time */
+        ts_cpu_swiglu_lowmem(ctx, ts_avx512_matmul, out, x, n, w_gate, w_up, prec);
+        return;
+    }
+    const ts_wmat w[2] = {*w_gate, *w_up};
+    float *const y[2] = {out, u};
+    ts_avx512_matmul_multi(ctx, y, x, n, w, NULL, 2, prec);
+    ts_cpu_swiglu(ctx, out, out, u, n, w_up->rows);
 }
