@@ -72,7 +72,8 @@ static void w_attention(void *ctx, const ts_attn *a) {
     orig.attention(ctx, a);
     double bytes = 0;
     for (int s = 0; s < a->n_seq; s++)
-        bytes += 2.0 * a->seqs[s].n_kv * a->n_kv_heads * a->head_dim * sizeof(float);
+        bytes += 2.0 * a->seqs[s].n_kv * a->n_kv_heads * a->head_dim *
+                 (a->kv_dtype == TS_DT_F16 ? 2 : 4);
     add(K_ATTN, now_s() - t0, bytes);
 }
 
@@ -103,10 +104,11 @@ static void w_swiglu(void *ctx, float *out, const float *gate, const float *up, 
     add(K_SWIGLU, now_s() - t0, 0);
 }
 
-static void w_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
+static void w_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
+                       const float *v,
                        const int32_t *slot, int n, int n_kv_heads, int head_dim, int block_size) {
     double t0 = now_s();
-    orig.kv_write(ctx, k_pool, v_pool, k, v, slot, n, n_kv_heads, head_dim, block_size);
+    orig.kv_write(ctx, k_pool, v_pool, kv_dtype, k, v, slot, n, n_kv_heads, head_dim, block_size);
     add(K_KVW, now_s() - t0, 0);
 }
 

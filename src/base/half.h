@@ -42,4 +42,27 @@ static inline float ts_f16_to_f32(uint16_t h) {
     return f;
 }
 
+/* Round to nearest even; beyond the f16 range gives +-inf, NaN stays NaN,
+ * values below 2^-14 become f16 subnormals or +-0. */
+static inline uint16_t ts_f32_to_f16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u); /* NaN */
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* >= 65520 rounds to inf */
+    if (a >= 0x38800000u) { /* normal: exponent rebased by 127 - 15 */
+        uint32_t r = a - 0x38000000u;
+        r += 0xfffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    if (a < 0x33000000u) return sign; /* below 2^-25: rounds to 0 */
+    /* subnormal: a count of 2^-24 */
+    uint32_t e = a >> 23, m = (a & 0x7fffffu) | 0x800000u;
+    int shift = 126 - (int)e;
+    uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1);
+    if (rem > half || (rem == half && (q & 1u))) q++;
+    return (uint16_t)(sign | q);
+}
+
 #endif

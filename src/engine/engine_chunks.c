@@ -75,7 +75,8 @@ ts_status ts_echunks_create(ts_engine *e, ts_err *err) {
     uint64_t budget = e->o.chunk_bytes;
     if (!budget)
         budget = (uint64_t)ts_kv_block_bytes(rt->kv->n_layers, rt->kv->n_kv_heads, rt->kv->head_dim,
-                                              rt->kv->block_size) * (uint64_t)rt->kv->n_blocks / 2;
+                                              rt->kv->block_size, rt->kv->dtype) *
+                 (uint64_t)rt->kv->n_blocks / 2;
     if (!s) s = ts_chunk_reg_create(budget, &c->reg, err);
     if (!s) ts_chunk_reg_set_keep_tokens(c->reg, true);
     char spec[1024];

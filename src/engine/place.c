@@ -48,7 +48,7 @@ ts_status ts_place_chunk(ts_runtime *rt, const ts_chunk_info *info, int off, int
         memcpy(ps->k, info->k + at, (size_t)m * kvd * sizeof *ps->k);
         memcpy(ps->v, info->v + at, (size_t)m * kvd * sizeof *ps->v);
         o->rope(o->ctx, ps->k, ps->pos, m, mc->n_kv_heads, mc->head_dim, rt->model->inv_freq);
-        o->kv_write(o->ctx, rt->kv->k[l], rt->kv->v[l], ps->k, ps->v, ps->slots, m,
+        o->kv_write(o->ctx, rt->kv->k[l], rt->kv->v[l], rt->kv->dtype, ps->k, ps->v, ps->slots, m,
                     mc->n_kv_heads, mc->head_dim, bs);
     }
     return TS_OK;

@@ -187,7 +187,20 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
     }
     rt->ops = ts_cpu_ops(rt->cpu);
     if (cuda && (s = open_cuda(rt, o.device, err))) goto fail;
-    size_t bb = ts_kv_block_bytes(c->n_layers, c->n_kv_heads, c->head_dim, o.block_size);
+    ts_dtype kvt = TS_DT_F32;
+    if (!o.kv_dtype) o.kv_dtype = getenv("TS_KV_DTYPE");
+    if (o.kv_dtype && !strcmp(o.kv_dtype, "f16")) {
+        kvt = TS_DT_F16;
+        if (!(rt->gpu ? rt->dev_ops : rt->ops)->kv_f16) {
+            s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype f16: the %s backend keeps f32 KV only",
+                        o.device);
+            goto fail;
+        }
+    } else if (o.kv_dtype && *o.kv_dtype && strcmp(o.kv_dtype, "f32")) {
+        s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype %s: expected f32 or f16", o.kv_dtype);
+        goto fail;
+    }
+    size_t bb = ts_kv_block_bytes(c->n_layers, c->n_kv_heads, c->head_dim, o.block_size, kvt);
     uint64_t budget = o.kv_bytes;
     if (!budget) {
         budget = (uint64_t)bb * ((uint64_t)c->max_pos * 8 / (uint64_t)o.block_size + 1);
@@ -201,7 +214,7 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
     }
     if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
     s = ts_kv_create_mem(c->n_layers, c->n_kv_heads, c->head_dim, o.block_size,
-                         (int32_t)n_blocks, rt->gpu ? &rt->kv_mem : NULL, &rt->kv, err);
+                         (int32_t)n_blocks, kvt, rt->gpu ? &rt->kv_mem : NULL, &rt->kv, err);
     if (s) {
         if (rt->gpu && s == TS_ERR_NOMEM)
             s = ts_fail(err, TS_ERR_NOMEM, "--device %s: no device memory for a %llu MiB KV pool",

@@ -8,20 +8,24 @@
 #include "base/err.h"
 #include "kv/kv_int.h"
 
-size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size) {
-    return 2 * (size_t)n_layers * n_kv_heads * block_size * head_dim * sizeof(float);
+size_t ts_kv_elem_bytes(ts_dtype dtype) { return dtype == TS_DT_F16 ? 2 : 4; }
+
+size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size,
+                         ts_dtype dtype) {
+    return 2 * (size_t)n_layers * n_kv_heads * block_size * head_dim * ts_kv_elem_bytes(dtype);
 }
 
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err) {
-    return ts_kv_create_mem(n_layers, n_kv_heads, head_dim, block_size, n_blocks, NULL, out, err);
+    return ts_kv_create_mem(n_layers, n_kv_heads, head_dim, block_size, n_blocks, TS_DT_F32, NULL,
+                            out, err);
 }
 
 /* Host KV storage: zeroed anonymous pages, touched only when a block is
  * first written, in 2 MiB pages where the kernel allows (a decode step's
  * first write to a fresh 4 KiB page cost a page fault per page and head;
  * attention walks the pool with fewer TLB misses). NULL on failure. */
-static float *host_alloc(size_t bytes) {
+static void *host_alloc(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
 #ifdef MADV_HUGEPAGE
@@ -31,8 +35,11 @@ static float *host_alloc(size_t bytes) {
 }
 
 ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block_size,
-                           int32_t n_blocks, const ts_kv_mem *mem, ts_kv **out, ts_err *err) {
+                           int32_t n_blocks, ts_dtype dtype, const ts_kv_mem *mem, ts_kv **out,
+                           ts_err *err) {
     *out = NULL;
+    if (dtype != TS_DT_F32 && dtype != TS_DT_F16)
+        return ts_fail(err, TS_ERR_INVALID, "KV pool: elements must be f32 or f16");
     if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || block_size <= 0 || n_blocks <= 0)
         return ts_fail(err, TS_ERR_INVALID, "KV pool: sizes must be positive");
     if (n_blocks > (INT32_MAX >> 2))
@@ -62,18 +69,20 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
     kv->index = malloc(cap * sizeof *kv->index);
     kv->mark = calloc(nb, 1);
     kv->mem = mem;
-    kv->storage_bytes = 2 * (size_t)n_layers * per_layer * sizeof(float);
+    kv->dtype = dtype;
+    size_t es = ts_kv_elem_bytes(dtype);
+    kv->storage_bytes = 2 * (size_t)n_layers * per_layer * es;
     if (mem) kv->storage = mem->alloc(mem->ctx, kv->storage_bytes);
     else kv->storage = host_alloc(kv->storage_bytes);
     if (!kv->k || !kv->v || !kv->free_stack || !kv->storage || !kv->refs || !kv->flags ||
         !kv->hash || !kv->tokens || !kv->lru_prev || !kv->lru_next || !kv->index || !kv->mark) {
-        size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size) * nb >> 20;
+        size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype) * nb >> 20;
         ts_kv_destroy(kv);
         return ts_fail(err, TS_ERR_NOMEM, "KV pool: cannot allocate %zu MiB", mb);
     }
     for (int l = 0; l < n_layers; l++) {
-        kv->k[l] = kv->storage + (2 * (size_t)l) * per_layer;
-        kv->v[l] = kv->storage + (2 * (size_t)l + 1) * per_layer;
+        kv->k[l] = (char *)kv->storage + (2 * (size_t)l) * per_layer * es;
+        kv->v[l] = (char *)kv->storage + (2 * (size_t)l + 1) * per_layer * es;
     }
     /* hand out low block numbers first */
     for (int32_t i = 0; i < n_blocks; i++) kv->free_stack[i] = n_blocks - 1 - i;
@@ -182,7 +191,8 @@ bool ts_kv_is_published(const ts_kv *kv, int32_t block) {
 }
 
 void ts_kv_get_stats(const ts_kv *kv, ts_kv_stats *out) {
-    size_t bb = ts_kv_block_bytes(kv->n_layers, kv->n_kv_heads, kv->head_dim, kv->block_size);
+    size_t bb = ts_kv_block_bytes(kv->n_layers, kv->n_kv_heads, kv->head_dim, kv->block_size,
+                                  kv->dtype);
     *out = (ts_kv_stats){
         .hits = kv->hits,
         .misses = kv->misses,

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "io/safetensors.h"
 #include "tessera.h"
 
 #define TS_KV_HASH_BYTES 32
@@ -44,8 +45,11 @@ typedef struct ts_kv_stats {
 typedef struct ts_kv {
     int n_layers, n_kv_heads, head_dim, block_size;
     int32_t n_blocks;
-    float **k, **v;        /* [n_layers] pointers into one allocation */
-    float *storage;
+    void **k, **v;         /* [n_layers] pointers into one allocation, each
+                            * [n_blocks][n_kv_heads][block_size][head_dim]
+                            * elements of dtype */
+    void *storage;
+    ts_dtype dtype;        /* TS_DT_F32 or TS_DT_F16 */
     size_t storage_bytes;
     int32_t *free_stack;   /* [n_blocks]; entries [0, n_free) are free blocks */
     int32_t n_free;
@@ -63,7 +67,7 @@ typedef struct ts_kv {
     uint8_t *mark;         /* [n_blocks] scratch for ts_kv_check */
     uint64_t extra_refs;   /* sum over used blocks of refcount - 1 */
     uint64_t hits, misses, evictions, collisions, bad_release, bad_ref;
-    /* where storage lives: NULL for host memory (calloc), else the allocator
+    /* where storage lives: NULL for host memory (anonymous pages), else the allocator
      * that made it (device memory: k/v/storage are device pointers, never
      * dereferenced on the host) */
     const struct ts_kv_mem *mem;
@@ -79,17 +83,22 @@ typedef struct ts_kv_mem {
 
 enum { TS_KV_F_PUBLISHED = 1, TS_KV_F_IN_LRU = 2 };
 
+/* Bytes of one K or V element of a pool of dtype (f16: 2, f32: 4). */
+size_t ts_kv_elem_bytes(ts_dtype dtype);
 /* Bytes one block occupies across all layers (K and V). */
-size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size);
+size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size,
+                         ts_dtype dtype);
 
-/* Creates a pool of n_blocks blocks, all free. */
+/* Creates a pool of n_blocks blocks of f32 elements, all free. */
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err);
-/* ts_kv_create with the K/V storage (2 * n_layers arrays) taken from mem,
- * which must outlive the pool; mem == NULL is ts_kv_create. Only the storage
- * moves: every bookkeeping array stays in host memory. */
+/* ts_kv_create with elements of dtype (TS_DT_F32 or TS_DT_F16) and the K/V
+ * storage (2 * n_layers arrays) taken from mem, which must outlive the pool;
+ * mem == NULL: host memory. Only the storage moves: every bookkeeping array
+ * stays in host memory. */
 ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block_size,
-                           int32_t n_blocks, const ts_kv_mem *mem, ts_kv **out, ts_err *err);
+                           int32_t n_blocks, ts_dtype dtype, const ts_kv_mem *mem, ts_kv **out,
+                           ts_err *err);
 /* Frees the pool and its storage; NULL is a no-op. */
 void ts_kv_destroy(ts_kv *kv);
 

@@ -468,7 +468,8 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
     }
     o->rope(o->ctx, f->q, f->pos, n, c->n_heads, hd, m->inv_freq);
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
-    o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->k, f->v, f->slot, n, c->n_kv_heads, hd,
+    o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->kv->dtype, f->k, f->v, f->slot, n,
+                c->n_kv_heads, hd,
                 f->kv->block_size);
 }
 
@@ -480,6 +481,7 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
     double t_attn = now_ms();
     float scale = 1.0f / sqrtf((float)hd);
     ts_attn a = {.out = f->att, .q = f->q, .k = f->kv->k[l], .v = f->kv->v[l],
+                 .kv_dtype = f->kv->dtype,
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
                  .block_size = f->kv->block_size, .scale = scale, .causal = true,
                  .n_seq = n_seqs, .seqs = f->aseq};
@@ -495,7 +497,7 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
         const ts_cascade_level *L = &f->plan.levels[i];
         const int32_t *rows = (f->dev ? f->rows_d : f->plan.rows) + L->row_start;
         ts_attn_shared sh = {.out = f->att2, .lse = f->lse2, .q = f->q, .rows = rows,
-                             .n_rows = L->n_rows, .k = a.k, .v = a.v,
+                             .n_rows = L->n_rows, .k = a.k, .v = a.v, .kv_dtype = a.kv_dtype,
                              .blocks = f->dev ? f->lvl_blocks[i] : L->blocks,
                              .n_kv = L->n_kv, .n_heads = c->n_heads,
                              .n_kv_heads = c->n_kv_heads, .head_dim = hd,

@@ -51,7 +51,9 @@ typedef struct ts_attn {
     float *lse;             /* optional [n_tok][n_heads]: natural-log log-sum-exp of the
                                scaled scores, for merging partial results; may be NULL */
     const float *q;         /* [n_tok][n_heads * head_dim], RoPE applied */
-    const float *k, *v;     /* this layer's pool: [n_blocks][n_kv_heads][block_size][head_dim] */
+    const void *k, *v;      /* this layer's pool: [n_blocks][n_kv_heads][block_size][head_dim] */
+    ts_dtype kv_dtype;      /* elements of k and v: TS_DT_F32 (0, every backend) or
+                               TS_DT_F16 (backends whose kv_f16 is set) */
     int n_heads, n_kv_heads, head_dim, block_size; /* n_heads % n_kv_heads == 0,
                                                        head_dim <= 512 */
     float scale;            /* usually 1/sqrt(head_dim) */
@@ -77,7 +79,8 @@ typedef struct ts_attn_shared {
     const int32_t *rows;     /* [n_rows] distinct query rows, any order, possibly from
                                 several sequences, that all see the prefix */
     int n_rows;
-    const float *k, *v;      /* this layer's pool, laid out as ts_attn's */
+    const void *k, *v;       /* this layer's pool, laid out as ts_attn's */
+    ts_dtype kv_dtype;       /* as ts_attn's */
     const int32_t *blocks;   /* the prefix's block table: slot t in blocks[t / block_size] */
     int n_kv;                /* prefix slots; 0 gives every listed row out = 0, lse = -inf */
     int n_heads, n_kv_heads, head_dim, block_size; /* as ts_attn */
@@ -111,6 +114,7 @@ typedef struct ts_matmul_ex {
 
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
+    bool kv_f16;      /* kv_write, attention and attention_shared take f16 pools */
     void *ctx;        /* backend state passed as each op's first argument */
 
     /* y[n][w->rows] = x[n][w->cols] . w^T (+ bias[w->rows] when bias != NULL) */
@@ -132,8 +136,9 @@ typedef struct ts_ops {
     /* out[n][d] = silu(gate[n][d]) * up[n][d]; out may alias gate. */
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int n, int d);
     /* Stores k, v rows [n][n_kv_heads * head_dim] at pool slots slot[n]
-     * (slot = block * block_size + row) of a pool laid out as ts_attn's. */
-    void (*kv_write)(void *ctx, float *k_pool, float *v_pool, const float *k,
+     * (slot = block * block_size + row) of a pool laid out as ts_attn's, with
+     * elements of kv_dtype (f16: rounded to nearest even; as ts_attn's). */
+    void (*kv_write)(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
                      const float *v, const int32_t *slot, int n, int n_kv_heads,
                      int head_dim, int block_size);
     /* Optional fused ops (NULL: the forward pass runs the unfused ops). Each

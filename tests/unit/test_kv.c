@@ -123,7 +123,7 @@ static void test_refcounts(void) {
     CHECK(ts_kv_refcount(kv, 3) == 3);
     ts_kv_stats st;
     ts_kv_get_stats(kv, &st);
-    CHECK(st.block_bytes == ts_kv_block_bytes(2, 1, 4, 4));
+    CHECK(st.block_bytes == ts_kv_block_bytes(2, 1, 4, 4, TS_DT_F32));
     CHECK(st.bytes_shared == 2 * st.block_bytes);
     CHECK(st.n_used == 8 && st.n_free == 0 && st.n_cached == 0);
     ts_kv_release(kv, 3);

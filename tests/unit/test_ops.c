@@ -5,6 +5,10 @@
  * with NaN before each run so that unwritten elements fail. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <string.h>
 
 #include "base/pool.h"
@@ -305,6 +309,36 @@ static int lse_close(const float *a, const float *b, size_t n, double tol) {
     return 1;
 }
 
+/* f16 pools: the reference over f32 pools holding the same (rounded)
+ * values is the expectation for the op, and for the reference's own f16
+ * path. a is c's case (out/lse are overwritten). */
+static void check_attention_f16(const ts_ops *ops, acase *c, ts_attn *a, float *out, float *lse,
+                                float *ro, float *rl, const char *isa, int nth) {
+    size_t pool = (size_t)c->n_blocks * c->n_kv_heads * c->bs * c->hd;
+    size_t no = (size_t)c->n_tok * c->n_heads * c->hd, nl = (size_t)c->n_tok * c->n_heads;
+    uint16_t *kh = malloc(pool * 2), *vh = malloc(pool * 2);
+    float *kr = malloc(pool * 4), *vr = malloc(pool * 4);
+    for (size_t i = 0; i < pool; i++) {
+        kh[i] = ts_f32_to_f16(c->k[i]), vh[i] = ts_f32_to_f16(c->v[i]);
+        kr[i] = ts_f16_to_f32(kh[i]), vr[i] = ts_f16_to_f32(vh[i]);
+    }
+    ts_attn r = *a;
+    r.out = ro, r.lse = rl, r.k = kr, r.v = vr, r.kv_dtype = TS_DT_F32;
+    ts_ref_attention(NULL, &r);
+    ts_attn h = r;
+    h.out = out, h.lse = lse, h.k = kh, h.v = vh, h.kv_dtype = TS_DT_F16;
+    poison(out, no), poison(lse, nl);
+    ts_ref_attention(NULL, &h);
+    CHECKF(ts_test_rel_err(out, ro, no) < 1e-6 && lse_close(lse, rl, nl, 1e-6),
+           "ref attention f16 pool vs widened f32 pool");
+    poison(out, no), poison(lse, nl);
+    ops->attention(ops->ctx, &h);
+    double e = ts_test_rel_err(out, ro, no);
+    CHECKF(e < 1e-5 && lse_close(lse, rl, nl, 1e-5), "%s/%d attention f16 pool G=%d hd=%d err %g",
+           isa, nth, c->n_heads / c->n_kv_heads, c->hd, e);
+    free(kh), free(vh), free(kr), free(vr);
+}
+
 static void check_attention(const ts_ops *ops, const char *isa, int nth, int check_ref, int light) {
     static const int Gs[] = {1, 2, 3, 8}, hds[] = {16, 32, 64, 128};
     for (int gi = 0; gi < 4; gi++)
@@ -346,6 +380,7 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
                 poison(out, no);
                 ops->attention(ops->ctx, &a);
                 CHECKF(ts_test_rel_err(out, ro, no) < 1e-5, "%s/%d attention no-lse G=%d hd=%d", isa, nth, G, c.hd);
+                check_attention_f16(ops, &c, &a, out, lse, ro, rl, isa, nth);
                 free(out), free(lse), free(ro), free(rl);
                 acase_free(&c);
             }
@@ -356,15 +391,56 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
     int32_t slot[5] = {0, 7, 13, 30, 21};
     fill(k, 160), fill(v, 160);
     poison(kp, sizeof kp / 4), poison(vp, sizeof vp / 4);
-    ops->kv_write(ops->ctx, kp, vp, k, v, slot, n, nkh, hd, bs);
-    int ok = 1;
+    ops->kv_write(ops->ctx, kp, vp, TS_DT_F32, k, v, slot, n, nkh, hd, bs);
+    uint16_t kh[8 * 2 * 4 * 16], vh[8 * 2 * 4 * 16];
+    memset(kh, 0xff, sizeof kh), memset(vh, 0xff, sizeof vh);
+    ops->kv_write(ops->ctx, kh, vh, TS_DT_F16, k, v, slot, n, nkh, hd, bs);
+    int ok = 1, ok16 = 1;
     for (int i = 0; i < n; i++)
         for (int h = 0; h < nkh; h++)
             for (int e = 0; e < hd; e++) {
                 size_t o = (((size_t)(slot[i] / bs) * nkh + h) * bs + slot[i] % bs) * hd + e;
-                ok &= kp[o] == k[(i * nkh + h) * hd + e] && vp[o] == v[(i * nkh + h) * hd + e];
+                size_t x = (size_t)(i * nkh + h) * hd + e;
+                ok &= kp[o] == k[x] && vp[o] == v[x];
+                ok16 &= kh[o] == ts_f32_to_f16(k[x]) && vh[o] == ts_f32_to_f16(v[x]);
             }
     CHECKF(ok, "%s/%d kv_write", isa, nth);
+    CHECKF(ok16, "%s/%d kv_write f16", isa, nth);
+}
+
+/* ts_f32_to_f16 against the processor's own conversion (F16C, round to
+ * nearest even) on special values and random bit patterns; ts_f16_to_f32
+ * must give back every finite f16 exactly. */
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) static uint16_t hw_f16(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float hw_f32(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+static void check_f16(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("f16c")) return;
+    static const float special[] = {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, -1e9f,
+                                    6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f,
+                                    2.9802326e-08f, 1e-30f, 1.0f / 3.0f, -2.5f};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++)
+        bad += ts_f32_to_f16(special[i]) != hw_f16(special[i]);
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t u = rnd_u32();
+        if (i & 1) u = (u & 0x8fffffffu) | 0x30000000u; /* around the f16 range */
+        float f;
+        memcpy(&f, &u, 4);
+        if (isnan(f)) continue;
+        bad += ts_f32_to_f16(f) != hw_f16(f);
+    }
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float a = ts_f16_to_f32((uint16_t)h), b = hw_f32((uint16_t)h);
+        if (!isnan(b)) bad += memcmp(&a, &b, 4) != 0;
+    }
+    CHECKF(bad == 0, "f16 conversions: %d differ from F16C", bad);
+#endif
 }
 
 /* Non-causal attention over KV split in parts, merged with ts_attn_merge. */
@@ -419,6 +495,7 @@ static void check_merge(void) {
 int main(void) {
     int light = getenv("TS_TEST_LIGHT") != NULL;
     check_ref_matmul();
+    check_f16();
     ts_cpu_isa best = ts_cpu_isa_detect();
     printf("test_ops: best ISA %s\n", isa_name(best));
     static const int threads[] = {1, 2, 3};

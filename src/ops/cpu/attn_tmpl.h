@@ -1,7 +1,10 @@
 /* Flash-style paged attention, written once over a small vector vocabulary
  * and included by attn_avx2.c and attn_avx512.c, which define:
  *   VF, VW (floats per vector), V_LOAD, V_STORE, V_FMA(a, b, c) = a*b + c,
- *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN.
+ *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN, and
+ *   KV_WIDEN(dst, src, n): n f16 values (n % VW == 0) to f32.
+ * f16 pools: each chunk's K and V rows are widened into a per-thread tile
+ * first, so the kernels below only ever see f32 rows.
  *
  * Work item = (sequence, KV head, tile of query positions). Its rows are
  * every (query position, q head of the GQA group) pair, so each K and V
@@ -92,17 +95,26 @@ TS_INLINE_A void pv_strip(float *O, const float *S, const float *const *vr, int 
     }
 }
 
-/* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1: one
- * division for the whole range instead of one per slot. */
+/* The row at element offset off of a pool as f32: the pool's own (f32) or
+ * widened into dst[hd] (f16). */
+TS_INLINE_A const float *kv_row_f32(float *dst, const void *pool, ts_dtype dt, size_t off,
+                                    int hd) {
+    if (dt != TS_DT_F16) return (const float *)pool + off;
+    KV_WIDEN(dst, (const uint16_t *)pool + off, hd);
+    return dst;
+}
+
+/* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1 (one
+ * division for the whole range instead of one per slot); f16 rows are
+ * widened into tile[2 n][head_dim]. */
 static void kv_rows(const float **kr, const float **vr, const ts_attn *a, const int32_t *blocks,
-                    int h, int t0, int n) {
-    int bs = a->block_size, b = t0 / bs, o = t0 % bs;
-    size_t hd = (size_t)a->head_dim;
+                    int h, int t0, int n, float *tile) {
+    int bs = a->block_size, b = t0 / bs, o = t0 % bs, hd = a->head_dim;
     for (int t = 0; t < n; t++) {
         size_t off = (((size_t)blocks[b] * (size_t)a->n_kv_heads + (size_t)h) * (size_t)bs +
-                      (size_t)o) * hd;
-        kr[t] = a->k + off;
-        vr[t] = a->v + off;
+                      (size_t)o) * (size_t)hd;
+        kr[t] = kv_row_f32(tile + (size_t)(2 * t) * hd, a->k, a->kv_dtype, off, hd);
+        vr[t] = kv_row_f32(tile + (size_t)(2 * t + 1) * hd, a->v, a->kv_dtype, off, hd);
         if (++o == bs) o = 0, b++;
     }
 }
@@ -145,7 +157,8 @@ static void attn_item(const attn_job *j, float *scr, int s, int h, int i0, int i
     for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
         int nr = tmax - t0 < TS_AC + TS_APF ? tmax - t0 : TS_AC + TS_APF;
-        kv_rows(kr, vr, a, sq->blocks, h, t0, nr);
+        if (a->kv_dtype == TS_DT_F16) nr = cn; /* widened rows are in cache already */
+        kv_rows(kr, vr, a, sq->blocks, h, t0, nr, L + R);
         /* scores; K and V rows TS_APF slots ahead are prefetched (blocks are
          * scattered, so hardware prefetch cannot follow the table) */
         for (int t = 0; t < cn; t++) {
@@ -237,6 +250,7 @@ static void attn_task(void *vctx, int ith, int nth) {
     const ts_attn *a = j->a;
     size_t R = (size_t)j->tq * (size_t)j->group;
     size_t floats = 2 * R * (size_t)a->head_dim + R * TS_AC + 2 * R;
+    if (a->kv_dtype == TS_DT_F16) floats += 2 * (size_t)TS_AC * (size_t)a->head_dim; /* tile */
     float *scr = ts_scratch_get(&j->cpu->thr[ith], floats * sizeof(float));
     if (!scr) {
         j->fail = 1;

@@ -47,12 +47,24 @@ static inline float ts_wmat_at(const ts_wmat *w, int r, int c) {
     }
 }
 
-/* Pointer to slot t's row of KV head h in a paged pool (see ts_attn). */
-static inline const float *ts_kv_row(const float *pool, const int32_t *blocks, int t, int h,
-                                     int n_kv_heads, int block_size, int head_dim) {
+/* Element offset of slot t's row of KV head h in a paged pool (see ts_attn). */
+static inline size_t ts_kv_off(const int32_t *blocks, int t, int h, int n_kv_heads,
+                               int block_size, int head_dim) {
     size_t b = (size_t)blocks[t / block_size];
-    return pool + ((b * (size_t)n_kv_heads + (size_t)h) * (size_t)block_size +
-                   (size_t)(t % block_size)) * (size_t)head_dim;
+    return ((b * (size_t)n_kv_heads + (size_t)h) * (size_t)block_size +
+            (size_t)(t % block_size)) * (size_t)head_dim;
+}
+
+/* Slot t's row of KV head h as f32: the pool's own row (f32 pool) or its
+ * widening into buf[head_dim] (f16 pool). */
+static inline const float *ts_kv_row(float *buf, const void *pool, ts_dtype dt,
+                                     const int32_t *blocks, int t, int h, int n_kv_heads,
+                                     int block_size, int head_dim) {
+    size_t off = ts_kv_off(blocks, t, h, n_kv_heads, block_size, head_dim);
+    if (dt != TS_DT_F16) return (const float *)pool + off;
+    const uint16_t *r = (const uint16_t *)pool + off;
+    for (int c = 0; c < head_dim; c++) buf[c] = ts_f16_to_f32(r[c]);
+    return buf;
 }
 
 /* ---- reference kernels (ops_ref.c); ctx is unused and may be NULL ---- */
@@ -67,7 +79,8 @@ void ts_ref_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const flo
 void ts_ref_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
                  const float *inv_freq);
 void ts_ref_swiglu(void *ctx, float *out, const float *gate, const float *up, int n, int d);
-void ts_ref_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
+void ts_ref_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
+                     const float *v,
                      const int32_t *slot, int n, int n_kv_heads, int head_dim, int block_size);
 void ts_ref_attention(void *ctx, const ts_attn *a);
 void ts_ref_attention_shared(void *ctx, const ts_attn_shared *a);

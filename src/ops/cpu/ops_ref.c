@@ -76,8 +76,9 @@ void ts_ref_swiglu(void *ctx, float *out, const float *gate, const float *up, in
     }
 }
 
-void ts_ref_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
-                     const int32_t *slot, int n, int n_kv_heads, int head_dim, int block_size) {
+void ts_ref_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
+                     const float *v, const int32_t *slot, int n, int n_kv_heads, int head_dim,
+                     int block_size) {
     (void)ctx;
     size_t hd = (size_t)head_dim;
     for (int i = 0; i < n; i++) {
@@ -85,8 +86,16 @@ void ts_ref_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, co
         for (int h = 0; h < n_kv_heads; h++) {
             size_t dst = ((b * (size_t)n_kv_heads + (size_t)h) * (size_t)block_size + r) * hd;
             size_t src = ((size_t)i * (size_t)n_kv_heads + (size_t)h) * hd;
-            memcpy(k_pool + dst, k + src, hd * sizeof(float));
-            memcpy(v_pool + dst, v + src, hd * sizeof(float));
+            if (kv_dtype == TS_DT_F16) {
+                uint16_t *kd = (uint16_t *)k_pool + dst, *vd = (uint16_t *)v_pool + dst;
+                for (size_t c = 0; c < hd; c++) {
+                    kd[c] = ts_f32_to_f16(k[src + c]);
+                    vd[c] = ts_f32_to_f16(v[src + c]);
+                }
+            } else {
+                memcpy((float *)k_pool + dst, k + src, hd * sizeof(float));
+                memcpy((float *)v_pool + dst, v + src, hd * sizeof(float));
+            }
         }
     }
 }
@@ -100,20 +109,22 @@ static double ts_ref_dot(const float *a, const float *b, int n) {
 /* One query head q against slots [lo, hi] of KV head kvh: two passes, the
  * maximum score, then the softmax weights applied to V (scores recomputed,
  * not stored). An empty range gives o = 0 and *lse = -inf. */
-static void ts_ref_attn_head(float *o, float *lse, const float *q, const float *kpool,
-                             const float *vpool, const int32_t *blocks, int lo, int hi,
-                             int kvh, int n_kv_heads, int block_size, int hd, float scale) {
+static void ts_ref_attn_head(float *o, float *lse, const float *q, const void *kpool,
+                             const void *vpool, ts_dtype dt, const int32_t *blocks, int lo,
+                             int hi, int kvh, int n_kv_heads, int block_size, int hd,
+                             float scale) {
     double acc[512];
+    float kb[512], vb[512];
     double m = -INFINITY, sum = 0.0;
     for (int t = lo; t <= hi; t++) {
-        const float *k = ts_kv_row(kpool, blocks, t, kvh, n_kv_heads, block_size, hd);
+        const float *k = ts_kv_row(kb, kpool, dt, blocks, t, kvh, n_kv_heads, block_size, hd);
         double sc = ts_ref_dot(q, k, hd) * scale;
         if (sc > m) m = sc;
     }
     for (int c = 0; c < hd && c < 512; c++) acc[c] = 0.0;
     for (int t = lo; t <= hi; t++) {
-        const float *k = ts_kv_row(kpool, blocks, t, kvh, n_kv_heads, block_size, hd);
-        const float *v = ts_kv_row(vpool, blocks, t, kvh, n_kv_heads, block_size, hd);
+        const float *k = ts_kv_row(kb, kpool, dt, blocks, t, kvh, n_kv_heads, block_size, hd);
+        const float *v = ts_kv_row(vb, vpool, dt, blocks, t, kvh, n_kv_heads, block_size, hd);
         double p = exp(ts_ref_dot(q, k, hd) * scale - m);
         sum += p;
         for (int c = 0; c < hd && c < 512; c++) acc[c] += p * v[c];
@@ -136,7 +147,7 @@ void ts_ref_attention(void *ctx, const ts_attn *a) {
                 ts_ref_attn_head(a->out + row * qstride + (size_t)h * (size_t)hd,
                                  a->lse ? a->lse + row * (size_t)a->n_heads + (size_t)h : NULL,
                                  a->q + row * qstride + (size_t)h * (size_t)hd, a->k, a->v,
-                                 sq->blocks, lo, last, h / group, a->n_kv_heads, a->block_size,
+                                 a->kv_dtype, sq->blocks, lo, last, h / group, a->n_kv_heads, a->block_size,
                                  hd, a->scale);
         }
     }
@@ -152,7 +163,7 @@ void ts_ref_attention_shared(void *ctx, const ts_attn_shared *a) {
             ts_ref_attn_head(a->out + row * qstride + (size_t)h * (size_t)hd,
                              a->lse + row * (size_t)a->n_heads + (size_t)h,
                              a->q + row * qstride + (size_t)h * (size_t)hd, a->k, a->v,
-                             a->blocks, 0, a->n_kv - 1, h / group, a->n_kv_heads,
+                             a->kv_dtype, a->blocks, 0, a->n_kv - 1, h / group, a->n_kv_heads,
                              a->block_size, hd, a->scale);
     }
 }
