@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/half.h"
 #include "base/pool.h"
 #include "ops/cpu/cpu.h"
 
@@ -233,7 +234,7 @@ int main(int argc, char **argv) {
     }
     const char *mode = argc > 2 ? argv[2] : "all";
     if (!strcmp(mode, "cascade")) return bench_cascade(isa);
-    int dec_only = !strcmp(mode, "decode");
+    int dec_only = !strcmp(mode, "decode"), attn_only = !strcmp(mode, "attn");
     /* weights: 16 bf16 matrices of 3072 x 1024 (the FFN gate/up shape), 96 MiB */
     enum { NW = 16, ROWS = 3072, COLS = 1024, NP = 512 };
     ts_wmat w[NW];
@@ -258,7 +259,12 @@ int main(int argc, char **argv) {
     float *q = malloc(sizeof(float) * NP * NH * HD), *ao = malloc(sizeof(float) * NP * NH * HD);
     int32_t *blocks = malloc(sizeof(int32_t) * (NKV / BS));
     if (!kp || !vp || !q || !ao || !blocks) return 1;
-    for (size_t i = 0; i < pool_floats * NPOOL; i++) kp[i] = rnd(), vp[i] = rnd();
+    uint16_t *kh = malloc(2 * pool_floats * NPOOL), *vh = malloc(2 * pool_floats * NPOOL);
+    if (!kh || !vh) return 1;
+    for (size_t i = 0; i < pool_floats * NPOOL; i++) {
+        kp[i] = rnd(), vp[i] = rnd();
+        kh[i] = ts_f32_to_f16(kp[i]), vh[i] = ts_f32_to_f16(vp[i]);
+    }
     for (int i = 0; i < NP * NH * HD; i++) q[i] = rnd();
     for (int i = 0; i < NKV / BS; i++) blocks[i] = (i * 37) % (NKV / BS); /* scattered */
 
@@ -269,7 +275,9 @@ int main(int argc, char **argv) {
         const ts_ops *ops = ts_cpu_ops(cpu);
 
         mmctx m = {.ops = ops, .y = y, .x = x, .n = 1, .w = w, .n_w = NW, .prec = TS_PREC_F32};
-        double t = median_time(mm_call, &m, 64);
+        double t;
+        if (attn_only) goto attn;
+        t = median_time(mm_call, &m, 64);
         emit("matmul_n1_f32prec_bf16w_3072x1024", ops->name, nth, "GB_per_s",
              (double)ROWS * COLS * 2 / t / 1e9, 55, t * 1e3);
         m.prec = TS_PREC_BF16;
@@ -298,6 +306,7 @@ int main(int argc, char **argv) {
                  2.0 * NP * ROWS * COLS / t / 1e9, 125, t * 1e3);
         }
 
+    attn:;
         atctx a = {.ops = ops, .n_a = NPOOL};
         ts_attn_seq dec = {.q_start = 0, .n_q = 1, .n_kv = NKV, .blocks = blocks};
         for (int i = 0; i < NPOOL; i++)
@@ -307,6 +316,20 @@ int main(int argc, char **argv) {
         t = median_time(at_call, &a, 16);
         emit("attn_decode_nkv2048_gqa16x8_d128", ops->name, nth, "GB_per_s",
              2.0 * NKV * NKH * HD * 4 / t / 1e9, 55, t * 1e3);
+        for (int i = 0; i < NPOOL; i++) /* the same rows in an f16 pool */
+            a.a[i].k = kh + pool_floats * i, a.a[i].v = vh + pool_floats * i,
+            a.a[i].kv_dtype = TS_DT_F16;
+        t = median_time(at_call, &a, 16);
+        emit("attn_decode_nkv2048_gqa16x8_d128_f16kv", ops->name, nth, "GB_per_s",
+             2.0 * NKV * NKH * HD * 2 / t / 1e9, 55, t * 1e3);
+        for (int i = 0; i < NPOOL; i++)
+            a.a[i].k = kp + pool_floats * i, a.a[i].v = vp + pool_floats * i,
+            a.a[i].kv_dtype = TS_DT_F32;
+        if (attn_only) {
+            ts_cpu_destroy(cpu);
+            ts_pool_destroy(pool);
+            continue;
+        }
         if (!dec_only) {
             ts_attn_seq pre = {.q_start = 0, .n_q = NP, .n_kv = NP, .blocks = blocks};
             for (int i = 0; i < NPOOL; i++) a.a[i].seqs = &pre;
@@ -318,6 +341,6 @@ int main(int argc, char **argv) {
         ts_cpu_destroy(cpu);
         ts_pool_destroy(pool);
     }
-    free(wd), free(x), free(y), free(kp), free(vp), free(q), free(ao), free(blocks);
-    return strcmp(mode, "ops") && !dec_only ? bench_cascade(isa) : 0;
+    free(wd), free(x), free(y), free(kp), free(vp), free(kh), free(vh), free(q), free(ao), free(blocks);
+    return strcmp(mode, "ops") && !dec_only && !attn_only ? bench_cascade(isa) : 0;
 }

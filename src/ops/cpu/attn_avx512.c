@@ -34,6 +34,7 @@ static inline __m512 v_exp(__m512 x) {
 #define V_HSUM(v) _mm512_reduce_add_ps(v)
 #define V_HMAX(v) _mm512_reduce_max_ps(v)
 #define V_EXP(v) v_exp(v)
+#define V_LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
 #define KV_WIDEN(dst, src, n)                                                            \
     for (int c_ = 0; c_ < (n); c_ += 16)                                                 \
     _mm512_storeu_ps((dst) + c_, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((src) + c_))))

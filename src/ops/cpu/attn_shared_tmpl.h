@@ -62,10 +62,10 @@ static void sh_scores(float *S, const float *Q, int R, int hd, const float *cons
             s0[3 * TS_AC + t] = V_HSUM(a30), s0[3 * TS_AC + t + 1] = V_HSUM(a31);
         }
         for (; t < cn; t++)
-            for (int i = 0; i < 4; i++) s0[i * TS_AC + t] = dotv(q0 + (size_t)i * hd, kp[t], hd);
+            for (int i = 0; i < 4; i++) s0[i * TS_AC + t] = dotv_f32(q0 + (size_t)i * hd, kp[t], hd);
     }
     for (; r < R; r++)
-        for (int t = 0; t < cn; t++) S[(size_t)r * TS_AC + t] = dotv(Q + (size_t)r * hd, kp[t], hd);
+        for (int t = 0; t < cn; t++) S[(size_t)r * TS_AC + t] = dotv_f32(Q + (size_t)r * hd, kp[t], hd);
 }
 
 /* O[r] += sum_t P[r][t] V[t] for r < R (P = S after the softmax step). */
