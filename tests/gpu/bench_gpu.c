@@ -130,10 +130,12 @@ int main(void) {
     for (int i = 0; i < B; i++) rows[i] = i;
     c.rows_d = dup_dev(rows, sizeof rows);
     float scale = 1.0f / sqrtf((float)HD);
-    c.flat = (ts_attn){o_flat, l_flat, q_d, k_d, v_d, NH, NKV, HD, BS, scale, true, B, c.seqs};
-    c.suffix = (ts_attn){c.o2, c.l2, q_d, k_d, v_d, NH, NKV, HD, BS, scale, true, B, c.sseqs};
-    c.shared = (ts_attn_shared){o1, l1, q_d, c.rows_d, B, k_d, v_d, ptab_d, P, NH, NKV, HD, BS,
-                                scale};
+    c.flat = (ts_attn){o_flat, l_flat, q_d, k_d, v_d, TS_DT_F32, NH, NKV, HD, BS, scale, true,
+                       B, c.seqs};
+    c.suffix = (ts_attn){c.o2, c.l2, q_d, k_d, v_d, TS_DT_F32, NH, NKV, HD, BS, scale, true,
+                         B, c.sseqs};
+    c.shared = (ts_attn_shared){o1, l1, q_d, c.rows_d, B, k_d, v_d, TS_DT_F32, ptab_d, P, NH,
+                                NKV, HD, BS, scale};
     float t_flat = time_ms(run_flat, &c, 30);
     float t_shared = time_ms(run_shared, &c, 30);
     float t_casc = time_ms(run_cascade, &c, 30); /* last: o1 holds the merged result */

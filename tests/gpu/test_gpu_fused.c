@@ -153,7 +153,7 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm) {
     }
     ts_ref_rope(NULL, q, pos, n, nh, hd, inv);
     ts_ref_rope(NULL, k, pos, n, nkv, hd, inv);
-    ts_ref_kv_write(NULL, kp, vp, k, v, slot, n, nkv, hd, bs);
+    ts_ref_kv_write(NULL, kp, vp, TS_DT_F32, k, v, slot, n, nkv, hd, bs);
     float *q2 = xmalloc(nq * 4), *k2 = xmalloc(nk * 4), *kp2 = xmalloc(pool * 4), *vp2 = xmalloc(pool * 4);
     get(q2, q_d, nq * 4), get(k2, k_d, nk * 4), get(kp2, kp_d, pool * 4), get(vp2, vp_d, pool * 4);
     double e = rel_err(q2, q, nq);

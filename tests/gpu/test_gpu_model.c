@@ -357,7 +357,7 @@ static void check_host_ops(ts_runtime *cpu, ts_runtime *gpu) {
     h->rope(h->ctx, y, pos, n, c->n_kv_heads, c->head_dim, cpu->model->inv_freq);
     double e = ts_test_rel_err(x, y, nn);
     CHECKF(e < 1e-5, "host-array rope on the GPU vs CPU: rel err %.3g", e);
-    g->kv_write(g->ctx, gpu->kv->k[0], gpu->kv->v[0], x, y, slot, n, c->n_kv_heads,
+    g->kv_write(g->ctx, gpu->kv->k[0], gpu->kv->v[0], TS_DT_F32, x, y, slot, n, c->n_kv_heads,
                 c->head_dim, bs);
     /* slot i of KV head hh sits at [block][hh][row][hd] */
     size_t blk = (size_t)c->n_kv_heads * bs * c->head_dim;

@@ -175,8 +175,8 @@ static void test_kv_write(void) {
         float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4);
         float *k_d = dup_dev(kk, rows * 4), *v_d = dup_dev(vv, rows * 4);
         int32_t *s_d = dup_dev(slots, (size_t)n * 4);
-        ops->kv_write(ops->ctx, kp_d, vp_d, k_d, v_d, s_d, n, nkv, hd, bs);
-        ts_ref_kv_write(NULL, kp, vp, kk, vv, slots, n, nkv, hd, bs);
+        ops->kv_write(ops->ctx, kp_d, vp_d, TS_DT_F32, k_d, v_d, s_d, n, nkv, hd, bs);
+        ts_ref_kv_write(NULL, kp, vp, TS_DT_F32, kk, vv, slots, n, nkv, hd, bs);
         get(out, kp_d, pool * 4);
         double e = rel_err(out, kp, pool);
         get(out, vp_d, pool * 4);
@@ -310,12 +310,12 @@ static void test_attention(int hd, int group, int bs, bool causal, bool with_lse
     for (size_t i = 0; i < nqf; i++) ref[i] = NAN;
     for (size_t i = 0; i < nl; i++) lref[i] = NAN;
     float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
-    ts_attn a = {ref, lref, q, pool.k, pool.v, nh, nkv, hd, bs, 1.0f / sqrtf((float)hd),
+    ts_attn a = {ref, lref, q, pool.k, pool.v, TS_DT_F32, nh, nkv, hd, bs, 1.0f / sqrtf((float)hd),
                  causal, n_seq, seqs};
     ts_ref_attention(NULL, &a);
     ts_attn_seq dseqs[8];
     for (int s = 0; s < n_seq; s++) dseqs[s] = seqs[s], dseqs[s].blocks = tabs_d[s];
-    ts_attn ad = {o_d, with_lse ? l_d : NULL, q_d, pool.k_d, pool.v_d, nh, nkv, hd, bs,
+    ts_attn ad = {o_d, with_lse ? l_d : NULL, q_d, pool.k_d, pool.v_d, TS_DT_F32, nh, nkv, hd, bs,
                   a.scale, causal, n_seq, dseqs};
     ops->attention(ops->ctx, &ad);
     get(out, o_d, nqf * 4);
@@ -378,7 +378,7 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv) {
     for (size_t i = 0; i < nqf; i++) ref[i] = NAN;
     for (size_t i = 0; i < nl; i++) lref[i] = NAN;
     float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
-    ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, tab, n_kv, nh, nkv, hd, bs,
+    ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, TS_DT_F32, tab, n_kv, nh, nkv, hd, bs,
                         1.0f / sqrtf((float)hd)};
     ts_ref_attention_shared(NULL, &a);
     ts_attn_shared ad = a;

@@ -135,7 +135,11 @@ static int pick_splits(const ts_cuda *c, int hd, long blocks, long max_len) {
     return s < 1 ? 1 : (int)s;
 }
 
-static bool check_shape(ts_cuda *c, int n_heads, int n_kv_heads, int hd, int bs) {
+static bool check_shape(ts_cuda *c, int n_heads, int n_kv_heads, int hd, int bs, ts_dtype dt) {
+    if (dt != TS_DT_F32) {
+        TS_BAD(c, "attention: the cuda backend keeps f32 KV only");
+        return false;
+    }
     if (n_kv_heads <= 0 || n_heads <= 0 || n_heads % n_kv_heads || hd <= 0 || hd > 512 ||
         hd % 4 || bs <= 0) {
         TS_BAD(c, "attention: heads, head_dim (multiple of 4, <= 512) or block_size");
@@ -190,7 +194,7 @@ static void launch(ts_cuda *c, plan *p, ts_attn_args a, int S, const int32_t *de
 void ts_cuda_attention(void *ctx, const ts_attn *at) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || at->n_seq <= 0) return;
-    if (!check_shape(c, at->n_heads, at->n_kv_heads, at->head_dim, at->block_size)) return;
+    if (!check_shape(c, at->n_heads, at->n_kv_heads, at->head_dim, at->block_size, at->kv_dtype)) return;
     int group = at->n_heads / at->n_kv_heads;
     plan p = {};
     long max_len = 0, base_items = 0;
@@ -221,7 +225,8 @@ void ts_cuda_attention(void *ctx, const ts_attn *at) {
         TS_BAD(c, "attention: out of host memory");
     } else {
         ts_attn_args a = {};
-        a.q = at->q, a.k = at->k, a.v = at->v, a.out = at->out, a.lse = at->lse;
+        a.q = at->q, a.k = (const float *)at->k, a.v = (const float *)at->v, a.out = at->out;
+        a.lse = at->lse;
         a.n_heads = at->n_heads, a.n_kv_heads = at->n_kv_heads, a.head_dim = at->head_dim;
         a.block_size = at->block_size, a.group = group, a.scale = at->scale;
         launch(c, &p, a, S, NULL);
@@ -233,7 +238,7 @@ void ts_cuda_attention(void *ctx, const ts_attn *at) {
 void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *at) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || at->n_rows <= 0) return;
-    if (!check_shape(c, at->n_heads, at->n_kv_heads, at->head_dim, at->block_size)) return;
+    if (!check_shape(c, at->n_heads, at->n_kv_heads, at->head_dim, at->block_size, at->kv_dtype)) return;
     if (ts_cuda_attn_shared_mma(c, at)) return; /* the tensor cores took it */
     int group = at->n_heads / at->n_kv_heads;
     int nh = group < ATT_M ? group : ATT_M;
@@ -246,7 +251,8 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *at) {
         TS_BAD(c, "attention_shared: out of host memory");
     } else {
         ts_attn_args a = {};
-        a.q = at->q, a.k = at->k, a.v = at->v, a.out = at->out, a.lse = at->lse;
+        a.q = at->q, a.k = (const float *)at->k, a.v = (const float *)at->v, a.out = at->out;
+        a.lse = at->lse;
         a.n_heads = at->n_heads, a.n_kv_heads = at->n_kv_heads, a.head_dim = at->head_dim;
         a.block_size = at->block_size, a.group = group, a.scale = at->scale;
         launch(c, &p, a, S, at->rows);

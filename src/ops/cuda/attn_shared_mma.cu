@@ -268,7 +268,8 @@ bool ts_cuda_shm_init(ts_cuda *c) {
 template <int HD>
 static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt) {
     shm_args a = {};
-    a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = at->k, a.v = at->v;
+    a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = (const float *)at->k;
+    a.v = (const float *)at->v;
     a.n_rows = at->n_rows, a.n_kv = at->n_kv > 0 ? at->n_kv : 0, a.n_heads = at->n_heads;
     a.n_kv_heads = at->n_kv_heads, a.block_size = at->block_size;
     a.group = at->n_heads / at->n_kv_heads, a.per = per, a.scale = at->scale;

@@ -118,9 +118,9 @@ static void host_rope(void *ctx, float *x, const int32_t *pos, int n, int n_head
     if (ts_cuda_live(c)) TS_CU(c, cudaStreamSynchronize(c->stream));
 }
 
-static void host_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k,
-                          const float *v, const int32_t *slot, int n, int n_kv_heads,
-                          int head_dim, int block_size) {
+static void host_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype,
+                          const float *k, const float *v, const int32_t *slot, int n,
+                          int n_kv_heads, int head_dim, int block_size) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || n <= 0) return;
     size_t rb = (size_t)n * n_kv_heads * head_dim * sizeof(float);
@@ -128,7 +128,8 @@ static void host_kv_write(void *ctx, float *k_pool, float *v_pool, const float *
     const float *vd = (const float *)ts_cuda_stage(c, &c->hs[1], v, rb);
     const int32_t *sd = (const int32_t *)ts_cuda_stage(c, &c->hs[2], slot, (size_t)n * 4);
     if (!kd || !vd || !sd) return;
-    ts_cuda_kv_write(c, k_pool, v_pool, kd, vd, sd, n, n_kv_heads, head_dim, block_size);
+    ts_cuda_kv_write(c, k_pool, v_pool, kv_dtype, kd, vd, sd, n, n_kv_heads, head_dim,
+                     block_size);
     /* the caller may reuse its arrays at once: the staging ring holds copies,
      * but wait anyway so that errors surface at this call */
     if (ts_cuda_live(c)) TS_CU(c, cudaStreamSynchronize(c->stream));

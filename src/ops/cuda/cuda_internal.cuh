@@ -147,7 +147,8 @@ void ts_cuda_add_rmsnorm(void *ctx, float *y, float *x, const float *r, const fl
 void ts_cuda_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
                   const float *inv_freq);
 void ts_cuda_swiglu(void *ctx, float *out, const float *gate, const float *up, int n, int d);
-void ts_cuda_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
+void ts_cuda_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
+                      const float *v,
                       const int32_t *slot, int n, int n_kv_heads, int head_dim,
                       int block_size);
 void ts_cuda_attention(void *ctx, const ts_attn *a);

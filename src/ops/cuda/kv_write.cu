@@ -20,16 +20,20 @@ __global__ void kv_write_kernel(float *k_pool, float *v_pool, const float *k, co
     }
 }
 
-void ts_cuda_kv_write(void *ctx, float *k_pool, float *v_pool, const float *k, const float *v,
-                      const int32_t *slot, int n, int n_kv_heads, int head_dim,
+void ts_cuda_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
+                      const float *v, const int32_t *slot, int n, int n_kv_heads, int head_dim,
                       int block_size) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || n <= 0) return;
+    if (kv_dtype != TS_DT_F32) {
+        TS_BAD(c, "kv_write: the cuda backend keeps f32 KV only");
+        return;
+    }
     if (n_kv_heads <= 0 || head_dim <= 0 || block_size <= 0) {
         TS_BAD(c, "kv_write: shape");
         return;
     }
-    kv_write_kernel<<<n, 256, 0, c->stream>>>(k_pool, v_pool, k, v, slot, n_kv_heads,
+    kv_write_kernel<<<n, 256, 0, c->stream>>>((float *)k_pool, (float *)v_pool, k, v, slot, n_kv_heads,
                                               head_dim, block_size);
     TS_LAUNCHED(c, "kv_write_kernel");
 }
