@@ -55,7 +55,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         STR("-f", prompt_file) STR("--system", system) STR("--text", text) STR("--ids", ids)
         STR("--out", out) STR("--cases", cases) STR("--mode", mode) STR("--chunk-store", chunk_store) FLT("--repair-frac", repair_frac)
         FLAG("--chunks-cached", chunks_cached) STR("--kv-mem", kv_mem) STR("--isa", isa) STR("--cascade", cascade)
-        STR("--device", device)
+        STR("--device", device) STR("--kv-dtype", kv_dtype)
         INT("-n", n_predict, 1, 1 << 20) INT("--max-tokens", n_predict, 1, 1 << 20)
         INT("--threads", threads, 1, 256) INT("-t", threads, 1, 256)
         INT("--limit", limit, 0, 1 << 30) INT("--reps", reps, 1, 100)
@@ -109,6 +109,7 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
     /* the engine (generate -f, bench-shared) opens its runtime itself: it
      * finds the device in TS_DEVICE (see ts_runtime_opts.device) */
     if (a->device) setenv("TS_DEVICE", a->device, 1);
+    if (a->kv_dtype) setenv("TS_KV_DTYPE", a->kv_dtype, 1); /* likewise */
     if (!a->model) {
         fprintf(stderr, "error: -m MODEL_DIR is required\n");
         return false;
@@ -122,6 +123,7 @@ ts_runtime *cli_open(const cli_args *a) {
     o.block_size = a->block_size;
     o.fast_prefill = !a->exact;
     o.device = a->device;
+    o.kv_dtype = a->kv_dtype;
     if (a->kv_mem) {
         o.kv_bytes = ts_parse_size(a->kv_mem);
         if (!o.kv_bytes) {

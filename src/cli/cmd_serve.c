@@ -27,7 +27,7 @@ static const char SERVE_USAGE[] =
     "                         in your prompts, e.g. your system prompt and a document\n"
     "                         header (default: the chat template's user-message start)\n"
     "  --chunk-dir DIR        persistent chunk store    --chunk-redis HOST:PORT\n"
-    "  --cascade auto|on|off  --exact\n"
+    "  --cascade auto|on|off  --exact    --kv-dtype f32|f16 (KV cache elements, CPU)\n"
     "  --device cpu|cuda|cuda:N   where the model runs (cuda needs a make CUDA=1 build)\n";
 
 static void log_line(void *ctx, const char *msg) {
@@ -125,6 +125,7 @@ static bool parse(int argc, char **argv, const char **model, ts_engine_opts *eo,
             eo->repair_frac = r;
         } else if (!strcmp(f, "--chunk-prefix")) eo->chunk_prefix = v;
         else if (!strcmp(f, "--device")) eo->device = v;
+        else if (!strcmp(f, "--kv-dtype")) eo->kv_dtype = v;
         else if (!strcmp(f, "--chunk-dir")) eo->chunk_dir = v;
         else if (!strcmp(f, "--chunk-redis")) eo->chunk_redis = v;
         else if (!strcmp(f, "--cascade")) {

@@ -58,6 +58,7 @@ ts_status ts_engine_create(const char *dir, const ts_engine_opts *opts, ts_engin
     ro.fast_prefill = !o.exact;
     ro.isa = (ts_cpu_isa)o.isa;
     ro.device = o.device;
+    ro.kv_dtype = o.kv_dtype;
     ts_status s = ts_runtime_open(dir, &ro, &e->rt, err);
     if (!s) {
         e->row = malloc((size_t)e->rt->model->cfg.vocab * sizeof *e->row);
