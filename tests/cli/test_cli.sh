@@ -105,5 +105,21 @@ check "eval-qa accuracy >= 0.98 and reference match >= 0.98" 'python3 -c "
 import json,sys; r=json.load(open(\"$tmp/eval\"))
 sys.exit(0 if r[\"accuracy\"]>=0.98 and r[\"reference_match\"]>=0.98 and r[\"prompt_mismatches\"]==0 else 1)"'
 
+# an f16 KV cache: the same accuracy bar, and chunks placed into it with
+# repair(1.0) give the answers of the full prefill over the same cache
+"$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --threads 2 --kv-dtype f16 $limit \
+    >"$tmp/eval16" 2>"$tmp/e"
+check "eval-qa --kv-dtype f16 exit status" '[ $? -eq 0 ]'
+check "eval-qa --kv-dtype f16 accuracy >= 0.98 and reference match >= 0.98" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/eval16\"))
+sys.exit(0 if r[\"accuracy\"]>=0.98 and r[\"reference_match\"]>=0.98 and r[\"prompt_mismatches\"]==0 else 1)"'
+"$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --limit 6 --mode repair --repair-frac 1.0 \
+    --threads 2 --exact --kv-dtype f16 >"$tmp/c16" 2>"$tmp/e"
+check "eval-qa --kv-dtype f16 --mode repair(1.0) agrees with full" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/c16\"))
+sys.exit(0 if r[\"agreement_with_full\"]==1.0 else 1)"'
+"$T" generate -m "$FACTS" -p hi -n 2 --kv-dtype bf16 >/dev/null 2>"$tmp/e"
+check "--kv-dtype bf16 refused with a clear error" '[ $? -ne 0 ] && grep -q "expected f32 or f16" "$tmp/e"'
+
 echo "test_cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]
