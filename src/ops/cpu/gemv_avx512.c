@@ -20,7 +20,8 @@
  * are walked one at a time, front to back, so a chunk of rows is one
  * sequential stream; the prefetch runs ahead across rows and 4 KiB pages
  * (mapped weights are not huge pages). 4 KiB measured best on a Zen 5 VM
- * (1 KiB: -10% of streamed GB/s). */
+ * (1 KiB: -10% of streamed GB/s; 2, 3 and 8 KiB: slower decode steps; the
+ * T1 and NTA hints: no better). */
 #define TS_GEMV_PF 4096
 
 /* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
@@ -170,11 +171,12 @@ TS_INLINE void gemv_bf16_t4(float *y, size_t ldy, const uint16_t *x, int Kp, int
     } while (0)
 
 /* Chunks shrink as the work runs out (guided scheduling): a thread takes
- * 1/(2 nth) of the rows left, between 64 KiB and 1 MiB of weights, so both
+ * 1/(2 nth) of the rows left, between 64 KiB and 2 MiB of weights, so both
  * threads finish within a small chunk of each other. Long chunks stream
  * faster: each chunk restarts the hardware prefetcher (64 KiB chunks
- * streamed 36 GB/s where 1 MiB chunks streamed 53 on a 2-thread Zen 5 VM). */
-#define TS_GEMV_CHUNK_MAX (1 << 20)
+ * streamed 36 GB/s where 1 MiB chunks streamed 53 on a 2-thread Zen 5 VM;
+ * 2 MiB gave a decode step ~2% faster than 1 MiB, 4 MiB no more). */
+#define TS_GEMV_CHUNK_MAX (2 << 20)
 #define TS_GEMV_CHUNK_MIN (1 << 16)
 
 typedef struct gemv_job {
