@@ -233,7 +233,7 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
      * elsewhere rounding the activations costs time and buys nothing */
     /* (on CUDA, products stay f32-exact: 3 bf16 parts on the tensor cores) */
     if (!rt->gpu && o.fast_prefill && ts_cpu_isa_used(rt->cpu) == TS_ISA_AVX512)
-        ts_fwd_set_prec(rt->fwd, TS_PREC_BF16, 16);
+        ts_fwd_set_prec(rt->fwd, TS_PREC_BF16, 2);
     *out = rt;
     return TS_OK;
 fail:

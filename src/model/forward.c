@@ -609,7 +609,10 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     double t_start = now_ms();
     ts_status st = prepare(f, seqs, n_seqs, &n, &n_logits, err);
     if (st) return st;
-    ts_prec prec = n >= f->prec_min_rows ? f->prec : TS_PREC_F32;
+    int piece = 0; /* the longest run of new tokens of one sequence */
+    for (int i = 0; i < n_seqs; i++)
+        if (seqs[i].n > piece) piece = seqs[i].n;
+    ts_prec prec = piece >= f->prec_min_rows ? f->prec : TS_PREC_F32;
     if ((st = plan_cascade(f, seqs, n_seqs, err))) return st;
     if (f->dev) {
         if (!f->kv->mem)

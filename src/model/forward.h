@@ -44,8 +44,12 @@ typedef struct ts_fwd ts_fwd;
 ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv);
 void ts_fwd_destroy(ts_fwd *f);
 
-/* Matrix products over at least min_rows rows use prec (default: F32 always).
- * TS_PREC_BF16 doubles prefill speed at ~1e-3 relative error. */
+/* A call in which some sequence brings at least min_rows new tokens (a
+ * prefill piece) runs its matrix products in prec; other calls (decode) in
+ * F32 (default: F32 always). TS_PREC_BF16 doubles prefill speed at ~1e-3
+ * relative error. Deciding per piece rather than per row count keeps a
+ * prompt's KV the same whether or not a cached prefix shortened its piece
+ * (the backend's prec products must not depend on the number of rows). */
 void ts_fwd_set_prec(ts_fwd *f, ts_prec prec, int min_rows);
 void ts_fwd_set_hook(ts_fwd *f, ts_fwd_hook hook, void *ctx);
 /* Cascade attention over block-table prefixes shared by several sequences

@@ -95,6 +95,28 @@ static void one_case(const ts_ops *o, ts_dtype dt, int n, int cols, const int *r
     free(x);
 }
 
+/* cpu-avx512 with TS_PREC_BF16: each row's result is the same whatever the
+ * number of rows in the call (the forward pass relies on it: a prompt's
+ * KV must not depend on whether a cached prefix shortened its piece). */
+static void rows_independent(const ts_ops *o) {
+    const ts_dtype dts[2] = {TS_DT_BF16, TS_DT_F16};
+    for (int di = 0; di < 2; di++) {
+        int rows = 131, cols = 201, n = 19;
+        ts_wmat w = rand_w(dts[di], rows, cols);
+        float *x = rand_v((size_t)n * cols), *b = rand_v((size_t)rows);
+        float *all = malloc((size_t)n * rows * 4), *part = malloc((size_t)n * rows * 4);
+        o->matmul(o->ctx, all, x, n, &w, b, TS_PREC_BF16);
+        static const int starts[3] = {16, 5, 0}, counts[3] = {3, 1, 7};
+        for (int k = 0; k < 3; k++) {
+            o->matmul(o->ctx, part, x + (size_t)starts[k] * cols, counts[k], &w, b, TS_PREC_BF16);
+            CHECKF(memcmp(part, all + (size_t)starts[k] * rows, (size_t)counts[k] * rows * 4) == 0,
+                   "%s bf16 prec dt %d: rows %d..%d alone differ from the %d-row call", o->name,
+                   (int)dts[di], starts[k], starts[k] + counts[k] - 1, n);
+        }
+        free((void *)w.data), free(x), free(b), free(all), free(part);
+    }
+}
+
 int main(void) {
     int light = getenv("TS_TEST_LIGHT") != NULL;
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
@@ -112,6 +134,7 @@ int main(void) {
             if (!pool || !cpu) return ts_test_done("fused_ops");
             const ts_ops *o = ts_cpu_ops(cpu);
             if (o->matmul_multi || o->matmul_swiglu) n_fused++;
+            if (isas[ii] == TS_ISA_AVX512) rows_independent(o);
             for (int n = 1; n <= 9; n += light ? 4 : 1)
                 for (int di = 0; di < 3; di++)
                     for (int ci = 0; ci < 3; ci++)

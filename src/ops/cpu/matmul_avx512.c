@@ -1,7 +1,8 @@
 /* Matrix products with AVX-512 (16 floats per register) and AVX512-BF16.
  *
- * n < TS_GEMM_MIN_N (decode): gemv_avx512.c's weight streams.
- * Otherwise (prefill): per thread, weight columns are packed into k-major
+ * n < TS_GEMM_MIN_N (decode) in f32 precision: gemv_avx512.c's weight streams.
+ * Otherwise (prefill, and TS_PREC_BF16 at any n, so that a row's result never
+ * depends on how many rows share the call): per thread, weight columns are packed into k-major
  * panels of 64 outputs and a 6x64 register-blocked kernel (24 accumulators)
  * sweeps all activation rows over each panel. With TS_PREC_BF16 and bf16
  * weights the activations are converted to bf16 once per call and the
@@ -267,7 +268,7 @@ void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat 
         ts_ref_matmul(ctx, y, x, n, w, bias, prec);
         return;
     }
-    if (n < TS_GEMM_MIN_N) {
+    if (n < TS_GEMM_MIN_N && prec != TS_PREC_BF16) { /* bf16: rows independent of n */
         ts_avx512_gemv(cpu, &y, xf, xb, Kp, n, w, &bias, 1);
         return;
     }
@@ -280,7 +281,7 @@ void ts_avx512_matmul_multi(void *ctx, float *const *y, const float *x, int n, c
                             const float *const *bias, int n_w, ts_prec prec) {
     ts_cpu *cpu = ctx;
     if (n <= 0 || n_w <= 0) return;
-    int ok = n < TS_GEMM_MIN_N && n_w <= TS_GEMV_MAX_W;
+    int ok = n < TS_GEMM_MIN_N && prec != TS_PREC_BF16 && n_w <= TS_GEMV_MAX_W;
     for (int i = 0; ok && i < n_w; i++)
         ok = mm_dtype_ok(&w[i]) && w[i].dtype == w[0].dtype && w[i].cols == w[0].cols;
     const float *xf;
