@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 #include <string.h>
@@ -419,8 +420,8 @@ __attribute__((target("f16c"))) static float hw_f32(uint16_t h) { return _cvtsh_
 #endif
 static void check_f16(void) {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("f16c")) return;
+    unsigned ea, eb, ec, ed; /* F16C: CPUID leaf 1, ECX bit 29 (clang 14 lacks the builtin's name) */
+    if (!__get_cpuid(1, &ea, &eb, &ec, &ed) || !(ec & (1u << 29))) return;
     static const float special[] = {0.0f, -0.0f, 65504.0f, 65519.0f, 65520.0f, 1e9f, -1e9f,
                                     6.1035156e-05f, 5.9604645e-08f, 2.9802322e-08f,
                                     2.9802326e-08f, 1e-30f, 1.0f / 3.0f, -2.5f};
