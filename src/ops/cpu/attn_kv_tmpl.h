@@ -147,32 +147,8 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
                     t0 + t <= lim[r] ? KVF(dotv)(Q + (size_t)r * hd, kp, hd) : -INFINITY;
         }
         /* online softmax */
-        for (int r = 0; r < R; r++) {
-            float *Sr = S + (size_t)r * TS_AC;
-            for (int t = cn; t < TS_AC; t++) Sr[t] = -INFINITY;
-            VF mx = V_SET1(-INFINITY);
-            for (int t = 0; t < TS_AC; t += VW) mx = V_MAX(mx, V_LOAD(Sr + t));
-            float cm = V_HMAX(mx);
-            if (cm == -INFINITY) { /* row sees nothing in this chunk */
-                for (int t = 0; t < TS_AC; t += VW) V_STORE(Sr + t, V_ZERO());
-                continue;
-            }
-            float mn = cm > M[r] ? cm : M[r];
-            float corr = expf(M[r] - mn); /* 0 on the first chunk */
-            VF sum = V_ZERO();
-            for (int t = 0; t < TS_AC; t += VW) {
-                VF p = V_EXP(V_ADD(V_LOAD(Sr + t), V_SET1(-mn)));
-                V_STORE(Sr + t, p);
-                sum = V_ADD(sum, p);
-            }
-            L[r] = L[r] * corr + V_HSUM(sum);
-            M[r] = mn;
-            if (corr != 1.0f) {
-                VF vc = V_SET1(corr);
-                float *Or = O + (size_t)r * hd;
-                for (int c = 0; c < hd; c += VW) V_STORE(Or + c, V_MUL(V_LOAD(Or + c), vc));
-            }
-        }
+        for (int r = 0; r < R; r++)
+            softmax_chunk(S + (size_t)r * TS_AC, cn, &M[r], &L[r], O + (size_t)r * hd, hd);
         /* O += P V */
         if (R <= 4 && hd % (2 * VW) == 0 && t0 + cn - 1 <= lmin) {
             /* few rows that see the whole chunk (decode): O in registers, a

@@ -142,32 +142,8 @@ static void sh_item(const shared_job *j, float *scr, int h, int i0, int i1, int 
         }
         sh_scores(S, Q, R, hd, kp, cn);
         /* online softmax: S becomes e^(s - M), O and L rescaled to the new M */
-        for (int r = 0; r < R; r++) {
-            float *Sr = S + (size_t)r * TS_AC;
-            for (int t = cn; t < TS_AC; t++) Sr[t] = -INFINITY;
-            VF mx = V_SET1(-INFINITY);
-            for (int t = 0; t < TS_AC; t += VW) mx = V_MAX(mx, V_LOAD(Sr + t));
-            float cm = V_HMAX(mx);
-            if (cm == -INFINITY) { /* cannot happen with finite inputs; stay safe */
-                for (int t = 0; t < TS_AC; t += VW) V_STORE(Sr + t, V_ZERO());
-                continue;
-            }
-            float mn = cm > M[r] ? cm : M[r];
-            float corr = expf(M[r] - mn); /* 0 on the first tile */
-            VF sum = V_ZERO();
-            for (int t = 0; t < TS_AC; t += VW) {
-                VF p = V_EXP(V_ADD(V_LOAD(Sr + t), V_SET1(-mn)));
-                V_STORE(Sr + t, p);
-                sum = V_ADD(sum, p);
-            }
-            L[r] = L[r] * corr + V_HSUM(sum);
-            M[r] = mn;
-            if (corr != 1.0f) {
-                VF vc = V_SET1(corr);
-                float *Or = O + (size_t)r * hd;
-                for (int c = 0; c < hd; c += VW) V_STORE(Or + c, V_MUL(V_LOAD(Or + c), vc));
-            }
-        }
+        for (int r = 0; r < R; r++)
+            softmax_chunk(S + (size_t)r * TS_AC, cn, &M[r], &L[r], O + (size_t)r * hd, hd);
         sh_pv(O, S, R, hd, vp, cn);
     }
     for (int r = 0; r < R; r++) {

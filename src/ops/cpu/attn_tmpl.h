@@ -43,6 +43,36 @@ TS_INLINE_A const float *kv_row_f32(float *dst, const void *pool, ts_dtype dt, s
     return dst;
 }
 
+/* One row's online-softmax step over a chunk of scores Sr[0, cn) (Sr has
+ * TS_AC entries; the rest are set to -inf): Sr becomes e^(s - m) for the
+ * new running max m, and the row's sum *L and output Or[hd] are rescaled
+ * from the old max *M to m. A row that sees nothing in the chunk gets
+ * Sr = 0 and keeps *M, *L and Or. */
+TS_INLINE_A void softmax_chunk(float *Sr, int cn, float *M, float *L, float *Or, int hd) {
+    for (int t = cn; t < TS_AC; t++) Sr[t] = -INFINITY;
+    VF mx = V_SET1(-INFINITY);
+    for (int t = 0; t < TS_AC; t += VW) mx = V_MAX(mx, V_LOAD(Sr + t));
+    float cm = V_HMAX(mx);
+    if (cm == -INFINITY) {
+        for (int t = 0; t < TS_AC; t += VW) V_STORE(Sr + t, V_ZERO());
+        return;
+    }
+    float mn = cm > *M ? cm : *M;
+    float corr = expf(*M - mn); /* 0 on a row's first chunk */
+    VF sum = V_ZERO();
+    for (int t = 0; t < TS_AC; t += VW) {
+        VF p = V_EXP(V_ADD(V_LOAD(Sr + t), V_SET1(-mn)));
+        V_STORE(Sr + t, p);
+        sum = V_ADD(sum, p);
+    }
+    *L = *L * corr + V_HSUM(sum);
+    *M = mn;
+    if (corr != 1.0f) {
+        VF vc = V_SET1(corr);
+        for (int c = 0; c < hd; c += VW) V_STORE(Or + c, V_MUL(V_LOAD(Or + c), vc));
+    }
+}
+
 #define KV_T float
 #define KV_LD(p) V_LOAD(p)
 #define KVF(name) name##_f32

@@ -96,6 +96,17 @@ TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
                                          (bias ? bias[j] : 0.0f);
 }
 
+/* y[b][j0 + r] = the sum of acc[r][b]'s lanes (+ bias[j0 + r]). */
+TS_INLINE void tile_store(float *y, size_t ldy, __m512 acc[4][4], int j0, int RB, int NB,
+                          const float *bias) {
+    _Pragma("GCC unroll 8")
+    for (int r = 0; r < RB; r++)
+        _Pragma("GCC unroll 8")
+        for (int b = 0; b < NB; b++)
+            y[(size_t)b * ldy + (size_t)(j0 + r)] =
+                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+}
+
 /* Tiles of RB <= 4 weight rows for NB >= 2 activation rows: each activation
  * vector feeds RB rows (32 registers hold the 4 x 4 accumulators).
  * y[b][j0..j0+RB) for NB activation rows (f32 precision). */
@@ -121,12 +132,7 @@ TS_INLINE void gemv_f32_t4(float *y, size_t ldy, const float *x, int K, const vo
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+    tile_store(y, ldy, acc, j0, RB, NB, bias);
 }
 
 /* The same with bf16 activations (row stride Kp) and bf16 weights. */
@@ -152,12 +158,7 @@ TS_INLINE void gemv_bf16_t4(float *y, size_t ldy, const uint16_t *x, int Kp, int
                 acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
         }
     }
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
+    tile_store(y, ldy, acc, j0, RB, NB, bias);
 }
 
 #define GEMV_NB(CALL_NB, nb)           \
