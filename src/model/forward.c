@@ -687,7 +687,9 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
             else memcpy(dst, src, (size_t)k * H * 4);
             r += k;
         }
-        if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, prec);
+        /* logits in f32 precision: their rows are few (one a sequence), so
+         * the weight stream, not arithmetic, sets the time */
+        if (n_logits) matmul(f, f->logits, f->rows, n_logits, &m->lm_head, NULL, TS_PREC_F32);
     }
     *logits = f->logits;
     f->times.queue_ms += now_ms() - t_start;
