@@ -87,7 +87,7 @@ static void mm_call(void *vctx, int i) {
 
 typedef struct atctx {
     const ts_ops *ops;
-    ts_attn a[4];
+    ts_attn a[8]; /* pools cycled through: 8 x 8.4 MB (f16) is past the L3 */
     int n_a;
 } atctx;
 
@@ -253,7 +253,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < NP * COLS; i++) x[i] = rnd();
 
     /* attention: 16 q heads / 8 kv heads, head_dim 128, block 16 */
-    enum { NH = 16, NKH = 8, HD = 128, BS = 16, NKV = 2048, NPOOL = 4 };
+    enum { NH = 16, NKH = 8, HD = 128, BS = 16, NKV = 2048, NPOOL = 8 };
     size_t pool_floats = (size_t)(NKV / BS) * NKH * BS * HD;
     float *kp = malloc(sizeof(float) * pool_floats * NPOOL), *vp = malloc(sizeof(float) * pool_floats * NPOOL);
     float *q = malloc(sizeof(float) * NP * NH * HD), *ao = malloc(sizeof(float) * NP * NH * HD);

@@ -1,7 +1,7 @@
 /* The per-item kernels of attn_tmpl.h for one KV element type, included
  * by it once per type with KV_T (the pool's element type), KV_LD(p) (VW
- * elements at p widened to a VF) and KVF(name) (the type's name for each
- * function) defined. */
+ * elements at p widened to a VF), KVF(name) (the type's name for each
+ * function) and KV_APF (slots prefetched ahead) defined. */
 
 static float KVF(dotv)(const float *a, const KV_T *b, int hd) {
     VF s0 = V_ZERO(), s1 = V_ZERO();
@@ -100,7 +100,7 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
           *L = M + R;
     int lim[TS_AROWS]; /* last visible slot per row */
     int tmax = 0, lmin = INT_MAX;
-    const KV_T *kr[TS_AC + TS_APF], *vr[TS_AC + TS_APF]; /* this chunk's rows and a few more */
+    const KV_T *kr[TS_AC + KV_APF], *vr[TS_AC + KV_APF]; /* this chunk's rows and a few more */
     for (int r = 0; r < R; r++) {
         int i = i0 + r / G, hq = h * G + r % G;
         const float *q = a->q + (size_t)(sq->q_start + i) * qstride + (size_t)hq * hd;
@@ -118,13 +118,13 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
     /* slots before kv_start belong to a shared level computed elsewhere */
     for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
-        int nr = tmax - t0 < TS_AC + TS_APF ? tmax - t0 : TS_AC + TS_APF;
+        int nr = tmax - t0 < TS_AC + KV_APF ? tmax - t0 : TS_AC + KV_APF;
         KVF(kv_rows)(kr, vr, a, sq->blocks, h, t0, nr);
-        /* scores; K and V rows TS_APF slots ahead are prefetched (blocks are
+        /* scores; K and V rows KV_APF slots ahead are prefetched (blocks are
          * scattered, so hardware prefetch cannot follow the table) */
         for (int t = 0; t < cn; t++) {
-            if (t + TS_APF < nr) {
-                const char *kn = (const char *)kr[t + TS_APF], *vn = (const char *)vr[t + TS_APF];
+            if (t + KV_APF < nr) {
+                const char *kn = (const char *)kr[t + KV_APF], *vn = (const char *)vr[t + KV_APF];
                 for (size_t c = 0; c < (size_t)hd * sizeof(KV_T); c += 64) {
                     _mm_prefetch(kn + c, _MM_HINT_T0);
                     _mm_prefetch(vn + c, _MM_HINT_T0);
