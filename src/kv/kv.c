@@ -70,10 +70,8 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
     kv->mark = calloc(nb, 1);
     kv->mem = mem;
     kv->dtype = dtype;
-    size_t es = ts_kv_elem_bytes(dtype);
-    kv->storage_bytes = 2 * (size_t)n_layers * per_layer * es;
-    if (mem) kv->storage = mem->alloc(mem->ctx, kv->storage_bytes);
-    else kv->storage = host_alloc(kv->storage_bytes);
+    size_t es = ts_kv_elem_bytes(dtype), bytes = 2 * (size_t)n_layers * per_layer * es;
+    kv->storage = mem ? mem->alloc(mem->ctx, bytes) : host_alloc(bytes);
     if (!kv->k || !kv->v || !kv->free_stack || !kv->storage || !kv->refs || !kv->flags ||
         !kv->hash || !kv->tokens || !kv->lru_prev || !kv->lru_next || !kv->index || !kv->mark) {
         size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype) * nb >> 20;
@@ -97,7 +95,10 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
 void ts_kv_destroy(ts_kv *kv) {
     if (!kv) return;
     if (kv->mem) kv->mem->free(kv->mem->ctx, kv->storage);
-    else if (kv->storage) munmap(kv->storage, kv->storage_bytes);
+    else if (kv->storage)
+        munmap(kv->storage, ts_kv_block_bytes(kv->n_layers, kv->n_kv_heads, kv->head_dim,
+                                              kv->block_size, kv->dtype) *
+                                (size_t)kv->n_blocks);
     free(kv->k);
     free(kv->v);
     free(kv->free_stack);

@@ -50,7 +50,6 @@ typedef struct ts_kv {
                             * elements of dtype */
     void *storage;
     ts_dtype dtype;        /* TS_DT_F32 or TS_DT_F16 */
-    size_t storage_bytes;
     int32_t *free_stack;   /* [n_blocks]; entries [0, n_free) are free blocks */
     int32_t n_free;
 

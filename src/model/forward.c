@@ -469,8 +469,7 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
     o->rope(o->ctx, f->q, f->pos, n, c->n_heads, hd, m->inv_freq);
     o->rope(o->ctx, f->k, f->pos, n, c->n_kv_heads, hd, m->inv_freq);
     o->kv_write(o->ctx, f->kv->k[l], f->kv->v[l], f->kv->dtype, f->k, f->v, f->slot, n,
-                c->n_kv_heads, hd,
-                f->kv->block_size);
+                c->n_kv_heads, hd, f->kv->block_size);
 }
 
 /* Layer l's attention over the paged KV (cascade levels merged in). */

@@ -32,9 +32,6 @@ static inline float hmax8(__m256 v) {
 #define V_HMAX(v) hmax8(v)
 #define V_EXP(v) v_exp(v)
 #define V_LOAD_H(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
-#define KV_WIDEN(dst, src, n)                                                            \
-    for (int c_ = 0; c_ < (n); c_ += 8)                                                  \
-    _mm256_storeu_ps((dst) + c_, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((src) + c_))))
 #define ATTN_FN ts_avx2_attention
 
 #include "ops/cpu/attn_tmpl.h"

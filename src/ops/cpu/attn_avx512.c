@@ -35,9 +35,6 @@ static inline __m512 v_exp(__m512 x) {
 #define V_HMAX(v) _mm512_reduce_max_ps(v)
 #define V_EXP(v) v_exp(v)
 #define V_LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
-#define KV_WIDEN(dst, src, n)                                                            \
-    for (int c_ = 0; c_ < (n); c_ += 16)                                                 \
-    _mm512_storeu_ps((dst) + c_, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((src) + c_))))
 #define ATTN_FN ts_avx512_attention
 
 #include "ops/cpu/attn_tmpl.h"

@@ -2,8 +2,7 @@
  * and included by attn_avx2.c and attn_avx512.c, which define:
  *   VF, VW (floats per vector), V_LOAD, V_STORE, V_FMA(a, b, c) = a*b + c,
  *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN, and
- *   V_LOAD_H(p): VW f16 values widened to a VF, and KV_WIDEN(dst, src, n):
- *   n f16 values (n % VW == 0) to f32.
+ *   V_LOAD_H(p): VW f16 values widened to a VF.
  * The per-item kernels (attn_kv_tmpl.h) are compiled once per pool element
  * type (f32, f16), loading K and V rows in place.
  *
@@ -38,7 +37,8 @@ typedef struct attn_job {
 TS_INLINE_A const float *kv_row_f32(float *dst, const void *pool, ts_dtype dt, size_t off,
                                     int hd) {
     if (dt != TS_DT_F16) return (const float *)pool + off;
-    KV_WIDEN(dst, (const uint16_t *)pool + off, hd);
+    const uint16_t *h = (const uint16_t *)pool + off;
+    for (int c = 0; c < hd; c += VW) V_STORE(dst + c, V_LOAD_H(h + c));
     return dst;
 }
 

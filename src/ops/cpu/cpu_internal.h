@@ -122,14 +122,13 @@ void ts_avx512_matmul_multi(void *ctx, float *const *y, const float *x, int n, c
 void ts_avx512_matmul_swiglu(void *ctx, float *out, const float *x, int n, const ts_wmat *w_gate,
                              const ts_wmat *w_up, ts_prec prec);
 
-/* Decode products (gemv_avx512.c): y[i][n][w[i].rows] = act . w[i]^T
- * (+ bias[i] when bias and bias[i]) for i < n_w <= TS_GEMV_MAX_W, n < 8, in
- * one pool run. The activations are x (f32 [n][w.cols]) or, when xb is not
- * NULL, xb (bf16 [n][Kp], bf16 weights only); every w[i] has the same cols
- * and dtype. */
+/* Decode products (gemv_avx512.c), f32 precision: y[i][n][w[i].rows] =
+ * x[n][w.cols] . w[i]^T (+ bias[i] when bias and bias[i]) for
+ * i < n_w <= TS_GEMV_MAX_W, n < 8, in one pool run; every w[i] has the same
+ * cols and dtype. */
 #define TS_GEMV_MAX_W 4
-void ts_avx512_gemv(ts_cpu *cpu, float *const *y, const float *x, const uint16_t *xb, int Kp,
-                    int n, const ts_wmat *w, const float *const *bias, int n_w);
+void ts_avx512_gemv(ts_cpu *cpu, float *const *y, const float *x, int n, const ts_wmat *w,
+                    const float *const *bias, int n_w);
 
 /* matmul_swiglu when its scratch cannot be had: gate by mm into out, then
  * each element of up with the reference product, one at a time. */

@@ -1,4 +1,5 @@
-/* Decode-sized matrix products (n < 8 activation rows) with AVX-512:
+/* Decode-sized matrix products (n < 8 activation rows, f32 precision) with
+ * AVX-512:
  * memory-bound streams of the weights. One pool run covers the rows of up to
  * four matrices (q, k and v; gate and up) cut into chunks of consecutive
  * rows; threads take chunks from an atomic counter (a thread slowed by
@@ -26,7 +27,7 @@
 
 /* y[b][j] (row stride ldy) = x[b] . W[j] (+ bias[j]) for NB activation rows
  * (f32 precision) and one weight row j. 128 bytes of the row per step, each
- * vector feeding all NB rows, two accumulators per activation row. */
+ * vector feeding all NB rows, four accumulators per activation row. */
 TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void *w,
                         ts_dtype dt, int j, int NB, const float *bias) {
     const size_t es = dt == TS_DT_F32 ? 4 : 2;
@@ -62,51 +63,6 @@ TS_INLINE void gemv_f32(float *y, size_t ldy, const float *x, int K, const void 
                                          (bias ? bias[j] : 0.0f);
 }
 
-/* The same with bf16 activations (row stride Kp) and bf16 weights. */
-TS_INLINE void gemv_bf16(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
-                         const uint16_t *w, int j, int NB, const float *bias) {
-    const uint16_t *wr = w + (size_t)j * (size_t)K;
-    __m512 acc[4][2];
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++) acc[b][0] = acc[b][1] = _mm512_setzero_ps();
-    int k = 0;
-    for (; k + 64 <= K; k += 64) {
-        _mm_prefetch((const char *)(wr + k) + TS_GEMV_PF, _MM_HINT_T0);
-        __m512i w0 = _mm512_loadu_si512(wr + k), w1 = _mm512_loadu_si512(wr + k + 32);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) {
-            const uint16_t *xb = x + (size_t)b * Kp + k;
-            acc[b][0] = _mm512_dpbf16_ps(acc[b][0], (__m512bh)_mm512_loadu_si512(xb), (__m512bh)w0);
-            acc[b][1] = _mm512_dpbf16_ps(acc[b][1], (__m512bh)_mm512_loadu_si512(xb + 32),
-                                         (__m512bh)w1);
-        }
-    }
-    for (; k < K; k += 32) {
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i wv = _mm512_maskz_loadu_epi16(m, wr + k);
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            acc[b][0] = _mm512_dpbf16_ps(
-                acc[b][0], (__m512bh)_mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k),
-                (__m512bh)wv);
-    }
-    _Pragma("GCC unroll 8")
-    for (int b = 0; b < NB; b++)
-        y[(size_t)b * ldy + (size_t)j] = _mm512_reduce_add_ps(_mm512_add_ps(acc[b][0], acc[b][1])) +
-                                         (bias ? bias[j] : 0.0f);
-}
-
-/* y[b][j0 + r] = the sum of acc[r][b]'s lanes (+ bias[j0 + r]). */
-TS_INLINE void tile_store(float *y, size_t ldy, __m512 acc[4][4], int j0, int RB, int NB,
-                          const float *bias) {
-    _Pragma("GCC unroll 8")
-    for (int r = 0; r < RB; r++)
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++)
-            y[(size_t)b * ldy + (size_t)(j0 + r)] =
-                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
-}
-
 /* Tiles of RB <= 4 weight rows for NB >= 2 activation rows: each activation
  * vector feeds RB rows (32 registers hold the 4 x 4 accumulators).
  * y[b][j0..j0+RB) for NB activation rows (f32 precision). */
@@ -132,33 +88,12 @@ TS_INLINE void gemv_f32_t4(float *y, size_t ldy, const float *x, int K, const vo
             for (int b = 0; b < NB; b++) acc[r][b] = _mm512_fmadd_ps(wv, xv[b], acc[r][b]);
         }
     }
-    tile_store(y, ldy, acc, j0, RB, NB, bias);
-}
-
-/* The same with bf16 activations (row stride Kp) and bf16 weights. */
-TS_INLINE void gemv_bf16_t4(float *y, size_t ldy, const uint16_t *x, int Kp, int K,
-                         const uint16_t *w, int j0, int RB, int NB, const float *bias) {
-    __m512 acc[4][4];
-    const uint16_t *wb = w + (size_t)j0 * (size_t)K;
     _Pragma("GCC unroll 8")
-    for (int r = 0; r < 4; r++)
+    for (int r = 0; r < RB; r++)
         _Pragma("GCC unroll 8")
-        for (int b = 0; b < 4; b++) acc[r][b] = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 32) {
-        __mmask32 m = K - k >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << (K - k)) - 1);
-        __m512i xv[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-        _Pragma("GCC unroll 8")
-        for (int b = 0; b < NB; b++) xv[b] = _mm512_maskz_loadu_epi16(m, x + (size_t)b * Kp + k);
-        _Pragma("GCC unroll 8")
-        for (int r = 0; r < RB; r++) {
-            _mm_prefetch((const char *)(wb + (size_t)r * K + k) + TS_GEMV_PF, _MM_HINT_T0);
-            __m512i wv = _mm512_maskz_loadu_epi16(m, wb + (size_t)r * K + k);
-            _Pragma("GCC unroll 8")
-            for (int b = 0; b < NB; b++)
-                acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv[b], (__m512bh)wv);
-        }
-    }
-    tile_store(y, ldy, acc, j0, RB, NB, bias);
+        for (int b = 0; b < NB; b++)
+            y[(size_t)b * ldy + (size_t)(j0 + r)] =
+                _mm512_reduce_add_ps(acc[r][b]) + (bias ? bias[j0 + r] : 0.0f);
 }
 
 #define GEMV_NB(CALL_NB, nb)           \
@@ -184,9 +119,8 @@ typedef struct gemv_job {
     float *y[TS_GEMV_MAX_W];
     const ts_wmat *w[TS_GEMV_MAX_W];
     const float *bias[TS_GEMV_MAX_W];
-    const float *x;      /* f32 activations [n][K] */
-    const uint16_t *xb;  /* bf16 activations [n][Kp], or NULL */
-    int n, Kp, n_w, nth;
+    const float *x;      /* activations [n][K] */
+    int n, n_w, nth;
     long r0[TS_GEMV_MAX_W + 1]; /* rows of the matrices end to end: matrix m
                                  * is [r0[m], r0[m+1]); r0[n_w] = total */
     long min_rows, max_rows;   /* chunk bounds (every row has the same bytes) */
@@ -199,20 +133,6 @@ static void gemv_rows(const gemv_job *j, const ts_wmat *w, float *y, const float
     int K = w->cols;
     size_t ldy = (size_t)w->rows;
     float *yi = y + (size_t)i * ldy;
-    if (j->xb) {
-        const uint16_t *xi = j->xb + (size_t)i * (size_t)j->Kp, *wd = w->data;
-        if (nb == 1) {
-            for (int r = r0; r < r1; r++) gemv_bf16(yi, ldy, xi, j->Kp, K, wd, r, 1, bias);
-            return;
-        }
-        int r = r0;
-#define C4(NB)                                                                          \
-    for (; r + 4 <= r1; r += 4) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 4, NB, bias); \
-    for (; r < r1; r++) gemv_bf16_t4(yi, ldy, xi, j->Kp, K, wd, r, 1, NB, bias)
-        GEMV_NB(C4, nb);
-#undef C4
-        return;
-    }
     const float *xi = j->x + (size_t)i * (size_t)K;
 /* one row at a time for a single activation row, 4-row tiles for more */
 #define C1(NB)                                                                             \
@@ -271,9 +191,9 @@ static void gemv_task(void *vctx, int ith, int nth) {
     }
 }
 
-void ts_avx512_gemv(ts_cpu *cpu, float *const *y, const float *x, const uint16_t *xb, int Kp,
-                    int n, const ts_wmat *w, const float *const *bias, int n_w) {
-    gemv_job j = {.x = x, .xb = xb, .n = n, .Kp = Kp, .n_w = n_w,
+void ts_avx512_gemv(ts_cpu *cpu, float *const *y, const float *x, int n, const ts_wmat *w,
+                    const float *const *bias, int n_w) {
+    gemv_job j = {.x = x, .n = n, .n_w = n_w,
                   .nth = cpu->nth > 0 ? cpu->nth : 1};
     j.r0[0] = 0;
     for (int m = 0; m < n_w; m++) {

@@ -264,12 +264,16 @@ void ts_avx512_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat 
     const float *xf;
     const uint16_t *xb;
     int Kp;
-    if (!mm_dtype_ok(w) || !mm_prep(cpu, x, n, w, prec, &xf, &xb, &Kp)) {
+    if (!mm_dtype_ok(w)) {
         ts_ref_matmul(ctx, y, x, n, w, bias, prec);
         return;
     }
     if (n < TS_GEMM_MIN_N && prec != TS_PREC_BF16) { /* bf16: rows independent of n */
-        ts_avx512_gemv(cpu, &y, xf, xb, Kp, n, w, &bias, 1);
+        ts_avx512_gemv(cpu, &y, x, n, w, &bias, 1);
+        return;
+    }
+    if (!mm_prep(cpu, x, n, w, prec, &xf, &xb, &Kp)) {
+        ts_ref_matmul(ctx, y, x, n, w, bias, prec);
         return;
     }
     mm_job j = {.cpu = cpu, .y = y, .x = xf, .xb = xb, .Kp = Kp, .n = n, .w = w, .bias = bias};
@@ -284,11 +288,8 @@ void ts_avx512_matmul_multi(void *ctx, float *const *y, const float *x, int n, c
     int ok = n < TS_GEMM_MIN_N && prec != TS_PREC_BF16 && n_w <= TS_GEMV_MAX_W;
     for (int i = 0; ok && i < n_w; i++)
         ok = mm_dtype_ok(&w[i]) && w[i].dtype == w[0].dtype && w[i].cols == w[0].cols;
-    const float *xf;
-    const uint16_t *xb;
-    int Kp;
-    if (ok && mm_prep(cpu, x, n, &w[0], prec, &xf, &xb, &Kp)) {
-        ts_avx512_gemv(cpu, y, xf, xb, Kp, n, w, bias, n_w);
+    if (ok) {
+        ts_avx512_gemv(cpu, y, x, n, w, bias, n_w);
         return;
     }
     for (int i = 0; i < n_w; i++) ts_avx512_matmul(ctx, y[i], x, n, &w[i], bias ? bias[i] : NULL, prec);
