@@ -69,8 +69,9 @@ typedef struct ts_engine_opts {
     int isa;                  /* ts_cpu_isa; 0 = best available */
     const char *device;       /* "cpu", "cuda" or "cuda:N" (a build with CUDA=1);
                                  NULL = $TS_DEVICE, else "cpu" */
-    const char *kv_dtype;     /* KV cache elements: "f32" or "f16" (CPU backend: half the
-                                 memory and reads, ~3e-4 relative logit change);
+    const char *kv_dtype;     /* KV cache elements: "f32", "f16" or "bf16" (CPU backend:
+                                 half the memory and reads; f16 moves logits ~3e-4
+                                 relative, bf16 more, and multiplies in bf16 at decode);
                                  NULL = $TS_KV_DTYPE, else "f32" */
     /* chunks (see "Chunks" below) */
     int chunk_mode;           /* ts_chunk_mode used when a request says DEFAULT; 0 = REPAIR */

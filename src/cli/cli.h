@@ -26,7 +26,7 @@ typedef struct cli_args {
     int n_stop;
     const char *kv_mem, *isa, *cascade;
     const char *device;     /* --device cpu|cuda|cuda:N (NULL: cpu) */
-    const char *kv_dtype;   /* --kv-dtype f32|f16 (NULL: f32) */
+    const char *kv_dtype;   /* --kv-dtype f32|f16|bf16 (NULL: f32) */
     int block_size;
 } cli_args;
 

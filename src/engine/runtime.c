@@ -189,15 +189,15 @@ ts_status ts_runtime_open(const char *dir, const ts_runtime_opts *opts, ts_runti
     if (cuda && (s = open_cuda(rt, o.device, err))) goto fail;
     ts_dtype kvt = TS_DT_F32;
     if (!o.kv_dtype) o.kv_dtype = getenv("TS_KV_DTYPE");
-    if (o.kv_dtype && !strcmp(o.kv_dtype, "f16")) {
-        kvt = TS_DT_F16;
-        if (!(rt->gpu ? rt->dev_ops : rt->ops)->kv_f16) {
-            s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype f16: the %s backend keeps f32 KV only",
-                        o.device);
+    if (o.kv_dtype && (!strcmp(o.kv_dtype, "f16") || !strcmp(o.kv_dtype, "bf16"))) {
+        kvt = o.kv_dtype[0] == 'f' ? TS_DT_F16 : TS_DT_BF16;
+        if (!(rt->gpu ? rt->dev_ops : rt->ops)->kv_half) {
+            s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype %s: the %s backend keeps f32 KV only",
+                        o.kv_dtype, o.device);
             goto fail;
         }
     } else if (o.kv_dtype && *o.kv_dtype && strcmp(o.kv_dtype, "f32")) {
-        s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype %s: expected f32 or f16", o.kv_dtype);
+        s = ts_fail(err, TS_ERR_INVALID, "--kv-dtype %s: expected f32, f16 or bf16", o.kv_dtype);
         goto fail;
     }
     size_t bb = ts_kv_block_bytes(c->n_layers, c->n_kv_heads, c->head_dim, o.block_size, kvt);

@@ -8,7 +8,9 @@
 #include "base/err.h"
 #include "kv/kv_int.h"
 
-size_t ts_kv_elem_bytes(ts_dtype dtype) { return dtype == TS_DT_F16 ? 2 : 4; }
+size_t ts_kv_elem_bytes(ts_dtype dtype) {
+    return dtype == TS_DT_F16 || dtype == TS_DT_BF16 ? 2 : 4;
+}
 
 size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size,
                          ts_dtype dtype) {
@@ -38,8 +40,8 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
                            int32_t n_blocks, ts_dtype dtype, const ts_kv_mem *mem, ts_kv **out,
                            ts_err *err) {
     *out = NULL;
-    if (dtype != TS_DT_F32 && dtype != TS_DT_F16)
-        return ts_fail(err, TS_ERR_INVALID, "KV pool: elements must be f32 or f16");
+    if (dtype != TS_DT_F32 && dtype != TS_DT_F16 && dtype != TS_DT_BF16)
+        return ts_fail(err, TS_ERR_INVALID, "KV pool: elements must be f32, f16 or bf16");
     if (n_layers <= 0 || n_kv_heads <= 0 || head_dim <= 0 || block_size <= 0 || n_blocks <= 0)
         return ts_fail(err, TS_ERR_INVALID, "KV pool: sizes must be positive");
     if (n_blocks > (INT32_MAX >> 2))

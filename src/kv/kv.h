@@ -49,7 +49,7 @@ typedef struct ts_kv {
                             * [n_blocks][n_kv_heads][block_size][head_dim]
                             * elements of dtype */
     void *storage;
-    ts_dtype dtype;        /* TS_DT_F32 or TS_DT_F16 */
+    ts_dtype dtype;        /* TS_DT_F32, TS_DT_F16 or TS_DT_BF16 */
     int32_t *free_stack;   /* [n_blocks]; entries [0, n_free) are free blocks */
     int32_t n_free;
 
@@ -82,7 +82,7 @@ typedef struct ts_kv_mem {
 
 enum { TS_KV_F_PUBLISHED = 1, TS_KV_F_IN_LRU = 2 };
 
-/* Bytes of one K or V element of a pool of dtype (f16: 2, f32: 4). */
+/* Bytes of one K or V element of a pool of dtype (f16, bf16: 2; f32: 4). */
 size_t ts_kv_elem_bytes(ts_dtype dtype);
 /* Bytes one block occupies across all layers (K and V). */
 size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_size,
@@ -91,7 +91,7 @@ size_t ts_kv_block_bytes(int n_layers, int n_kv_heads, int head_dim, int block_s
 /* Creates a pool of n_blocks blocks of f32 elements, all free. */
 ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_size,
                        int32_t n_blocks, ts_kv **out, ts_err *err);
-/* ts_kv_create with elements of dtype (TS_DT_F32 or TS_DT_F16) and the K/V
+/* ts_kv_create with elements of dtype (TS_DT_F32, TS_DT_F16 or TS_DT_BF16) and the K/V
  * storage (2 * n_layers arrays) taken from mem, which must outlive the pool;
  * mem == NULL: host memory. Only the storage moves: every bookkeeping array
  * stays in host memory. */

@@ -52,8 +52,8 @@ typedef struct ts_attn {
                                scaled scores, for merging partial results; may be NULL */
     const float *q;         /* [n_tok][n_heads * head_dim], RoPE applied */
     const void *k, *v;      /* this layer's pool: [n_blocks][n_kv_heads][block_size][head_dim] */
-    ts_dtype kv_dtype;      /* elements of k and v: TS_DT_F32 (0, every backend) or
-                               TS_DT_F16 (backends whose kv_f16 is set) */
+    ts_dtype kv_dtype;      /* elements of k and v: TS_DT_F32 (0, every backend), or
+                               TS_DT_F16 or TS_DT_BF16 (backends whose kv_half is set) */
     int n_heads, n_kv_heads, head_dim, block_size; /* n_heads % n_kv_heads == 0,
                                                        head_dim <= 512 */
     float scale;            /* usually 1/sqrt(head_dim) */
@@ -114,7 +114,7 @@ typedef struct ts_matmul_ex {
 
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
-    bool kv_f16;      /* kv_write, attention and attention_shared take f16 pools */
+    bool kv_half;     /* kv_write, attention and attention_shared take f16 and bf16 pools */
     void *ctx;        /* backend state passed as each op's first argument */
 
     /* y[n][w->rows] = x[n][w->cols] . w^T (+ bias[w->rows] when bias != NULL) */
@@ -137,7 +137,7 @@ typedef struct ts_ops {
     void (*swiglu)(void *ctx, float *out, const float *gate, const float *up, int n, int d);
     /* Stores k, v rows [n][n_kv_heads * head_dim] at pool slots slot[n]
      * (slot = block * block_size + row) of a pool laid out as ts_attn's, with
-     * elements of kv_dtype (f16: rounded to nearest even; as ts_attn's). */
+     * elements of kv_dtype (f16, bf16: rounded to nearest even; as ts_attn's). */
     void (*kv_write)(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, const float *k,
                      const float *v, const int32_t *slot, int n, int n_kv_heads,
                      int head_dim, int block_size);

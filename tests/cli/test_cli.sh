@@ -118,8 +118,15 @@ sys.exit(0 if r[\"accuracy\"]>=0.98 and r[\"reference_match\"]>=0.98 and r[\"pro
 check "eval-qa --kv-dtype f16 --mode repair(1.0) agrees with full" 'python3 -c "
 import json,sys; r=json.load(open(\"$tmp/c16\"))
 sys.exit(0 if r[\"agreement_with_full\"]==1.0 else 1)"'
-"$T" generate -m "$FACTS" -p hi -n 2 --kv-dtype bf16 >/dev/null 2>"$tmp/e"
-check "--kv-dtype bf16 refused with a clear error" '[ $? -ne 0 ] && grep -q "expected f32 or f16" "$tmp/e"'
+# a bf16 KV cache (f32's range in half the bytes): the same accuracy bar
+"$T" eval-qa -m "$FACTS" --cases "$FACTS/eval_dev.json" --threads 2 --kv-dtype bf16 $limit \
+    >"$tmp/evalb16" 2>"$tmp/e"
+check "eval-qa --kv-dtype bf16 exit status" '[ $? -eq 0 ]'
+check "eval-qa --kv-dtype bf16 accuracy >= 0.98 and reference match >= 0.98" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/evalb16\"))
+sys.exit(0 if r[\"accuracy\"]>=0.98 and r[\"reference_match\"]>=0.98 and r[\"prompt_mismatches\"]==0 else 1)"'
+"$T" generate -m "$FACTS" -p hi -n 2 --kv-dtype q8 >/dev/null 2>"$tmp/e"
+check "--kv-dtype q8 refused with a clear error" '[ $? -ne 0 ] && grep -q "expected f32, f16 or bf16" "$tmp/e"'
 
 echo "test_cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -391,36 +391,43 @@ static void check_shared(int G, int n_kv_heads, int hd, int n_kv, int n_rows) {
                "%s shared vs ref G=%d kvh=%d hd=%d n_kv=%d rows=%d err %g", be[e].name, G,
                n_kv_heads, hd, n_kv, n_rows, err);
     }
-    /* an f16 pool: the reference's f16 path and every backend against the
-     * reference over an f32 pool holding the same rounded values */
+    /* 16-bit pools (f16, bf16): the reference's 16-bit path and every
+     * backend against the reference over an f32 pool holding the same
+     * rounded values (the shared level widens tiles: f32 arithmetic) */
     uint16_t *kh = malloc(pool * 2), *vh = malloc(pool * 2);
     float *kw = malloc(pool * 4), *vw = malloc(pool * 4);
-    for (size_t i = 0; i < pool; i++) {
-        kh[i] = ts_f32_to_f16(b.k[i]), vh[i] = ts_f32_to_f16(b.v[i]);
-        kw[i] = ts_f16_to_f32(kh[i]), vw[i] = ts_f16_to_f32(vh[i]);
-    }
-    ts_attn_shared ws = sh;
-    ws.out = ro, ws.lse = rl, ws.k = kw, ws.v = vw;
-    poison(ro, no), poison(rl, nl);
-    ts_ref_attention_shared(NULL, &ws);
-    for (size_t i = 0; i < no; i++)
-        if (isnan(ro[i])) ro[i] = 0.0f;
-    for (size_t i = 0; i < nl; i++)
-        if (isnan(rl[i])) rl[i] = 0.0f;
-    ts_attn_shared hs = sh;
-    hs.k = kh, hs.v = vh, hs.kv_dtype = TS_DT_F16, hs.out = o, hs.lse = l;
-    for (int e = -1; e < n_be; e++) {
-        poison(o, no), poison(l, nl);
-        if (e < 0) ts_ref_attention_shared(NULL, &hs);
-        else be[e].ops->attention_shared(be[e].ops->ctx, &hs);
+    for (int di = 0; di < 2; di++) {
+        ts_dtype dt = di ? TS_DT_BF16 : TS_DT_F16;
+        for (size_t i = 0; i < pool; i++) {
+            kh[i] = di ? ts_f32_to_bf16(b.k[i]) : ts_f32_to_f16(b.k[i]);
+            vh[i] = di ? ts_f32_to_bf16(b.v[i]) : ts_f32_to_f16(b.v[i]);
+            kw[i] = di ? ts_bf16_to_f32(kh[i]) : ts_f16_to_f32(kh[i]);
+            vw[i] = di ? ts_bf16_to_f32(vh[i]) : ts_f16_to_f32(vh[i]);
+        }
+        ts_attn_shared ws = sh;
+        ws.out = ro, ws.lse = rl, ws.k = kw, ws.v = vw;
+        poison(ro, no), poison(rl, nl);
+        ts_ref_attention_shared(NULL, &ws);
         for (size_t i = 0; i < no; i++)
-            if (isnan(o[i])) o[i] = 0.0f;
+            if (isnan(ro[i])) ro[i] = 0.0f;
         for (size_t i = 0; i < nl; i++)
-            if (isnan(l[i])) l[i] = 0.0f;
-        double err = ts_test_rel_err(o, ro, no);
-        CHECKF(err < 1e-5 && lse_close(l, rl, nl, 1e-5),
-               "%s shared f16 pool G=%d kvh=%d hd=%d n_kv=%d rows=%d err %g",
-               e < 0 ? "ref" : be[e].name, G, n_kv_heads, hd, n_kv, n_rows, err);
+            if (isnan(rl[i])) rl[i] = 0.0f;
+        ts_attn_shared hs = sh;
+        hs.k = kh, hs.v = vh, hs.kv_dtype = dt, hs.out = o, hs.lse = l;
+        for (int e = -1; e < n_be; e++) {
+            poison(o, no), poison(l, nl);
+            if (e < 0) ts_ref_attention_shared(NULL, &hs);
+            else be[e].ops->attention_shared(be[e].ops->ctx, &hs);
+            for (size_t i = 0; i < no; i++)
+                if (isnan(o[i])) o[i] = 0.0f;
+            for (size_t i = 0; i < nl; i++)
+                if (isnan(l[i])) l[i] = 0.0f;
+            double err = ts_test_rel_err(o, ro, no);
+            CHECKF(err < 1e-5 && lse_close(l, rl, nl, 1e-5),
+                   "%s shared %s pool G=%d kvh=%d hd=%d n_kv=%d rows=%d err %g",
+                   e < 0 ? "ref" : be[e].name, di ? "bf16" : "f16", G, n_kv_heads, hd, n_kv,
+                   n_rows, err);
+        }
     }
     free(kh), free(vh), free(kw), free(vw);
     free(rows), free(ro), free(rl), free(o), free(l), free(seqs);

@@ -310,33 +310,42 @@ static int lse_close(const float *a, const float *b, size_t n, double tol) {
     return 1;
 }
 
-/* f16 pools: the reference over f32 pools holding the same (rounded)
- * values is the expectation for the op, and for the reference's own f16
- * path. a is c's case (out/lse are overwritten). */
-static void check_attention_f16(const ts_ops *ops, acase *c, ts_attn *a, float *out, float *lse,
-                                float *ro, float *rl, const char *isa, int nth) {
+/* 16-bit pools (dt f16 or bf16): the reference over f32 pools holding the
+ * same (rounded) values is the expectation for the op, and for the
+ * reference's own 16-bit path. a is c's case (out/lse are overwritten).
+ * With a bf16 pool the AVX-512 kernel multiplies bf16 operands (q rounded
+ * to bf16 for q.k, softmax weights rounded for p.V) where every row sees
+ * every slot of a chunk, so its bound is the bf16 one, 1e-2. */
+static void check_attention_half(const ts_ops *ops, acase *c, ts_attn *a, float *out, float *lse,
+                                 float *ro, float *rl, const char *isa, int nth, ts_dtype dt) {
     size_t pool = (size_t)c->n_blocks * c->n_kv_heads * c->bs * c->hd;
     size_t no = (size_t)c->n_tok * c->n_heads * c->hd, nl = (size_t)c->n_tok * c->n_heads;
     uint16_t *kh = malloc(pool * 2), *vh = malloc(pool * 2);
     float *kr = malloc(pool * 4), *vr = malloc(pool * 4);
+    const char *dn = dt == TS_DT_F16 ? "f16" : "bf16";
     for (size_t i = 0; i < pool; i++) {
-        kh[i] = ts_f32_to_f16(c->k[i]), vh[i] = ts_f32_to_f16(c->v[i]);
-        kr[i] = ts_f16_to_f32(kh[i]), vr[i] = ts_f16_to_f32(vh[i]);
+        if (dt == TS_DT_F16) {
+            kh[i] = ts_f32_to_f16(c->k[i]), vh[i] = ts_f32_to_f16(c->v[i]);
+            kr[i] = ts_f16_to_f32(kh[i]), vr[i] = ts_f16_to_f32(vh[i]);
+        } else {
+            kh[i] = ts_f32_to_bf16(c->k[i]), vh[i] = ts_f32_to_bf16(c->v[i]);
+            kr[i] = ts_bf16_to_f32(kh[i]), vr[i] = ts_bf16_to_f32(vh[i]);
+        }
     }
     ts_attn r = *a;
     r.out = ro, r.lse = rl, r.k = kr, r.v = vr, r.kv_dtype = TS_DT_F32;
     ts_ref_attention(NULL, &r);
     ts_attn h = r;
-    h.out = out, h.lse = lse, h.k = kh, h.v = vh, h.kv_dtype = TS_DT_F16;
+    h.out = out, h.lse = lse, h.k = kh, h.v = vh, h.kv_dtype = dt;
     poison(out, no), poison(lse, nl);
     ts_ref_attention(NULL, &h);
     CHECKF(ts_test_rel_err(out, ro, no) < 1e-6 && lse_close(lse, rl, nl, 1e-6),
-           "ref attention f16 pool vs widened f32 pool");
+           "ref attention %s pool vs widened f32 pool", dn);
     poison(out, no), poison(lse, nl);
     ops->attention(ops->ctx, &h);
     double e = ts_test_rel_err(out, ro, no);
-    CHECKF(e < 1e-5 && lse_close(lse, rl, nl, 1e-5), "%s/%d attention f16 pool G=%d hd=%d err %g",
-           isa, nth, c->n_heads / c->n_kv_heads, c->hd, e);
+    CHECKF(e < 1e-5 && lse_close(lse, rl, nl, 1e-5), "%s/%d attention %s pool G=%d hd=%d err %g",
+           isa, nth, dn, c->n_heads / c->n_kv_heads, c->hd, e);
     free(kh), free(vh), free(kr), free(vr);
 }
 
@@ -381,10 +390,44 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
                 poison(out, no);
                 ops->attention(ops->ctx, &a);
                 CHECKF(ts_test_rel_err(out, ro, no) < 1e-5, "%s/%d attention no-lse G=%d hd=%d", isa, nth, G, c.hd);
-                check_attention_f16(ops, &c, &a, out, lse, ro, rl, isa, nth);
+                check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_F16);
+                check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_BF16);
                 free(out), free(lse), free(ro), free(rl);
                 acase_free(&c);
             }
+        }
+    /* decode steps over long ranges (each sequence one query position): the
+     * kernels split each KV range into pieces and merge them; one sequence
+     * starts at kv_start (a cascade's own level) */
+    static const int dG[] = {1, 2, 4, 8}, dhd[] = {64, 128};
+    for (int gi = 0; gi < 4; gi++)
+        for (int hi = 0; hi < 2; hi++) {
+            if (light && (gi + hi) % 2) continue;
+            int G = dG[gi], n_kv_heads = G == 8 ? 1 : 2, nq[] = {1, 1, 1}, nkv[] = {1500, 700, 1111};
+            acase c;
+            acase_make(&c, G * n_kv_heads, n_kv_heads, dhd[hi], gi % 2 ? 1 : 3, nq, nkv);
+            if (c.n_seq > 1) c.seqs[1].kv_start = 300;
+            size_t no = (size_t)c.n_tok * c.n_heads * c.hd, nl = (size_t)c.n_tok * c.n_heads;
+            float *out = malloc(no * 4), *lse = malloc(nl * 4), *ro = malloc(no * 4),
+                  *rl = malloc(nl * 4);
+            ts_attn a = acase_attn(&c, ro, rl, true);
+            poison(ro, no), poison(rl, nl);
+            ts_ref_attention(NULL, &a);
+            a.out = out, a.lse = lse;
+            poison(out, no), poison(lse, nl);
+            ops->attention(ops->ctx, &a);
+            double e = ts_test_rel_err(out, ro, no);
+            CHECKF(e < 1e-5 && lse_close(lse, rl, nl, 1e-5),
+                   "%s/%d decode attention n_seq=%d G=%d hd=%d err %g", isa, nth, c.n_seq, G, c.hd, e);
+            a.lse = NULL;
+            poison(out, no);
+            ops->attention(ops->ctx, &a);
+            CHECKF(ts_test_rel_err(out, ro, no) < 1e-5, "%s/%d decode attention no-lse G=%d hd=%d",
+                   isa, nth, G, c.hd);
+            check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_F16);
+            check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_BF16);
+            free(out), free(lse), free(ro), free(rl);
+            acase_free(&c);
         }
     /* kv_write then read back through the block table */
     int n = 5, nkh = 2, hd = 16, bs = 4;
@@ -393,10 +436,12 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
     fill(k, 160), fill(v, 160);
     poison(kp, sizeof kp / 4), poison(vp, sizeof vp / 4);
     ops->kv_write(ops->ctx, kp, vp, TS_DT_F32, k, v, slot, n, nkh, hd, bs);
-    uint16_t kh[8 * 2 * 4 * 16], vh[8 * 2 * 4 * 16];
+    uint16_t kh[8 * 2 * 4 * 16], vh[8 * 2 * 4 * 16], kb[8 * 2 * 4 * 16], vb[8 * 2 * 4 * 16];
     memset(kh, 0xff, sizeof kh), memset(vh, 0xff, sizeof vh);
+    memset(kb, 0xff, sizeof kb), memset(vb, 0xff, sizeof vb);
     ops->kv_write(ops->ctx, kh, vh, TS_DT_F16, k, v, slot, n, nkh, hd, bs);
-    int ok = 1, ok16 = 1;
+    ops->kv_write(ops->ctx, kb, vb, TS_DT_BF16, k, v, slot, n, nkh, hd, bs);
+    int ok = 1, ok16 = 1, okb = 1;
     for (int i = 0; i < n; i++)
         for (int h = 0; h < nkh; h++)
             for (int e = 0; e < hd; e++) {
@@ -404,9 +449,11 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
                 size_t x = (size_t)(i * nkh + h) * hd + e;
                 ok &= kp[o] == k[x] && vp[o] == v[x];
                 ok16 &= kh[o] == ts_f32_to_f16(k[x]) && vh[o] == ts_f32_to_f16(v[x]);
+                okb &= kb[o] == ts_f32_to_bf16(k[x]) && vb[o] == ts_f32_to_bf16(v[x]);
             }
     CHECKF(ok, "%s/%d kv_write", isa, nth);
     CHECKF(ok16, "%s/%d kv_write f16", isa, nth);
+    CHECKF(okb, "%s/%d kv_write bf16", isa, nth);
 }
 
 /* ts_f32_to_f16 against the processor's own conversion (F16C, round to

@@ -18,6 +18,12 @@ static inline float hmax8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* out[0..3] = the sums of the lanes of a, b, c and d. */
+static inline void hsum4(__m256 a, __m256 b, __m256 c, __m256 d, float *out) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+}
+
 #define VF __m256
 #define VW 8
 #define V_LOAD(p) _mm256_loadu_ps(p)
@@ -30,8 +36,13 @@ static inline float hmax8(__m256 v) {
 #define V_ZERO() _mm256_setzero_ps()
 #define V_HSUM(v) hsum8(v)
 #define V_HMAX(v) hmax8(v)
+#define V_HSUM4(a, b, c, d, out) hsum4(a, b, c, d, out)
+#define V_NREG 16
 #define V_EXP(v) v_exp(v)
 #define V_LOAD_H(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define V_LOAD_B(p)                                                                             \
+    _mm256_castsi256_ps(                                                                        \
+        _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(p))), 16))
 #define ATTN_FN ts_avx2_attention
 
 #include "ops/cpu/attn_tmpl.h"

@@ -21,6 +21,17 @@ static inline __m512 v_exp(__m512 x) {
     return _mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
 }
 
+/* out[0..3] = the sums of the lanes of a, b, c and d. */
+static inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, float *out) {
+#define HALF_SUM(v)                                                                             \
+    _mm256_add_ps(_mm512_castps512_ps256(v),                                                    \
+                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)))
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(HALF_SUM(a), HALF_SUM(b)),
+                              _mm256_hadd_ps(HALF_SUM(c), HALF_SUM(d)));
+#undef HALF_SUM
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
+}
+
 #define VF __m512
 #define VW 16
 #define V_LOAD(p) _mm512_loadu_ps(p)
@@ -33,8 +44,13 @@ static inline __m512 v_exp(__m512 x) {
 #define V_ZERO() _mm512_setzero_ps()
 #define V_HSUM(v) _mm512_reduce_add_ps(v)
 #define V_HMAX(v) _mm512_reduce_max_ps(v)
+#define V_HSUM4(a, b, c, d, out) hsum4(a, b, c, d, out)
+#define V_NREG 32
 #define V_EXP(v) v_exp(v)
 #define V_LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define V_LOAD_B(p)                                                                             \
+    _mm512_castsi512_ps(                                                                        \
+        _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(p))), 16))
 #define ATTN_FN ts_avx512_attention
 
 #include "ops/cpu/attn_tmpl.h"

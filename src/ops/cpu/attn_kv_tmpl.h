@@ -35,33 +35,78 @@ static void KVF(dotv2)(const float *a0, const float *a1, const KV_T *b, int hd, 
     *s1 = V_HSUM(V_ADD(y0, y1));
 }
 
-/* O[r] += sum_t P[r][t] V[t] for R <= 4 rows (P = S, row stride TS_AC) over
- * slots t0 .. t0 + cn - 1, every row seeing every slot. Each 2-vector column
- * strip of O stays in registers while the slots stream by, so O is loaded
- * and stored once per chunk instead of once per slot. */
-TS_INLINE_A void KVF(pv_strip)(float *O, const float *S, const KV_T *const *vr, int cn,
-                               int R, int hd) {
-    for (int c = 0; c < hd; c += 2 * VW) {
-        VF o[4][2];
+/* S[r][0..3] = Q[r] . k[0..3] for nq <= 4 query rows (row stride hd; S row
+ * stride TS_AC): four slots at a time, so each K vector is widened once for
+ * every row and the 4 x nq dot products end in V_HSUM4 reductions instead
+ * of one horizontal sum each. */
+TS_INLINE_A void KVF(qk_x4)(float *S, const float *Q, int nq, const KV_T *const *k, int hd) {
+    VF acc[4][4];
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < nq; r++)
+        for (int u = 0; u < 4; u++) acc[r][u] = V_ZERO();
+    _Pragma("GCC unroll 16")
+    for (int c = 0; c < hd; c += VW) {
         _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++) {
-            o[r][0] = V_LOAD(O + (size_t)r * hd + c);
-            o[r][1] = V_LOAD(O + (size_t)r * hd + c + VW);
+        for (int u = 0; u < 4; u++) {
+            VF kv = KV_LD(k[u] + c);
+            _Pragma("GCC unroll 4")
+            for (int r = 0; r < nq; r++)
+                acc[r][u] = V_FMA(V_LOAD(Q + (size_t)r * hd + c), kv, acc[r][u]);
         }
+    }
+    _Pragma("GCC unroll 4")
+    for (int r = 0; r < nq; r++)
+        V_HSUM4(acc[r][0], acc[r][1], acc[r][2], acc[r][3], S + (size_t)r * TS_AC);
+}
+
+/* qk_x4 for R rows, in groups of as many as the registers hold. */
+TS_INLINE_A void KVF(qk_rows_x4)(float *S, const float *Q, int R, const KV_T *const *k, int hd) {
+    enum { QR = V_NREG >= 32 ? 4 : 2 };
+    for (int r = 0; r < R; r += QR) {
+        float *Sr = S + (size_t)r * TS_AC;
+        const float *Qr = Q + (size_t)r * hd;
+        switch (R - r < QR ? R - r : QR) {
+        case 1: KVF(qk_x4)(Sr, Qr, 1, k, hd); break;
+        case 2: KVF(qk_x4)(Sr, Qr, 2, k, hd); break;
+        case 3: KVF(qk_x4)(Sr, Qr, 3, k, hd); break;
+        default: KVF(qk_x4)(Sr, Qr, 4, k, hd); break;
+        }
+    }
+}
+
+/* O[r] += sum_t P[r][t] V[t] for R <= 4 rows (P = S, row stride TS_AC) over
+ * slots t0 .. t0 + cn - 1, every row seeing every slot. A column strip of W
+ * vectors of every row's O stays in registers while the slots stream by, so
+ * O is loaded and stored once per chunk and each V vector is widened once
+ * for all rows. The same columns of the next chunk's V rows pf[0, npf) are
+ * prefetched as they go. */
+TS_INLINE_A void KVF(pv_strip)(float *O, const float *S, const KV_T *const *vr, int cn,
+                               int R, int W, int hd, const KV_T *const *pf, int npf) {
+    for (int c = 0; c < hd; c += W * VW) {
+        VF o[4][8];
+        _Pragma("GCC unroll 4")
+        for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8")
+            for (int w = 0; w < W; w++) o[r][w] = V_LOAD(O + (size_t)r * hd + c + w * VW);
         for (int t = 0; t < cn; t++) {
-            VF v0 = KV_LD(vr[t] + c), v1 = KV_LD(vr[t] + c + VW);
+            if (t < npf)
+                _Pragma("GCC unroll 8")
+                for (size_t b = 0; b < (size_t)W * VW * sizeof(KV_T); b += 64)
+                    _mm_prefetch((const char *)(pf[t] + c) + b, _MM_HINT_T0);
+            VF v[8];
+            _Pragma("GCC unroll 8")
+            for (int w = 0; w < W; w++) v[w] = KV_LD(vr[t] + c + w * VW);
             _Pragma("GCC unroll 4")
             for (int r = 0; r < R; r++) {
                 VF p = V_SET1(S[(size_t)r * TS_AC + t]);
-                o[r][0] = V_FMA(p, v0, o[r][0]);
-                o[r][1] = V_FMA(p, v1, o[r][1]);
+                _Pragma("GCC unroll 8")
+                for (int w = 0; w < W; w++) o[r][w] = V_FMA(p, v[w], o[r][w]);
             }
         }
         _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++) {
-            V_STORE(O + (size_t)r * hd + c, o[r][0]);
-            V_STORE(O + (size_t)r * hd + c + VW, o[r][1]);
-        }
+        for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8")
+            for (int w = 0; w < W; w++) V_STORE(O + (size_t)r * hd + c + w * VW, o[r][w]);
     }
 }
 
@@ -80,27 +125,52 @@ static void KVF(kv_rows)(const KV_T **kr, const KV_T **vr, const ts_attn *a,
     }
 }
 
-static void KVF(pv_small)(float *O, const float *S, const KV_T *const *vr, int cn, int R,
-                          int hd) {
+/* pv_strip with the widest strip (2, 4 or 8 vectors) whose R x W
+ * accumulators fit in half the registers and that divides hd (a multiple
+ * of 2 VW). */
+TS_INLINE_A void KVF(pv_small)(float *O, const float *S, const KV_T *const *vr, int cn, int R,
+                               int hd, const KV_T *const *pf, int npf) {
+    int w = V_NREG / 2 / R >= 8 ? 8 : V_NREG / 2 / R >= 4 ? 4 : 2;
+    while (w > 2 && hd % (w * VW) != 0) w /= 2;
+#define PV_R(RR)                                                                                \
+    case RR:                                                                                    \
+        if (w == 8) KVF(pv_strip)(O, S, vr, cn, RR, 8, hd, pf, npf);                            \
+        else if (w == 4) KVF(pv_strip)(O, S, vr, cn, RR, 4, hd, pf, npf);                       \
+        else KVF(pv_strip)(O, S, vr, cn, RR, 2, hd, pf, npf);                                   \
+        break;
     switch (R) {
-    case 1: KVF(pv_strip)(O, S, vr, cn, 1, hd); break;
-    case 2: KVF(pv_strip)(O, S, vr, cn, 2, hd); break;
-    case 3: KVF(pv_strip)(O, S, vr, cn, 3, hd); break;
-    default: KVF(pv_strip)(O, S, vr, cn, 4, hd); break;
+        PV_R(1)
+        PV_R(2)
+        PV_R(3)
+        default: PV_R(4)
     }
+#undef PV_R
 }
 
-/* Runs one item: sequence s, KV head h, query positions [i0, i1). */
-static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, int i1) {
+/* Prefetches for slot t of a chunk (see the chunk loop below). */
+TS_INLINE_A void KVF(chunk_prefetch)(const KV_T *const *kr, const KV_T *const *vr, int t, int cn,
+                                     int nr, bool first, int hd) {
+    if (first) {
+        if (t + KV_APF < cn) kv_prefetch_row(kr[t + KV_APF], hd * sizeof(KV_T));
+        kv_prefetch_row(vr[t], hd * sizeof(KV_T));
+    }
+    if (t + TS_AC < nr) kv_prefetch_row(kr[t + TS_AC], hd * sizeof(KV_T));
+}
+
+/* Runs one item: sequence s, KV head h, query positions [i0, i1), piece ks
+ * of the KV range (j->n_split > 1: its partial goes to j->part_o/part_l),
+ * head_dim hd (a constant where the caller can make it one). */
+TS_INLINE_A void KVF(attn_item_hd)(const attn_job *j, float *scr, int s, int h, int i0, int i1,
+                                   int ks, int hd) {
     const ts_attn *a = j->a;
     const ts_attn_seq *sq = &a->seqs[s];
-    int hd = a->head_dim, G = j->group, R = (i1 - i0) * G;
-    size_t qstride = (size_t)a->n_heads * (size_t)hd;
+    int G = j->group, R = (i1 - i0) * G;
+    size_t qstride = (size_t)a->n_heads * (size_t)hd, nh = (size_t)a->n_heads;
     float *Q = scr, *O = Q + (size_t)R * hd, *S = O + (size_t)R * hd, *M = S + (size_t)R * TS_AC,
           *L = M + R;
     int lim[TS_AROWS]; /* last visible slot per row */
     int tmax = 0, lmin = INT_MAX;
-    const KV_T *kr[TS_AC + KV_APF], *vr[TS_AC + KV_APF]; /* this chunk's rows and a few more */
+    const KV_T *kr[2 * TS_AC], *vr[2 * TS_AC]; /* this chunk's rows and the next's */
     for (int r = 0; r < R; r++) {
         int i = i0 + r / G, hq = h * G + r % G;
         const float *q = a->q + (size_t)(sq->q_start + i) * qstride + (size_t)hq * hd;
@@ -116,20 +186,30 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
         L[r] = 0.0f;
     }
     /* slots before kv_start belong to a shared level computed elsewhere */
-    for (int t0 = sq->kv_start > 0 ? sq->kv_start : 0; t0 < tmax; t0 += TS_AC) {
+    int first = sq->kv_start > 0 ? sq->kv_start : 0;
+    if (j->n_split > 1) {
+        if (first < ks * j->sps) first = ks * j->sps;
+        if (tmax > (ks + 1) * j->sps) tmax = (ks + 1) * j->sps;
+    }
+    for (int t0 = first; t0 < tmax; t0 += TS_AC) {
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
-        int nr = tmax - t0 < TS_AC + KV_APF ? tmax - t0 : TS_AC + KV_APF;
+        int nr = tmax - t0 < 2 * TS_AC ? tmax - t0 : 2 * TS_AC;
         KVF(kv_rows)(kr, vr, a, sq->blocks, h, t0, nr);
-        /* scores; K and V rows KV_APF slots ahead are prefetched (blocks are
-         * scattered, so hardware prefetch cannot follow the table) */
-        for (int t = 0; t < cn; t++) {
-            if (t + KV_APF < nr) {
-                const char *kn = (const char *)kr[t + KV_APF], *vn = (const char *)vr[t + KV_APF];
-                for (size_t c = 0; c < (size_t)hd * sizeof(KV_T); c += 64) {
-                    _mm_prefetch(kn + c, _MM_HINT_T0);
-                    _mm_prefetch(vn + c, _MM_HINT_T0);
-                }
+        /* Blocks are scattered, so hardware prefetch cannot follow the
+         * table: the next chunk's K rows are prefetched while this chunk is
+         * scored and its V rows during P V, which keeps loads in flight in
+         * both phases. The first chunk fetches its own K KV_APF slots ahead
+         * and its V a chunk ahead of use. */
+        bool all_see = t0 + cn - 1 <= lmin; /* every row sees the whole chunk */
+        int t = 0;
+        if (all_see)
+            for (; t + 4 <= cn; t += 4) {
+                for (int u = 0; u < 4; u++)
+                    KVF(chunk_prefetch)(kr, vr, t + u, cn, nr, t0 == first, hd);
+                KVF(qk_rows_x4)(S + t, Q, R, kr + t, hd);
             }
+        for (; t < cn; t++) {
+            KVF(chunk_prefetch)(kr, vr, t, cn, nr, t0 == first, hd);
             const KV_T *kp = kr[t];
             int r = 0;
             for (; r + 2 <= R; r += 2) {
@@ -150,14 +230,15 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
         for (int r = 0; r < R; r++)
             softmax_chunk(S + (size_t)r * TS_AC, cn, &M[r], &L[r], O + (size_t)r * hd, hd);
         /* O += P V */
-        if (R <= 4 && hd % (2 * VW) == 0 && t0 + cn - 1 <= lmin) {
+        if (R <= 4 && hd % (2 * VW) == 0 && all_see) {
             /* few rows that see the whole chunk (decode): O in registers, a
-             * column strip of 2 vectors at a time over every slot */
-            KVF(pv_small)(O, S, vr, cn, R, hd);
+             * column strip at a time over every slot */
+            KVF(pv_small)(O, S, vr, cn, R, hd, vr + TS_AC, nr - TS_AC);
             continue;
         }
-        for (int t = 0; t < cn; t++) {
+        for (t = 0; t < cn; t++) {
             const KV_T *vp = vr[t];
+            if (t + TS_AC < nr) kv_prefetch_row(vr[t + TS_AC], hd * sizeof(KV_T));
             for (int r = 0; r < R; r++) {
                 float p = S[(size_t)r * TS_AC + t];
                 if (p == 0.0f) continue;
@@ -172,12 +253,23 @@ static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, 
         int i = i0 + r / G, hq = h * G + r % G;
         size_t row = (size_t)(sq->q_start + i);
         float *o = a->out + row * qstride + (size_t)hq * hd;
+        float *l = a->lse ? a->lse + row * nh + (size_t)hq : NULL;
+        if (j->n_split > 1) {
+            size_t pr = ((size_t)ks * (size_t)j->n_tok + row) * nh + (size_t)hq;
+            o = j->part_o + pr * (size_t)hd;
+            l = j->part_l + pr;
+        }
         float inv = L[r] > 0.0f ? 1.0f / L[r] : 0.0f;
         VF vi = V_SET1(inv);
         for (int c = 0; c < hd; c += VW) V_STORE(o + c, V_MUL(V_LOAD(O + (size_t)r * hd + c), vi));
-        if (a->lse)
-            a->lse[row * (size_t)a->n_heads + (size_t)hq] =
-                L[r] > 0.0f ? M[r] + logf(L[r]) : -INFINITY;
+        if (l) *l = L[r] > 0.0f ? M[r] + logf(L[r]) : -INFINITY;
     }
 }
 
+static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, int i1, int ks) {
+    switch (j->a->head_dim) { /* the usual head sizes unrolled */
+    case 128: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 128); break;
+    case 64: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 64); break;
+    default: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, j->a->head_dim); break;
+    }
+}

@@ -135,7 +135,7 @@ static void sh_item(const shared_job *j, float *scr, int h, int i0, int i1, int 
     }
     for (int tile = k0; tile < k1; tile++) {
         int t0 = tile * TS_AC, cn = a->n_kv - t0 < TS_AC ? a->n_kv - t0 : TS_AC;
-        for (int t = 0; t < cn; t++) { /* f16 rows widened into the tile after L */
+        for (int t = 0; t < cn; t++) { /* 16-bit rows widened into the tile after L */
             size_t off = ts_kv_off(a->blocks, t0 + t, h, a->n_kv_heads, a->block_size, hd);
             kp[t] = kv_row_f32(L + R + (size_t)(2 * t) * hd, a->k, a->kv_dtype, off, hd);
             vp[t] = kv_row_f32(L + R + (size_t)(2 * t + 1) * hd, a->v, a->kv_dtype, off, hd);
@@ -170,7 +170,7 @@ static void sh_task(void *vctx, int ith, int nth) {
     const ts_attn_shared *a = j->a;
     size_t R = (size_t)j->rpc * (size_t)j->group;
     size_t floats = 2 * R * (size_t)a->head_dim + R * TS_AC + 2 * R;
-    if (a->kv_dtype == TS_DT_F16) floats += 2 * (size_t)TS_AC * (size_t)a->head_dim; /* tile */
+    if (a->kv_dtype != TS_DT_F32) floats += 2 * (size_t)TS_AC * (size_t)a->head_dim; /* tile */
     float *scr = ts_scratch_get(&j->cpu->thr[ith], floats * sizeof(float));
     if (!scr) {
         j->fail = 1;

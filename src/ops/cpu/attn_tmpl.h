@@ -1,10 +1,12 @@
 /* Flash-style paged attention, written once over a small vector vocabulary
  * and included by attn_avx2.c and attn_avx512.c, which define:
  *   VF, VW (floats per vector), V_LOAD, V_STORE, V_FMA(a, b, c) = a*b + c,
- *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN, and
- *   V_LOAD_H(p): VW f16 values widened to a VF.
+ *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN,
+ *   V_LOAD_H(p), V_LOAD_B(p): VW f16 or bf16 values widened to a VF,
+ *   V_HSUM4(a, b, c, d, out):
+ *   out[0..3] = the four vectors' sums, and V_NREG: vector registers.
  * The per-item kernels (attn_kv_tmpl.h) are compiled once per pool element
- * type (f32, f16), loading K and V rows in place.
+ * type (f32, f16, bf16), loading K and V rows in place.
  *
  * Work item = (sequence, KV head, tile of query positions). Its rows are
  * every (query position, q head of the GQA group) pair, so each K and V
@@ -13,7 +15,12 @@
  * slots with an online softmax (running max m, sum l, output O rescaled
  * when m grows), so no n x n score matrix exists. Items are handed out
  * through an atomic counter because causal tiles differ in cost. A row sees
- * slots [kv_start, its last]; an empty range leaves L = 0: out 0, lse -inf. */
+ * slots [kv_start, its last]; an empty range leaves L = 0: out 0, lse -inf.
+ *
+ * Decode steps have few items (one per sequence and KV head), too few to
+ * share out evenly, so there each item's KV range is split into pieces of
+ * whole chunks: each piece leaves a partial (out, lse) per row in scratch,
+ * and a second pool run merges them by the log-sum-exp rule. */
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -22,44 +29,53 @@
 
 #define TS_AC 64      /* KV slots per chunk (a multiple of VW) */
 #define TS_AROWS 32   /* rows per work item: query positions x group */
+#define TS_MERGE_HEADS 256 /* most q heads a split decode merges */
 
 typedef struct attn_job {
     ts_cpu *cpu;
     const ts_attn *a;
     int group, tq, n_tiles_max;
+    int n_split, sps, n_tok; /* KV pieces per item, slots per piece, rows of q */
+    float *part_o;           /* n_split > 1: [n_split][n_tok][n_heads][head_dim] */
+    float *part_l;           /*              [n_split][n_tok][n_heads] */
     long n_items;
     _Atomic long next;
     _Atomic int fail;
 } attn_job;
 
 /* The row at element offset off of a pool as f32: the pool's own (f32) or
- * widened into dst[hd] (f16). */
+ * widened into dst[hd] (f16, bf16). */
 TS_INLINE_A const float *kv_row_f32(float *dst, const void *pool, ts_dtype dt, size_t off,
                                     int hd) {
-    if (dt != TS_DT_F16) return (const float *)pool + off;
     const uint16_t *h = (const uint16_t *)pool + off;
-    for (int c = 0; c < hd; c += VW) V_STORE(dst + c, V_LOAD_H(h + c));
+    if (dt == TS_DT_F16)
+        for (int c = 0; c < hd; c += VW) V_STORE(dst + c, V_LOAD_H(h + c));
+    else if (dt == TS_DT_BF16)
+        for (int c = 0; c < hd; c += VW) V_STORE(dst + c, V_LOAD_B(h + c));
+    else
+        return (const float *)pool + off;
     return dst;
 }
 
-/* One row's online-softmax step over a chunk of scores Sr[0, cn) (Sr has
- * TS_AC entries; the rest are set to -inf): Sr becomes e^(s - m) for the
- * new running max m, and the row's sum *L and output Or[hd] are rescaled
- * from the old max *M to m. A row that sees nothing in the chunk gets
- * Sr = 0 and keeps *M, *L and Or. */
+/* One row's online-softmax step over a chunk of scores Sr[0, cn): Sr
+ * becomes e^(s - m) for the new running max m (0 from cn up to the next
+ * multiple of VW), and the row's sum *L and output Or[hd] are rescaled from
+ * the old max *M to m. A row that sees nothing in the chunk gets Sr = 0 and
+ * keeps *M, *L and Or. */
 TS_INLINE_A void softmax_chunk(float *Sr, int cn, float *M, float *L, float *Or, int hd) {
-    for (int t = cn; t < TS_AC; t++) Sr[t] = -INFINITY;
+    int n = (cn + VW - 1) / VW * VW; /* entries from n on are never read */
+    for (int t = cn; t < n; t++) Sr[t] = -INFINITY;
     VF mx = V_SET1(-INFINITY);
-    for (int t = 0; t < TS_AC; t += VW) mx = V_MAX(mx, V_LOAD(Sr + t));
+    for (int t = 0; t < n; t += VW) mx = V_MAX(mx, V_LOAD(Sr + t));
     float cm = V_HMAX(mx);
     if (cm == -INFINITY) {
-        for (int t = 0; t < TS_AC; t += VW) V_STORE(Sr + t, V_ZERO());
+        for (int t = 0; t < n; t += VW) V_STORE(Sr + t, V_ZERO());
         return;
     }
     float mn = cm > *M ? cm : *M;
     float corr = expf(*M - mn); /* 0 on a row's first chunk */
     VF sum = V_ZERO();
-    for (int t = 0; t < TS_AC; t += VW) {
+    for (int t = 0; t < n; t += VW) {
         VF p = V_EXP(V_ADD(V_LOAD(Sr + t), V_SET1(-mn)));
         V_STORE(Sr + t, p);
         sum = V_ADD(sum, p);
@@ -70,6 +86,11 @@ TS_INLINE_A void softmax_chunk(float *Sr, int cn, float *M, float *L, float *Or,
         VF vc = V_SET1(corr);
         for (int c = 0; c < hd; c += VW) V_STORE(Or + c, V_MUL(V_LOAD(Or + c), vc));
     }
+}
+
+/* Brings the row of n bytes at p towards L1. */
+TS_INLINE_A void kv_prefetch_row(const void *p, size_t n) {
+    for (size_t c = 0; c < n; c += 64) _mm_prefetch((const char *)p + c, _MM_HINT_T0);
 }
 
 /* KV_APF: slots prefetched ahead, ~4 KiB of K and of V at head_dim 128
@@ -88,6 +109,11 @@ TS_INLINE_A void softmax_chunk(float *Sr, int cn, float *M, float *L, float *Or,
 #define KVF(name) name##_f16
 #define KV_APF 16
 #include "ops/cpu/attn_kv_tmpl.h"
+#undef KV_LD
+#undef KVF
+#define KV_LD(p) V_LOAD_B(p)
+#define KVF(name) name##_bf16
+#include "ops/cpu/attn_kv_tmpl.h"
 #undef KV_T
 #undef KV_LD
 #undef KVF
@@ -98,16 +124,18 @@ static void attn_task(void *vctx, int ith, int nth) {
     attn_job *j = vctx;
     const ts_attn *a = j->a;
     size_t R = (size_t)j->tq * (size_t)j->group;
-    size_t floats = 2 * R * (size_t)a->head_dim + R * TS_AC + 2 * R;
+    size_t floats = 2 * R * (size_t)a->head_dim + R * TS_AC + 2 * R; /* Q, O, S, M, L */
     float *scr = ts_scratch_get(&j->cpu->thr[ith], floats * sizeof(float));
     if (!scr) {
         j->fail = 1;
         return;
     }
-    /* item = (s * n_kv_heads + h) * n_tiles_max + tile */
+    /* item = ((s * n_kv_heads + h) * n_tiles_max + tile) * n_split + piece */
     for (;;) {
         long it = atomic_fetch_add(&j->next, 1);
         if (it >= j->n_items) break;
+        int ks = (int)(it % j->n_split);
+        it /= j->n_split;
         int tile = (int)(it % j->n_tiles_max);
         long sh = it / j->n_tiles_max;
         int h = (int)(sh % a->n_kv_heads), s = (int)(sh / a->n_kv_heads);
@@ -115,9 +143,55 @@ static void attn_task(void *vctx, int ith, int nth) {
         int i0 = tile * j->tq;
         if (i0 >= sq->n_q) continue;
         int i1 = i0 + j->tq < sq->n_q ? i0 + j->tq : sq->n_q;
-        if (a->kv_dtype == TS_DT_F16) attn_item_f16(j, scr, s, h, i0, i1);
-        else attn_item_f32(j, scr, s, h, i0, i1);
+        if (a->kv_dtype == TS_DT_F16) attn_item_f16(j, scr, s, h, i0, i1, ks);
+        else if (a->kv_dtype == TS_DT_BF16) attn_item_bf16(j, scr, s, h, i0, i1, ks);
+        else attn_item_f32(j, scr, s, h, i0, i1, ks);
     }
+}
+
+/* out (and lse) of every row = the merge of its n_split partials. */
+static void attn_merge_task(void *vctx, int ith, int nth) {
+    const attn_job *j = vctx;
+    const ts_attn *a = j->a;
+    size_t hd = (size_t)a->head_dim, nh = (size_t)a->n_heads, per = (size_t)j->n_tok * nh;
+    long lo, hi;
+    ts_pool_range(j->n_tok, ith, nth, &lo, &hi);
+    for (long i = lo; i < hi; i++) {
+        float *o = a->out + (size_t)i * nh * hd, l[TS_MERGE_HEADS], *lp = a->lse ? a->lse + i * nh : l;
+        memcpy(o, j->part_o + (size_t)i * nh * hd, nh * hd * sizeof(float));
+        memcpy(lp, j->part_l + (size_t)i * nh, nh * sizeof(float));
+        for (int ks = 1; ks < j->n_split; ks++) {
+            size_t p = (size_t)ks * per + (size_t)i * nh;
+            ts_attn_merge(o, lp, j->part_o + p * hd, j->part_l + p, 1, a->n_heads, a->head_dim);
+        }
+    }
+}
+
+/* Splits decode items' KV ranges (every sequence one query position, fewer
+ * than 8 items a thread) into pieces of >= 4 chunks, aiming at 8 items a
+ * thread; takes the partials' scratch. Returns false when out of memory. */
+static bool attn_plan_split(attn_job *j, int max_q, int max_kv) {
+    const ts_attn *a = j->a;
+    int nth = j->cpu->nth;
+    j->n_split = 1;
+    j->sps = INT_MAX;
+    if (max_q != 1 || nth < 2 || a->n_heads > TS_MERGE_HEADS) return true;
+    long base = (long)a->n_seq * a->n_kv_heads;
+    long want = (8L * nth + base - 1) / base, chunks = (max_kv + TS_AC - 1) / TS_AC;
+    if (want > chunks / 4) want = chunks / 4;
+    if (want < 2) return true;
+    int cps = (int)((chunks + want - 1) / want); /* chunks per piece */
+    j->sps = cps * TS_AC;
+    j->n_split = (int)((chunks + cps - 1) / cps);
+    j->n_tok = 0;
+    for (int s = 0; s < a->n_seq; s++)
+        if (a->seqs[s].q_start + a->seqs[s].n_q > j->n_tok) j->n_tok = a->seqs[s].q_start + a->seqs[s].n_q;
+    size_t nrh = (size_t)j->n_split * (size_t)j->n_tok * (size_t)a->n_heads;
+    float *p = ts_scratch_get(&j->cpu->shared, nrh * ((size_t)a->head_dim + 1) * sizeof(float));
+    if (!p) return false;
+    j->part_o = p;
+    j->part_l = p + nrh * (size_t)a->head_dim;
+    return true;
 }
 
 void ATTN_FN(void *ctx, const ts_attn *a) {
@@ -128,14 +202,24 @@ void ATTN_FN(void *ctx, const ts_attn *a) {
         return;
     }
     attn_job j = {.cpu = cpu, .a = a, .group = G, .tq = TS_AROWS / G};
-    int max_q = 0;
-    for (int s = 0; s < a->n_seq; s++)
+    int max_q = 0, max_kv = 0;
+    for (int s = 0; s < a->n_seq; s++) {
         if (a->seqs[s].n_q > max_q) max_q = a->seqs[s].n_q;
+        if (a->seqs[s].n_kv > max_kv) max_kv = a->seqs[s].n_kv;
+    }
     if (max_q < j.tq) j.tq = max_q > 0 ? max_q : 1;
     j.n_tiles_max = (max_q + j.tq - 1) / j.tq;
     if (j.n_tiles_max < 1) j.n_tiles_max = 1;
-    j.n_items = (long)a->n_seq * a->n_kv_heads * j.n_tiles_max;
+    if (!attn_plan_split(&j, max_q, max_kv)) {
+        ts_ref_attention(ctx, a);
+        return;
+    }
+    j.n_items = (long)a->n_seq * a->n_kv_heads * j.n_tiles_max * j.n_split;
     atomic_init(&j.next, 0);
     ts_pool_run(cpu->pool, attn_task, &j);
-    if (j.fail) ts_ref_attention(ctx, a);
+    if (j.fail) {
+        ts_ref_attention(ctx, a);
+        return;
+    }
+    if (j.n_split > 1) ts_pool_run(cpu->pool, attn_merge_task, &j);
 }

@@ -137,7 +137,7 @@ ts_cpu *ts_cpu_create(ts_pool *pool, ts_cpu_isa isa) {
 
     ts_ops *o = &cpu->ops;
     o->ctx = cpu;
-    o->kv_f16 = true;
+    o->kv_half = true;
     o->matmul = ts_ref_matmul;
     o->embed = ts_ref_embed;
     o->rmsnorm = ts_ref_rmsnorm;

@@ -56,14 +56,15 @@ static inline size_t ts_kv_off(const int32_t *blocks, int t, int h, int n_kv_hea
 }
 
 /* Slot t's row of KV head h as f32: the pool's own row (f32 pool) or its
- * widening into buf[head_dim] (f16 pool). */
+ * widening into buf[head_dim] (f16, bf16 pool). */
 static inline const float *ts_kv_row(float *buf, const void *pool, ts_dtype dt,
                                      const int32_t *blocks, int t, int h, int n_kv_heads,
                                      int block_size, int head_dim) {
     size_t off = ts_kv_off(blocks, t, h, n_kv_heads, block_size, head_dim);
-    if (dt != TS_DT_F16) return (const float *)pool + off;
+    if (dt != TS_DT_F16 && dt != TS_DT_BF16) return (const float *)pool + off;
     const uint16_t *r = (const uint16_t *)pool + off;
-    for (int c = 0; c < head_dim; c++) buf[c] = ts_f16_to_f32(r[c]);
+    for (int c = 0; c < head_dim; c++)
+        buf[c] = dt == TS_DT_F16 ? ts_f16_to_f32(r[c]) : ts_bf16_to_f32(r[c]);
     return buf;
 }
 

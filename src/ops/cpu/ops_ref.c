@@ -86,11 +86,12 @@ void ts_ref_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, c
         for (int h = 0; h < n_kv_heads; h++) {
             size_t dst = ((b * (size_t)n_kv_heads + (size_t)h) * (size_t)block_size + r) * hd;
             size_t src = ((size_t)i * (size_t)n_kv_heads + (size_t)h) * hd;
-            if (kv_dtype == TS_DT_F16) {
+            if (kv_dtype == TS_DT_F16 || kv_dtype == TS_DT_BF16) {
                 uint16_t *kd = (uint16_t *)k_pool + dst, *vd = (uint16_t *)v_pool + dst;
+                uint16_t (*cv)(float) = kv_dtype == TS_DT_F16 ? ts_f32_to_f16 : ts_f32_to_bf16;
                 for (size_t c = 0; c < hd; c++) {
-                    kd[c] = ts_f32_to_f16(k[src + c]);
-                    vd[c] = ts_f32_to_f16(v[src + c]);
+                    kd[c] = cv(k[src + c]);
+                    vd[c] = cv(v[src + c]);
                 }
             } else {
                 memcpy((float *)k_pool + dst, k + src, hd * sizeof(float));
