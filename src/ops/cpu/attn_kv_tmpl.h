@@ -14,27 +14,6 @@ static float KVF(dotv)(const float *a, const KV_T *b, int hd) {
     return V_HSUM(V_ADD(s0, s1));
 }
 
-/* *s0 = a0 . b, *s1 = a1 . b: one pass over b for two query rows. */
-static void KVF(dotv2)(const float *a0, const float *a1, const KV_T *b, int hd, float *s0,
-                       float *s1) {
-    VF x0 = V_ZERO(), x1 = V_ZERO(), y0 = V_ZERO(), y1 = V_ZERO();
-    int c = 0;
-    for (; c + 2 * VW <= hd; c += 2 * VW) {
-        VF b0 = KV_LD(b + c), b1 = KV_LD(b + c + VW);
-        x0 = V_FMA(V_LOAD(a0 + c), b0, x0);
-        x1 = V_FMA(V_LOAD(a0 + c + VW), b1, x1);
-        y0 = V_FMA(V_LOAD(a1 + c), b0, y0);
-        y1 = V_FMA(V_LOAD(a1 + c + VW), b1, y1);
-    }
-    if (c < hd) {
-        VF b0 = KV_LD(b + c);
-        x0 = V_FMA(V_LOAD(a0 + c), b0, x0);
-        y0 = V_FMA(V_LOAD(a1 + c), b0, y0);
-    }
-    *s0 = V_HSUM(V_ADD(x0, x1));
-    *s1 = V_HSUM(V_ADD(y0, y1));
-}
-
 /* S[r][0..3] = Q[r] . k[0..3] for nq <= 4 query rows (row stride hd; S row
  * stride TS_AC): four slots at a time, so each K vector is widened once for
  * every row and the 4 x nq dot products end in V_HSUM4 reductions instead
@@ -200,40 +179,31 @@ TS_INLINE_A void KVF(attn_item_hd)(const attn_job *j, float *scr, int s, int h, 
          * scored and its V rows during P V, which keeps loads in flight in
          * both phases. The first chunk fetches its own K KV_APF slots ahead
          * and its V a chunk ahead of use. */
-        bool all_see = t0 + cn - 1 <= lmin; /* every row sees the whole chunk */
+        /* scores of every row for every slot of the chunk, then -inf past
+         * each row's last visible slot (the causal diagonal) */
         int t = 0;
-        if (all_see)
-            for (; t + 4 <= cn; t += 4) {
-                for (int u = 0; u < 4; u++)
-                    KVF(chunk_prefetch)(kr, vr, t + u, cn, nr, t0 == first, hd);
-                KVF(qk_rows_x4)(S + t, Q, R, kr + t, hd);
-            }
+        for (; t + 4 <= cn; t += 4) {
+            for (int u = 0; u < 4; u++) KVF(chunk_prefetch)(kr, vr, t + u, cn, nr, t0 == first, hd);
+            KVF(qk_rows_x4)(S + t, Q, R, kr + t, hd);
+        }
         for (; t < cn; t++) {
             KVF(chunk_prefetch)(kr, vr, t, cn, nr, t0 == first, hd);
-            const KV_T *kp = kr[t];
-            int r = 0;
-            for (; r + 2 <= R; r += 2) {
-                float *s0 = S + (size_t)r * TS_AC + t, *s1 = s0 + TS_AC;
-                if (t0 + t <= lim[r] && t0 + t <= lim[r + 1]) {
-                    KVF(dotv2)(Q + (size_t)r * hd, Q + (size_t)(r + 1) * hd, kp, hd, s0, s1);
-                } else {
-                    *s0 = t0 + t <= lim[r] ? KVF(dotv)(Q + (size_t)r * hd, kp, hd) : -INFINITY;
-                    *s1 = t0 + t <= lim[r + 1] ? KVF(dotv)(Q + (size_t)(r + 1) * hd, kp, hd)
-                                               : -INFINITY;
-                }
-            }
-            for (; r < R; r++)
-                S[(size_t)r * TS_AC + t] =
-                    t0 + t <= lim[r] ? KVF(dotv)(Q + (size_t)r * hd, kp, hd) : -INFINITY;
+            for (int r = 0; r < R; r++)
+                S[(size_t)r * TS_AC + t] = KVF(dotv)(Q + (size_t)r * hd, kr[t], hd);
         }
-        /* online softmax */
+        if (t0 + cn - 1 > lmin)
+            for (int r = 0; r < R; r++)
+                for (int u = lim[r] + 1 - t0 > 0 ? lim[r] + 1 - t0 : 0; u < cn; u++)
+                    S[(size_t)r * TS_AC + u] = -INFINITY;
+        /* online softmax: hidden slots get weight 0 */
         for (int r = 0; r < R; r++)
             softmax_chunk(S + (size_t)r * TS_AC, cn, &M[r], &L[r], O + (size_t)r * hd, hd);
-        /* O += P V */
-        if (R <= 4 && hd % (2 * VW) == 0 && all_see) {
-            /* few rows that see the whole chunk (decode): O in registers, a
-             * column strip at a time over every slot */
-            KVF(pv_small)(O, S, vr, cn, R, hd, vr + TS_AC, nr - TS_AC);
+        /* O += P V, up to 4 rows at a time with their column strip in
+         * registers over every slot (a hidden slot adds 0 x its V row) */
+        if (hd % (2 * VW) == 0) {
+            for (int r = 0; r < R; r += 4)
+                KVF(pv_small)(O + (size_t)r * hd, S + (size_t)r * TS_AC, vr, cn,
+                              R - r < 4 ? R - r : 4, hd, vr + TS_AC, r ? 0 : nr - TS_AC);
             continue;
         }
         for (t = 0; t < cn; t++) {
