@@ -5,8 +5,9 @@
  * a timer. Matrix products are split into attention projections, MLP and
  * the LM head (by weight shape), and each reports the GB/s of weights it
  * streamed. Also measures the bare cost of an empty ts_pool_run.
- * Prints one JSON object.
- * Usage: bench_decode MODEL_DIR [threads=2] [depth=0] [steps=32] */
+ * Prints one JSON object. With tokens > 1 each step is a prefill piece of
+ * that many tokens instead (the split of a prefill; ms figures per step).
+ * Usage: bench_decode MODEL_DIR [threads=2] [depth=0] [steps=32] [tokens=1] */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,11 @@ int main(int argc, char **argv) {
     ts_runtime_opts opts = ts_runtime_opts_default();
     opts.n_threads = argc > 2 ? atoi(argv[2]) : 2;
     int depth = argc > 3 ? atoi(argv[3]) : 0, steps = argc > 4 ? atoi(argv[4]) : 32;
+    int per = argc > 5 ? atoi(argv[5]) : 1;
+    if (depth < 0 || steps < 1 || per < 1 || per > 65536) {
+        fprintf(stderr, "bench_decode: depth >= 0, steps >= 1, 1 <= tokens <= 65536\n");
+        return 2;
+    }
     ts_runtime *rt = NULL;
     ts_err err;
     if (ts_runtime_open(argv[1], &opts, &rt, &err)) {
@@ -139,7 +145,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     vocab = rt->model->cfg.vocab;
-    int total = depth + steps + 1;
+    int total = depth + steps * per + 1;
     int32_t *ids = malloc((size_t)total * sizeof *ids);
     if (!ids) return 1;
     uint32_t s = 7;
@@ -167,11 +173,14 @@ int main(int argc, char **argv) {
     o->embed = w_embed;
     double t0 = now_s();
     for (int g = 0; g < steps && !rc; g++) {
-        int32_t id = ids[depth + 1 + g];
-        ts_fwd_seq fs = {.tokens = &id, .n = 1, .n_past = seq.n_tokens, .blocks = seq.blocks,
+        int32_t *id = ids + depth + 1 + (size_t)g * per;
+        if (ts_seq_reserve(&seq, rt->kv, seq.n_tokens + per, &err)) { /* may move blocks */
+            rc = 1;
+            break;
+        }
+        ts_fwd_seq fs = {.tokens = id, .n = per, .n_past = seq.n_tokens, .blocks = seq.blocks,
                          .n_logits = 1};
-        if (ts_seq_reserve(&seq, rt->kv, seq.n_tokens + 1, &err) ||
-            ts_fwd_run(rt->fwd, &fs, 1, &logits, &err) || ts_seq_push(&seq, &id, 1, &err))
+        if (ts_fwd_run(rt->fwd, &fs, 1, &logits, &err) || ts_seq_push(&seq, id, per, &err))
             rc = 1;
     }
     double total_s = now_s() - t0;
@@ -188,8 +197,9 @@ int main(int argc, char **argv) {
         json_object_set_new(j, "threads", json_integer(ts_pool_size(rt->pool)));
         json_object_set_new(j, "backend", json_string(rt->ops->name));
         json_object_set_new(j, "depth", json_integer(depth));
+        json_object_set_new(j, "tokens_per_step", json_integer(per));
         json_object_set_new(j, "ms_per_step", json_real(total_s / steps * 1e3));
-        json_object_set_new(j, "tok_s", json_real(steps / total_s));
+        json_object_set_new(j, "tok_s", json_real((double)steps * per / total_s));
         double sum = 0;
         json_t *ops = json_object();
         for (int k = 0; k < K_N; k++) {

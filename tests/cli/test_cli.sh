@@ -70,6 +70,15 @@ while IFS= read -r line; do
 done <"$tmp/prompts"
 check "generate -f equals one at a time" 'cmp -s "$tmp/batch" "$tmp/single"'
 
+# bench: one JSON object, warm figures (median of reps after an untimed
+# warm-up) and the cold first run's beside them
+"$T" bench -m "$FACTS" --prompt 24 --gen 6 --depth 40 --reps 2 --threads 2 >"$tmp/b" 2>"$tmp/e"
+check "bench exit status" '[ $? -eq 0 ]'
+check "bench: positive warm and cold figures, the arguments echoed" 'python3 -c "
+import json,sys; r=json.load(open(\"$tmp/b\"))
+ok=all(r[k]>0 for k in (\"prefill_tok_s\",\"decode_tok_s\",\"cold_prefill_tok_s\",\"cold_decode_tok_s\"))
+sys.exit(0 if ok and r[\"prompt\"]==24 and r[\"gen\"]==6 and r[\"depth\"]==40 and r[\"reps\"]==2 else 1)"'
+
 # bench-shared: sharing is exact and holds the prefix once
 "$T" bench-shared -m "$FACTS" --requests 4 --prefix 128 --suffix 8 --gen 8 --threads 2 >"$tmp/bs" 2>"$tmp/e"
 check "bench-shared exit status" '[ $? -eq 0 ]'
