@@ -16,11 +16,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 
 #include "base/half.h"
 #include "base/pool.h"
+#include "kv/kv.h"
 #include "ops/cpu/cpu.h"
 
 #define REPS 5
@@ -69,17 +69,6 @@ typedef struct mmctx {
 
 /* Median seconds per call of `calls` back-to-back calls of fn, over REPS. */
 typedef void (*bench_fn)(void *ctx, int i);
-/* n bytes of anonymous memory on huge pages where the kernel gives them,
- * as the engine's KV pool (kv.c); never freed. */
-static void *huge_alloc(size_t n) {
-    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-#ifdef MADV_HUGEPAGE
-    (void)madvise(p, n, MADV_HUGEPAGE);
-#endif
-    return p;
-}
-
 static double median_time(bench_fn fn, void *ctx, int calls) {
     double t[REPS];
     fn(ctx, 0); /* warm-up: scratch, page faults */
@@ -264,16 +253,17 @@ int main(int argc, char **argv) {
                          .rows = ROWS, .cols = COLS};
     for (int i = 0; i < NP * COLS; i++) x[i] = rnd();
 
-    /* attention: 16 q heads / 8 kv heads, head_dim 128, block 16 */
+    /* attention: 16 q heads / 8 kv heads, head_dim 128, block 16; pools in
+     * the engine's pool storage (huge pages), kept until exit */
     enum { NH = 16, NKH = 8, HD = 128, BS = 16, NKV = 2048, NPOOL = 28 };
     size_t pool_floats = (size_t)(NKV / BS) * NKH * BS * HD;
-    float *kp = huge_alloc(sizeof(float) * pool_floats * NPOOL),
-          *vp = huge_alloc(sizeof(float) * pool_floats * NPOOL);
+    float *kp = ts_kv_host_alloc(sizeof(float) * pool_floats * NPOOL),
+          *vp = ts_kv_host_alloc(sizeof(float) * pool_floats * NPOOL);
     float *q = malloc(sizeof(float) * NP * NH * HD), *ao = malloc(sizeof(float) * NP * NH * HD);
     int32_t *blocks = malloc(sizeof(int32_t) * (NKV / BS));
     if (!kp || !vp || !q || !ao || !blocks) return 1;
-    uint16_t *kh = huge_alloc(2 * pool_floats * NPOOL), *vh = huge_alloc(2 * pool_floats * NPOOL);
-    uint16_t *kb = huge_alloc(2 * pool_floats * NPOOL), *vb = huge_alloc(2 * pool_floats * NPOOL);
+    uint16_t *kh = ts_kv_host_alloc(2 * pool_floats * NPOOL), *vh = ts_kv_host_alloc(2 * pool_floats * NPOOL);
+    uint16_t *kb = ts_kv_host_alloc(2 * pool_floats * NPOOL), *vb = ts_kv_host_alloc(2 * pool_floats * NPOOL);
     if (!kh || !vh || !kb || !vb) return 1;
     for (size_t i = 0; i < pool_floats * NPOOL; i++) {
         kp[i] = rnd(), vp[i] = rnd();

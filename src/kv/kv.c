@@ -23,11 +23,10 @@ ts_status ts_kv_create(int n_layers, int n_kv_heads, int head_dim, int block_siz
                             out, err);
 }
 
-/* Host KV storage: zeroed anonymous pages, touched only when a block is
- * first written, in 2 MiB pages where the kernel allows (a decode step's
- * first write to a fresh 4 KiB page cost a page fault per page and head;
- * attention walks the pool with fewer TLB misses). NULL on failure. */
-static void *host_alloc(size_t bytes) {
+/* In 2 MiB pages where the kernel allows: a decode step's first write to a
+ * fresh 4 KiB page cost a page fault per page and head, and attention walks
+ * the pool with fewer TLB misses. */
+void *ts_kv_host_alloc(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
 #ifdef MADV_HUGEPAGE
@@ -73,7 +72,7 @@ ts_status ts_kv_create_mem(int n_layers, int n_kv_heads, int head_dim, int block
     kv->mem = mem;
     kv->dtype = dtype;
     size_t es = ts_kv_elem_bytes(dtype), bytes = 2 * (size_t)n_layers * per_layer * es;
-    kv->storage = mem ? mem->alloc(mem->ctx, bytes) : host_alloc(bytes);
+    kv->storage = mem ? mem->alloc(mem->ctx, bytes) : ts_kv_host_alloc(bytes);
     if (!kv->k || !kv->v || !kv->free_stack || !kv->storage || !kv->refs || !kv->flags ||
         !kv->hash || !kv->tokens || !kv->lru_prev || !kv->lru_next || !kv->index || !kv->mark) {
         size_t mb = ts_kv_block_bytes(n_layers, n_kv_heads, head_dim, block_size, dtype) * nb >> 20;

@@ -82,6 +82,11 @@ typedef struct ts_kv_mem {
 
 enum { TS_KV_F_PUBLISHED = 1, TS_KV_F_IN_LRU = 2 };
 
+/* Host pool storage: bytes of zeroed anonymous memory, touched only when
+ * first written (on huge pages where the kernel gives them); NULL on
+ * failure. Freed with munmap(p, bytes). */
+void *ts_kv_host_alloc(size_t bytes);
+
 /* Bytes of one K or V element of a pool of dtype (f16, bf16: 2; f32: 4). */
 size_t ts_kv_elem_bytes(ts_dtype dtype);
 /* Bytes one block occupies across all layers (K and V). */
