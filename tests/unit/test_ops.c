@@ -424,6 +424,18 @@ static void check_attention(const ts_ops *ops, const char *isa, int nth, int che
             ops->attention(ops->ctx, &a);
             CHECKF(ts_test_rel_err(out, ro, no) < 1e-5, "%s/%d decode attention no-lse G=%d hd=%d",
                    isa, nth, G, c.hd);
+            if (c.n_seq > 1) { /* row 0 named by no sequence: left as it was */
+                ts_attn sub = a;
+                sub.seqs = c.seqs + 1, sub.n_seq = c.n_seq - 1, sub.lse = lse;
+                poison(out, no), poison(lse, nl);
+                ops->attention(ops->ctx, &sub);
+                size_t rw = (size_t)c.n_heads * c.hd;
+                int kept = 1;
+                for (size_t i = 0; i < rw; i++) kept &= isnan(out[i]);
+                for (int h = 0; h < c.n_heads; h++) kept &= isnan(lse[h]);
+                CHECKF(kept && ts_test_rel_err(out + rw, ro + rw, no - rw) < 1e-5,
+                       "%s/%d decode attention over a subset of rows G=%d hd=%d", isa, nth, G, c.hd);
+            }
             check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_F16);
             check_attention_half(ops, &c, &a, out, lse, ro, rl, isa, nth, TS_DT_BF16);
             free(out), free(lse), free(ro), free(rl);

@@ -149,14 +149,18 @@ static void attn_task(void *vctx, int ith, int nth) {
     }
 }
 
-/* out (and lse) of every row = the merge of its n_split partials. */
+/* out (and lse) of every sequence's row = the merge of its n_split
+ * partials (split steps have one row a sequence; rows of q no sequence
+ * names are left alone). */
 static void attn_merge_task(void *vctx, int ith, int nth) {
     const attn_job *j = vctx;
     const ts_attn *a = j->a;
     size_t hd = (size_t)a->head_dim, nh = (size_t)a->n_heads, per = (size_t)j->n_tok * nh;
     long lo, hi;
-    ts_pool_range(j->n_tok, ith, nth, &lo, &hi);
-    for (long i = lo; i < hi; i++) {
+    ts_pool_range(a->n_seq, ith, nth, &lo, &hi);
+    for (long s = lo; s < hi; s++) {
+        if (a->seqs[s].n_q < 1) continue;
+        size_t i = (size_t)a->seqs[s].q_start;
         float *o = a->out + (size_t)i * nh * hd, l[TS_MERGE_HEADS], *lp = a->lse ? a->lse + i * nh : l;
         memcpy(o, j->part_o + (size_t)i * nh * hd, nh * hd * sizeof(float));
         memcpy(lp, j->part_l + (size_t)i * nh, nh * sizeof(float));
