@@ -237,9 +237,12 @@ TS_INLINE_A void KVF(attn_item_hd)(const attn_job *j, float *scr, int s, int h, 
 }
 
 static void KVF(attn_item)(const attn_job *j, float *scr, int s, int h, int i0, int i1, int ks) {
+#if TS_ATTN_UNROLL_HD
     switch (j->a->head_dim) { /* the usual head sizes unrolled */
-    case 128: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 128); break;
-    case 64: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 64); break;
-    default: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, j->a->head_dim); break;
+    case 128: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 128); return;
+    case 64: KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, 64); return;
+    default: break;
     }
+#endif
+    KVF(attn_item_hd)(j, scr, s, h, i0, i1, ks, j->a->head_dim);
 }

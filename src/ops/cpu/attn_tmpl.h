@@ -27,6 +27,20 @@
 
 #define TS_INLINE_A static inline __attribute__((always_inline))
 
+/* head_dim 64 and 128 get their own unrolled copies of the item kernel,
+ * except in sanitizer builds, where those copies only multiply compile time
+ * (the generic copy runs the same loads and stores). */
+#if defined(__SANITIZE_ADDRESS__)
+#define TS_ATTN_UNROLL_HD 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TS_ATTN_UNROLL_HD 0
+#endif
+#endif
+#ifndef TS_ATTN_UNROLL_HD
+#define TS_ATTN_UNROLL_HD 1
+#endif
+
 #define TS_AC 64      /* KV slots per chunk (a multiple of VW) */
 #define TS_AROWS 32   /* rows per work item: query positions x group */
 #define TS_MERGE_HEADS 256 /* most q heads a split decode merges */

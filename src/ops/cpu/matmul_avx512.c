@@ -132,22 +132,80 @@ static void pack_f32(float *p, const ts_wmat *w, int j0, int k0, int kc) {
     }
 }
 
-/* P[k2][64] = bf16 pair (W[j0+c][2(k20+k2)], W[..][+1]); zero past the matrix. */
-static void pack_bf16(uint32_t *p, const ts_wmat *w, int j0, int k20, int kc2) {
+/* r[0..16) (16 x 16 u32, one row each) transposed in place: r[e] becomes
+ * column e. Pairs of rows interleave (32-bit, then 64-bit), which leaves
+ * each 128-bit block holding four rows of one column; a 4 x 4 shuffle of
+ * those blocks finishes it. */
+TS_INLINE void transpose16_u32(__m512i r[16]) {
+    __m512i l[8], h[8], c[4][4];
+    for (int p = 0; p < 8; p++) {
+        l[p] = _mm512_unpacklo_epi32(r[2 * p], r[2 * p + 1]);
+        h[p] = _mm512_unpackhi_epi32(r[2 * p], r[2 * p + 1]);
+    }
+    for (int q = 0; q < 4; q++) { /* c[q][j]: block b = rows 4q..4q+3 of column 4b + j */
+        c[q][0] = _mm512_unpacklo_epi64(l[2 * q], l[2 * q + 1]);
+        c[q][1] = _mm512_unpackhi_epi64(l[2 * q], l[2 * q + 1]);
+        c[q][2] = _mm512_unpacklo_epi64(h[2 * q], h[2 * q + 1]);
+        c[q][3] = _mm512_unpackhi_epi64(h[2 * q], h[2 * q + 1]);
+    }
+    for (int jj = 0; jj < 4; jj++) {
+        __m512i x0 = _mm512_shuffle_i32x4(c[0][jj], c[1][jj], 0x44);
+        __m512i x1 = _mm512_shuffle_i32x4(c[0][jj], c[1][jj], 0xEE);
+        __m512i x2 = _mm512_shuffle_i32x4(c[2][jj], c[3][jj], 0x44);
+        __m512i x3 = _mm512_shuffle_i32x4(c[2][jj], c[3][jj], 0xEE);
+        r[jj] = _mm512_shuffle_i32x4(x0, x2, 0x88);
+        r[4 + jj] = _mm512_shuffle_i32x4(x0, x2, 0xDD);
+        r[8 + jj] = _mm512_shuffle_i32x4(x1, x3, 0x88);
+        r[12 + jj] = _mm512_shuffle_i32x4(x1, x3, 0xDD);
+    }
+}
+
+/* P[k2][64] = bf16 pair (W[j0+c][2(k20+k2)], W[..][+1]); zero past the
+ * matrix. Whole 16-row x 16-pair tiles inside the matrix move as one
+ * register transpose (the packing is a pass over every weight at every
+ * call, so a scalar loop here cost as much as a decode step's whole read
+ * for a 2-row product); the edges go element by element. */
+static void pack_bf16(uint32_t *p, const ts_wmat *w, int j0, int k20, int kc2, int nj0,
+                      int nk20) {
     const uint16_t *wd = w->data;
     int K = w->cols;
-    for (int c = 0; c < NR; c++) {
-        int jr = j0 + c;
-        if (jr >= w->rows) {
-            for (int k = 0; k < kc2; k++) p[k * NR + c] = 0;
-            continue;
+    for (int c0 = 0; c0 < NR; c0 += 16)
+        for (int k = 0; k < kc2; k += 16) {
+            /* the same tile of the next chunk (nj0 < 0: none), one line a row */
+            if (nj0 >= 0 && 2 * (nk20 + k) < K)
+                for (int a = 0; a < 16 && nj0 + c0 + a < w->rows; a++)
+                    _mm_prefetch((const char *)(wd + (size_t)(nj0 + c0 + a) * (size_t)K +
+                                                2 * (size_t)(nk20 + k)),
+                                 _MM_HINT_T0);
+            if (j0 + c0 + 16 <= w->rows && k + 16 <= kc2 && 2 * (k20 + k + 16) <= K) {
+                __m512i r[16];
+                for (int a = 0; a < 16; a++)
+                    r[a] = _mm512_loadu_si512(wd + (size_t)(j0 + c0 + a) * (size_t)K +
+                                              2 * (size_t)(k20 + k));
+                transpose16_u32(r);
+                for (int e = 0; e < 16; e++) _mm512_store_si512(p + (size_t)(k + e) * NR + c0, r[e]);
+                continue;
+            }
+            for (int c = c0; c < c0 + 16; c++) {
+                int jr = j0 + c;
+                for (int kk = k; kk < k + 16 && kk < kc2; kk++) {
+                    int e = 2 * (k20 + kk);
+                    const uint16_t *row = jr < w->rows ? wd + (size_t)jr * (size_t)K : NULL;
+                    uint32_t lo = row && e < K ? row[e] : 0, hi = row && e + 1 < K ? row[e + 1] : 0;
+                    p[(size_t)kk * NR + c] = lo | hi << 16;
+                }
+            }
         }
-        const uint16_t *row = wd + (size_t)jr * (size_t)K;
-        for (int k = 0; k < kc2; k++) {
-            int e = 2 * (k20 + k);
-            uint32_t lo = row[e], hi = e + 1 < K ? row[e + 1] : 0;
-            p[k * NR + c] = lo | hi << 16;
-        }
+}
+
+/* Prefetches the weights the next (panel, depth chunk) packs: rows [j0,
+ * j0 + 64), depth units [k0, k0 + kc) of eb bytes each. The packing walks
+ * 64 rows at once, a pattern the hardware prefetcher does not follow. */
+static void prefetch_chunk(const ts_wmat *w, int j0, int k0, int kc, size_t eb) {
+    size_t rb = (size_t)w->cols * (w->dtype == TS_DT_F32 ? 4 : 2);
+    for (int r = j0; r < j0 + NR && r < w->rows; r++) {
+        const char *q = (const char *)w->data + (size_t)r * rb + (size_t)k0 * eb;
+        for (size_t b = 0; b < (size_t)kc * eb; b += 64) _mm_prefetch(q + b, _MM_HINT_T0);
     }
 }
 
@@ -169,8 +227,17 @@ static void gemm_task(void *vctx, int ith, int nth) {
                 j->y[(size_t)i * N + (size_t)(j0 + c)] = j->bias ? j->bias[j0 + c] : 0.0f;
         for (int k0 = 0; k0 < depth; k0 += step) {
             int kc = depth - k0 < step ? depth - k0 : step;
-            if (bf) pack_bf16(p, w, j0, k0, kc);
-            else pack_f32(p, w, j0, k0, kc);
+            /* the chunk packed next: deeper in this panel, else the next panel */
+            int nj0 = k0 + step < depth ? j0 : pi + nth < n_panels ? (pi + nth) * NR : -1;
+            int nk0 = k0 + step < depth ? k0 + step : 0;
+            if (bf) {
+                pack_bf16(p, w, j0, k0, kc, nj0, nk0);
+            } else {
+                pack_f32(p, w, j0, k0, kc);
+                if (nj0 >= 0)
+                    prefetch_chunk(w, nj0, nk0, depth - nk0 < step ? depth - nk0 : step,
+                                   w->dtype == TS_DT_F32 ? 4 : 2);
+            }
             for (int i = 0; i < n; i += MR) {
                 int m = n - i < MR ? n - i : MR;
                 const void *a;
