@@ -71,7 +71,7 @@ typedef struct ts_engine_opts {
                                  NULL = $TS_DEVICE, else "cpu" */
     const char *kv_dtype;     /* KV cache elements: "f32", "f16" or "bf16" (CPU backend:
                                  half the memory and reads; f16 moves logits ~3e-4
-                                 relative, bf16 more, and multiplies in bf16 at decode);
+                                 relative, bf16 more);
                                  NULL = $TS_KV_DTYPE, else "f32" */
     /* chunks (see "Chunks" below) */
     int chunk_mode;           /* ts_chunk_mode used when a request says DEFAULT; 0 = REPAIR */

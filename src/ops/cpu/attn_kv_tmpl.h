@@ -174,13 +174,13 @@ TS_INLINE_A void KVF(attn_item_hd)(const attn_job *j, float *scr, int s, int h, 
         int cn = tmax - t0 < TS_AC ? tmax - t0 : TS_AC;
         int nr = tmax - t0 < 2 * TS_AC ? tmax - t0 : 2 * TS_AC;
         KVF(kv_rows)(kr, vr, a, sq->blocks, h, t0, nr);
-        /* Blocks are scattered, so hardware prefetch cannot follow the
-         * table: the next chunk's K rows are prefetched while this chunk is
-         * scored and its V rows during P V, which keeps loads in flight in
-         * both phases. The first chunk fetches its own K KV_APF slots ahead
-         * and its V a chunk ahead of use. */
-        /* scores of every row for every slot of the chunk, then -inf past
-         * each row's last visible slot (the causal diagonal) */
+        /* Scores of every row for every slot of the chunk, then -inf past
+         * each row's last visible slot (the causal diagonal). Blocks are
+         * scattered, so hardware prefetch cannot follow the table: the next
+         * chunk's K rows are prefetched while this chunk is scored and its V
+         * rows during P V, which keeps loads in flight in both phases. The
+         * first chunk fetches its own K KV_APF slots ahead and its V a chunk
+         * ahead of use. */
         int t = 0;
         for (; t + 4 <= cn; t += 4) {
             for (int u = 0; u < 4; u++) KVF(chunk_prefetch)(kr, vr, t + u, cn, nr, t0 == first, hd);

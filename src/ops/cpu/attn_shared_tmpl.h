@@ -200,14 +200,8 @@ static void sh_merge_task(void *vctx, int ith, int nth) {
     ts_pool_range(a->n_rows, ith, nth, &lo, &hi);
     for (long i = lo; i < hi; i++) {
         size_t row = (size_t)a->rows[i];
-        float *o = a->out + row * nh * hd, *l = a->lse + row * nh;
-        size_t p0 = (size_t)i * nh;
-        memcpy(o, j->part_o + p0 * hd, nh * hd * sizeof(float));
-        memcpy(l, j->part_l + p0, nh * sizeof(float));
-        for (int ks = 1; ks < j->n_split; ks++) {
-            size_t p = (size_t)ks * split_rows + p0;
-            ts_attn_merge(o, l, j->part_o + p * hd, j->part_l + p, 1, a->n_heads, a->head_dim);
-        }
+        merge_pieces(a->out + row * nh * hd, a->lse + row * nh, j->part_o, j->part_l,
+                     (size_t)i * nh, split_rows, j->n_split, a->n_heads, a->head_dim);
     }
 }
 

@@ -163,6 +163,20 @@ static void attn_task(void *vctx, int ith, int nth) {
     }
 }
 
+/* o[n_heads][hd], l[n_heads] = the log-sum-exp merge of the n_split
+ * partials of one row: the first at part_o[p0 * hd], part_l[p0], the next
+ * per rows of heads further on each (layout [split][rows][n_heads]). Shared
+ * by the paged kernel's split decode and the cascade's split prefix. */
+static void merge_pieces(float *o, float *l, const float *part_o, const float *part_l, size_t p0,
+                         size_t per, int n_split, int n_heads, int hd) {
+    memcpy(o, part_o + p0 * (size_t)hd, (size_t)n_heads * (size_t)hd * sizeof(float));
+    memcpy(l, part_l + p0, (size_t)n_heads * sizeof(float));
+    for (int ks = 1; ks < n_split; ks++) {
+        size_t p = (size_t)ks * per + p0;
+        ts_attn_merge(o, l, part_o + p * (size_t)hd, part_l + p, 1, n_heads, hd);
+    }
+}
+
 /* out (and lse) of every sequence's row = the merge of its n_split
  * partials (split steps have one row a sequence; rows of q no sequence
  * names are left alone). */
@@ -175,13 +189,9 @@ static void attn_merge_task(void *vctx, int ith, int nth) {
     for (long s = lo; s < hi; s++) {
         if (a->seqs[s].n_q < 1) continue;
         size_t i = (size_t)a->seqs[s].q_start;
-        float *o = a->out + (size_t)i * nh * hd, l[TS_MERGE_HEADS], *lp = a->lse ? a->lse + i * nh : l;
-        memcpy(o, j->part_o + (size_t)i * nh * hd, nh * hd * sizeof(float));
-        memcpy(lp, j->part_l + (size_t)i * nh, nh * sizeof(float));
-        for (int ks = 1; ks < j->n_split; ks++) {
-            size_t p = (size_t)ks * per + (size_t)i * nh;
-            ts_attn_merge(o, lp, j->part_o + p * hd, j->part_l + p, 1, a->n_heads, a->head_dim);
-        }
+        float l[TS_MERGE_HEADS], *lp = a->lse ? a->lse + i * nh : l;
+        merge_pieces(a->out + i * nh * hd, lp, j->part_o, j->part_l, i * nh, per, j->n_split,
+                     a->n_heads, a->head_dim);
     }
 }
 

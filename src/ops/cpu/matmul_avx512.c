@@ -188,9 +188,9 @@ static void pack_bf16(uint32_t *p, const ts_wmat *w, int j0, int k20, int kc2, i
             }
             for (int c = c0; c < c0 + 16; c++) {
                 int jr = j0 + c;
+                const uint16_t *row = jr < w->rows ? wd + (size_t)jr * (size_t)K : NULL;
                 for (int kk = k; kk < k + 16 && kk < kc2; kk++) {
                     int e = 2 * (k20 + kk);
-                    const uint16_t *row = jr < w->rows ? wd + (size_t)jr * (size_t)K : NULL;
                     uint32_t lo = row && e < K ? row[e] : 0, hi = row && e + 1 < K ? row[e + 1] : 0;
                     p[(size_t)kk * NR + c] = lo | hi << 16;
                 }
