@@ -65,6 +65,8 @@ struct ts_fwd {
      * backend with attention_decode): one graph per token count */
     void *step_graphs[TS_FWD_GRAPH_MAX];
     float *dec_part;          /* attention_decode scratch for TS_FWD_GRAPH_MAX rows */
+    float *dl_scratch;        /* decode_layers scratch (one-sequence steps), or NULL */
+    ts_dec_layer *dl;         /* [n_layers] its layer table (host) */
     float *dec_big;           /* the same for larger decode batches (not in graphs) */
     int cap_dec_big;          /* sequences dec_big holds */
     bool all_decode;          /* this step: every sequence one token, no cascade */
@@ -122,7 +124,7 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
 void ts_fwd_destroy(ts_fwd *f) {
     if (!f) return;
     float **sc[] = {&f->x, &f->xb, &f->tmp, &f->q, &f->k, &f->v, &f->att, &f->att2,
-                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits, &f->dec_part, &f->dec_big};
+                    &f->lse, &f->lse2, &f->gate, &f->up, &f->rows, &f->logits, &f->dec_part, &f->dec_big, &f->dl_scratch};
     for (size_t i = 0; i < sizeof sc / sizeof sc[0]; i++) s_free(f, *sc[i]);
     if (f->dev) f->ops->dev_free(f->ops->ctx, f->ib_d);
     if (f->dev) f->ops->dev_free(f->ops->ctx, f->smp_d);
@@ -130,6 +132,7 @@ void ts_fwd_destroy(ts_fwd *f) {
     else free(f->logits_h);
     free_graphs(f);
     free(f->graphs);
+    free(f->dl);
     free(f->ib); free(f->aseq); free(f->lvl_blocks); free(f->hook_x);
     ts_cascade_plan_free(&f->plan);
     free(f);
@@ -530,6 +533,31 @@ static void layer_post(ts_fwd *f, int l, int n, ts_prec prec) {
     matmul(f, f->tmp, f->gate, n, &L->w_down, NULL, prec);
 }
 
+/* The layers of a one-sequence decode step as one op (ts_ops.decode_layers);
+ * false when the backend declines the shape (nothing was queued). */
+static bool decode_layers(ts_fwd *f, float scale) {
+    const ts_model_config *c = &f->m->cfg;
+    for (int l = 0; l < c->n_layers; l++) {
+        const ts_layer *L = &f->m->layers[l];
+        f->dl[l] = (ts_dec_layer){.wq = L->wq, .wk = L->wk, .wv = L->wv, .wo = L->wo,
+                                  .w_gate = L->w_gate, .w_up = L->w_up, .w_down = L->w_down,
+                                  .bq = L->bq, .bk = L->bk, .bv = L->bv, .bo = L->bo,
+                                  .attn_norm = L->attn_norm, .ffn_norm = L->ffn_norm,
+                                  .q_norm = c->qk_norm ? L->q_norm : NULL,
+                                  .k_norm = c->qk_norm ? L->k_norm : NULL,
+                                  .k_pool = f->kv->k[l], .v_pool = f->kv->v[l]};
+    }
+    ts_decode_layers d = {.x = f->x, .q = f->q, .k = f->k, .v = f->v, .att = f->att,
+                          .h = f->gate, .scratch = f->dl_scratch, .layers = f->dl,
+                          .n_layers = c->n_layers, .hidden = c->hidden, .ffn = c->ffn,
+                          .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                          .head_dim = c->head_dim, .block_size = f->kv->block_size,
+                          .kv_dtype = f->kv->dtype, .eps = c->rms_eps, .scale = scale,
+                          .pos = f->pos, .slot = f->slot, .inv_freq = f->m->inv_freq,
+                          .tables = f->ib_d, .info = f->info_d};
+    return f->ops->decode_layers(f->ops->ctx, &d);
+}
+
 /* A whole decode step of n sequences of one token each, logits of every
  * row: no host decision inside, so that it can be recorded as one graph. */
 static void decode_step(ts_fwd *f, int n, ts_prec prec) {
@@ -538,7 +566,9 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
     const ts_ops *o = f->ops;
     float scale = 1.0f / sqrtf((float)c->head_dim);
     o->embed(o->ctx, f->x, &m->embed, f->ids, n);
-    if (!o->matmul_ex || !o->qk_rope_kv) {
+    if (n == 1 && f->dl_scratch && decode_layers(f, scale)) {
+        o->rmsnorm(o->ctx, f->xb, f->x, m->final_norm, n, c->hidden, c->rms_eps);
+    } else if (!o->matmul_ex || !o->qk_rope_kv) {
         for (int l = 0; l < c->n_layers; l++) {
             layer_pre(f, l, n, prec);
             o->attention_decode(o->ctx, f->att, NULL, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
@@ -639,6 +669,13 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
         f->dec_part = s_alloc(f, pb);
         f->gen++;
         step = f->dec_part != NULL;
+    }
+    if (step && n == 1 && o->decode_layers && !f->dl_scratch) {
+        f->dl = calloc((size_t)c->n_layers, sizeof *f->dl);
+        if (f->dl)
+            f->dl_scratch = s_alloc(
+                f, TS_DECODE_LAYERS_SCRATCH(c->n_heads, c->n_kv_heads, c->head_dim));
+        f->gen++;
     }
     if (graph && f->graph_gen != f->gen) { /* scratch moved: record again */
         free_graphs(f);

@@ -112,6 +112,36 @@ typedef struct ts_matmul_ex {
     ts_prec prec;
 } ts_matmul_ex;
 
+/* One decoder layer as ts_ops.decode_layers reads it (device pointers). */
+typedef struct ts_dec_layer {
+    ts_wmat wq, wk, wv, wo, w_gate, w_up, w_down; /* shapes as the model's (ts_layer) */
+    const float *bq, *bk, *bv, *bo;     /* biases, or NULL */
+    const float *attn_norm, *ffn_norm;  /* [hidden] */
+    const float *q_norm, *k_norm;       /* [head_dim] each (Qwen3), or both NULL */
+    void *k_pool, *v_pool;              /* this layer's KV pool, laid out as ts_attn's */
+} ts_dec_layer;
+
+/* Every decoder layer of a decode step of ONE sequence and one token (see
+ * ts_ops.decode_layers). Device pointers but for layers (a host array). */
+typedef struct ts_decode_layers {
+    float *x;                  /* [hidden]: the embedded token in; the residual stream after
+                                  the last layer out (before the final norm) */
+    float *q, *k, *v, *att;    /* scratch: [n_heads*hd], [n_kv_heads*hd] x 2, [n_heads*hd] */
+    float *h;                  /* scratch: [ffn] */
+    void *scratch;             /* TS_DECODE_LAYERS_SCRATCH bytes, zero-filled before its
+                                  first use (calls leave it fit for the next) */
+    const ts_dec_layer *layers;
+    int n_layers, hidden, ffn, n_heads, n_kv_heads, head_dim, block_size;
+    ts_dtype kv_dtype;
+    float eps, scale;          /* RMSNorm epsilon; attention scale */
+    const int32_t *pos, *slot; /* [1]: the token's position and KV slot */
+    const float *inv_freq;     /* [head_dim / 2] */
+    const int32_t *tables, *info; /* as attention_decode's, for one sequence (n_kv counts
+                                     the new token) */
+} ts_decode_layers;
+#define TS_DECODE_LAYERS_SCRATCH(n_heads, n_kv_heads, head_dim)                         \
+    (4 * (64 + (size_t)(n_kv_heads) + (size_t)(n_heads) * 32 * ((size_t)(head_dim) + 1)))
+
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
     bool kv_half;     /* kv_write, attention and attention_shared take f16 and bf16 pools */
@@ -185,6 +215,12 @@ typedef struct ts_ops {
                              const float *k, const float *v, const int32_t *tables,
                              const int32_t *info, int n_seq, int n_heads, int n_kv_heads,
                              int head_dim, int block_size, float scale);
+    /* decode_layers (optional): runs every layer of a ts_decode_layers step
+     * exactly as the fused sequence of decode_step (matmul_ex with the norm,
+     * qk_rope_kv, attention_decode, matmul_ex ...) computes it, to rounding, in
+     * one launch. Returns false, having queued nothing, when the backend
+     * cannot take this shape (the caller then runs the ops one by one). */
+    bool (*decode_layers)(void *ctx, const ts_decode_layers *a);
     void (*attention)(void *ctx, const ts_attn *a);
     /* Cascade attention's shared level: every listed row attends, non-causally,
      * to the same n_kv prefix slots. The result per row equals a non-causal

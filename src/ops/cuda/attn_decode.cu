@@ -12,6 +12,8 @@
 #include <math.h>
 
 #include "ops/cuda/cuda_internal.cuh"
+#include "ops/cuda/attn_warp.cuh"
+#include "ops/cuda/merge_pieces.cuh"
 
 #define DEC_WARPS 4
 #define DEC_UNROLL 4 /* slots whose K and V a warp loads before using them */
@@ -48,42 +50,13 @@ __device__ __forceinline__ float *dec_o(const dec_args &a, size_t s, size_t h) {
            h * TS_ATTN_DECODE_SPLITS * a.head_dim;
 }
 
-/* Merges the pieces of (sequence, head) w = s * n_heads + head into out, one
- * warp: lane i holds piece i's weight (i < S; TS_ATTN_DECODE_SPLITS == 32),
- * then each lane sums four head dims over the pieces with all loads in
- * flight. The pieces were written by other blocks: loads go through L2
- * (__ldcg). */
+/* Merges the pieces of (sequence, head) w = s * n_heads + head into out
+ * (row s = w / n_heads, head w % n_heads), one warp. */
 __device__ void merge_head(const dec_args &a, size_t s, size_t h, int lane) {
     static_assert(TS_ATTN_DECODE_SPLITS == 32, "one piece per lane");
-    const int S = TS_ATTN_DECODE_SPLITS, hd = a.head_dim;
     const size_t w = s * a.n_heads + h;
-    float l = lane < a.splits ? __ldcg(dec_lse(a, s, h) + lane) : -INFINITY, mx = l;
-    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-    float *out = a.out + w * hd; /* row s = w / n_heads, head w % n_heads */
-    if (mx == -INFINITY) {
-        for (int c = lane; c < hd; c += 32) out[c] = 0.0f;
-        if (a.lse && lane == 0) a.lse[w] = -INFINITY;
-        return;
-    }
-    float e = l == -INFINITY ? 0.0f : expf(l - mx), den = e;
-    for (int o = 16; o > 0; o >>= 1) den += __shfl_xor_sync(0xffffffffu, den, o);
-    if (a.lse && lane == 0) a.lse[w] = mx + logf(den);
-    float wt = e / den, wts[S];
-#pragma unroll
-    for (int i = 0; i < S; i++) wts[i] = __shfl_sync(0xffffffffu, wt, i);
-    /* every piece's o is written (0 when empty): the loads need no guard */
-    const float *po = dec_o(a, s, h);
-    for (int c = lane * 4; c < hd; c += 128) {
-        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-        for (int i = 0; i < S; i++) { /* predicated, not a loop exit: all loads in flight */
-            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (i < a.splits) v = __ldcg((const float4 *)(po + (size_t)i * hd + c));
-            acc.x = fmaf(wts[i], v.x, acc.x), acc.y = fmaf(wts[i], v.y, acc.y);
-            acc.z = fmaf(wts[i], v.z, acc.z), acc.w = fmaf(wts[i], v.w, acc.w);
-        }
-        *(float4 *)(out + c) = acc;
-    }
+    ts_merge_pieces_warp(dec_lse(a, s, h), dec_o(a, s, h), a.splits, a.head_dim,
+                         a.out + w * a.head_dim, a.lse ? a.lse + w : NULL, lane);
 }
 
 /* D: head dims per lane (head_dim = 32 D). Grid (n_seq, n_kv_heads, SPLITS). */
@@ -110,44 +83,9 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
                              : 0.0f;
         }
     }
-    for (int t0 = lo + warp * DEC_UNROLL; t0 < hi; t0 += DEC_WARPS * DEC_UNROLL) {
-        float kv[DEC_UNROLL][D], vv[DEC_UNROLL][D];
-#pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            int t = t0 + u < hi ? t0 + u : t0;
-            size_t base = (((size_t)tab[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
-                           (size_t)(t % a.block_size)) * hd + (size_t)lane * D;
-            if (D % 4 == 0) { /* 16-byte loads: base is a multiple of 4 floats */
-#pragma unroll
-                for (int i = 0; i < D; i += 4) {
-                    float4 k4 = *(const float4 *)(a.k + base + i), v4 = *(const float4 *)(a.v + base + i);
-                    kv[u][i] = k4.x, kv[u][i + 1] = k4.y, kv[u][i + 2] = k4.z, kv[u][i + 3] = k4.w;
-                    vv[u][i] = v4.x, vv[u][i + 1] = v4.y, vv[u][i + 2] = v4.z, vv[u][i + 3] = v4.w;
-                }
-            } else {
-#pragma unroll
-                for (int i = 0; i < D; i++) kv[u][i] = a.k[base + i], vv[u][i] = a.v[base + i];
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < DEC_UNROLL; u++) {
-            if (t0 + u >= hi) break;
-#pragma unroll
-            for (int h = 0; h < DEC_MAXG; h++) {
-                if (h >= g) break;
-                float d = 0.0f;
-#pragma unroll
-                for (int i = 0; i < D; i++) d = fmaf(qv[h][i], kv[u][i], d);
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
-                float mn = fmaxf(m[h], d), corr = expf(m[h] - mn), p = expf(d - mn);
-                l[h] = l[h] * corr + p;
-#pragma unroll
-                for (int i = 0; i < D; i++) o[h][i] = fmaf(p, vv[u][i], o[h][i] * corr);
-                m[h] = mn;
-            }
-        }
-    }
+    ts_attend_warp<D, DEC_MAXG, DEC_UNROLL>(qv, o, m, l, g, a.k, a.v, tab, a.n_kv_heads, kvh,
+                                            a.block_size, lo, hi, warp * DEC_UNROLL,
+                                            DEC_WARPS * DEC_UNROLL, lane);
     /* merge the warps' states */
 #pragma unroll
     for (int h = 0; h < DEC_MAXG; h++) {
@@ -158,26 +96,10 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
     }
     __syncthreads();
     for (int h = warp; h < g; h += DEC_WARPS) {
-        float mx = -INFINITY;
-        for (int w = 0; w < DEC_WARPS; w++) mx = fmaxf(mx, m_s[w][h]);
         size_t head = (size_t)kvh * g + h;
-        float *pl = dec_lse(a, s, head) + sp, *po = dec_o(a, s, head) + (size_t)sp * hd;
-        if (mx == -INFINITY) { /* empty piece: weight 0 in the merge, o = 0 */
-            if (lane == 0) *pl = -INFINITY;
-            for (int c = lane; c < hd; c += 32) po[c] = 0.0f;
-            continue;
-        }
-        float den = 0.0f, wgt[DEC_WARPS];
-        for (int w = 0; w < DEC_WARPS; w++) {
-            wgt[w] = m_s[w][h] == -INFINITY ? 0.0f : expf(m_s[w][h] - mx);
-            den += l_s[w][h] * wgt[w];
-        }
-        for (int c = lane; c < hd; c += 32) {
-            float acc = 0.0f;
-            for (int w = 0; w < DEC_WARPS; w++) acc += o_s[w][h][c] * wgt[w];
-            po[c] = acc / den;
-        }
-        if (lane == 0) *pl = mx + logf(den);
+        ts_combine_warps<DEC_WARPS>(&m_s[0][0], &l_s[0][0], &o_s[0][0][0], DEC_MAXG, h, hd,
+                                    dec_lse(a, s, head) + sp, dec_o(a, s, head) + (size_t)sp * hd,
+                                    lane);
     }
     /* the last block of this (sequence, KV head) to finish merges the pieces */
     __shared__ bool last;

@@ -170,6 +170,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     if (ts_cuda_live(c)) ts_cuda_attn_init(c);
     if (ts_cuda_live(c)) ts_cuda_sample_init(c);
     if (ts_cuda_live(c)) ts_cuda_shm_init(c);
+    if (ts_cuda_live(c)) ts_cuda_decode_layers_init(c);
     if (!ts_cuda_live(c)) {
         snprintf(msg, sizeof msg, "cuda: backend setup failed: %.360s", c->err);
         set_err(err, TS_ERR_IO, msg);
@@ -193,6 +194,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->matmul_ex = ts_cuda_matmul_ex;
     o->sample = ts_cuda_sample;
     o->attention_decode = ts_cuda_attention_decode;
+    o->decode_layers = ts_cuda_decode_layers;
     o->attention_shared = ts_cuda_attention_shared;
     o->dev_alloc = op_dev_alloc;
     o->dev_free = op_dev_free;
@@ -219,6 +221,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->host_ops.kv_write = host_kv_write;
     c->host_ops.qk_rope_kv = NULL;
     c->host_ops.attention_decode = NULL;
+    c->host_ops.decode_layers = NULL;
     c->host_ops.matmul_ex = NULL;
     c->host_ops.sample = NULL; /* host arrays: rope and kv_write above */
     return c;

@@ -50,6 +50,8 @@ struct ts_cuda {
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
     int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
     bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
+    bool dec_layers;        /* decode_layers in use (TS_CUDA_LAYERS=0: off) */
+    int dl_smem_max;        /* its dynamic shared memory limit */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch
@@ -152,6 +154,7 @@ void ts_cuda_kv_write(void *ctx, void *k_pool, void *v_pool, ts_dtype kv_dtype, 
                       const int32_t *slot, int n, int n_kv_heads, int head_dim,
                       int block_size);
 void ts_cuda_attention(void *ctx, const ts_attn *a);
+bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d);
 void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *a);
 
 /* Prepares kernel attributes (large dynamic shared memory); at create. */
@@ -161,6 +164,8 @@ bool ts_cuda_attn_init(ts_cuda *c);
  * without doing anything. _init lets its kernel use its shared memory. */
 bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at);
 bool ts_cuda_shm_init(ts_cuda *c);
+/* decode_layers: its shared-memory limit and TS_CUDA_LAYERS (decode_layers.cu). */
+bool ts_cuda_decode_layers_init(ts_cuda *c);
 /* Lets sample_kernel use its dynamic shared memory (once per device). */
 bool ts_cuda_sample_init(ts_cuda *c);
 

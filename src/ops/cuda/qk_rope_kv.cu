@@ -1,10 +1,10 @@
 /* The step between the q/k/v products and attention, fused: per-head
  * RMSNorm of q and k (Qwen3), RoPE on both, and the K/V write into the paged
  * pool. One warp per (token, head) over the n_heads q heads then the
- * n_kv_heads k heads; a k head's warp also stores that head's v row.
- * Arithmetic as rmsnorm_kernel and rope_kernel (f32, the angle one f32
- * product, full-precision sincosf). */
+ * n_kv_heads k heads; a k head's warp also stores that head's v row
+ * (norm and rotation: norm_rope.cuh). */
 #include "ops/cuda/cuda_internal.cuh"
+#include "ops/cuda/norm_rope.cuh"
 
 #define QRK_WARPS 4
 #define QRK_MAXP 8 /* pairs per lane: head_dim <= 512 */
@@ -27,27 +27,13 @@ __global__ void __launch_bounds__(QRK_WARPS * 32)
     const float *g = is_q ? q_norm : k_norm;
     int half = hd / 2;
     float a[QRK_MAXP], b[QRK_MAXP];
-    float ss = 0.0f;
 #pragma unroll
     for (int p = 0; p < QRK_MAXP; p++) {
         int j = lane + 32 * p;
         a[p] = b[p] = 0.0f;
-        if (j < half) {
-            a[p] = x[j], b[p] = x[j + half];
-            ss = fmaf(a[p], a[p], ss);
-            ss = fmaf(b[p], b[p], ss);
-        }
+        if (j < half) a[p] = x[j], b[p] = x[j + half];
     }
-    if (g) {
-        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-        float inv = 1.0f / sqrtf(ss / (float)hd + eps);
-#pragma unroll
-        for (int p = 0; p < QRK_MAXP; p++) {
-            int j = lane + 32 * p;
-            if (j < half) a[p] = a[p] * inv * g[j], b[p] = b[p] * inv * g[j + half];
-        }
-    }
-    float ps = (float)pos[i];
+    ts_norm_rope_warp(a, b, hd, g, eps, (float)pos[i], inv_freq, lane);
     size_t dst = 0;
     if (!is_q) {
         int s = slot[i];
@@ -58,14 +44,10 @@ __global__ void __launch_bounds__(QRK_WARPS * 32)
     for (int p = 0; p < QRK_MAXP; p++) {
         int j = lane + 32 * p;
         if (j >= half) continue;
-        float sn, cs;
-        sincosf(__fmul_rn(ps, inv_freq[j]), &sn, &cs);
-        float ra = __fsub_rn(__fmul_rn(a[p], cs), __fmul_rn(b[p], sn));
-        float rb = __fadd_rn(__fmul_rn(b[p], cs), __fmul_rn(a[p], sn));
-        x[j] = ra, x[j + half] = rb;
+        x[j] = a[p], x[j + half] = b[p];
         if (!is_q) {
             const float *vr = v + ((size_t)i * n_kv_heads + kh) * hd;
-            k_pool[dst + j] = ra, k_pool[dst + j + half] = rb;
+            k_pool[dst + j] = a[p], k_pool[dst + j + half] = b[p];
             v_pool[dst + j] = vr[j], v_pool[dst + j + half] = vr[j + half];
         }
     }

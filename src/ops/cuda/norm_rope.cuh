@@ -1,0 +1,41 @@
+/* Per-head RMSNorm and RoPE for one warp, shared by qk_rope_kv.cu and the
+ * persistent decode kernel (decode_layers.cu). Arithmetic as rmsnorm_kernel
+ * and rope_kernel: f32, the angle one f32 product, full-precision sincosf. */
+#ifndef TS_OPS_CUDA_NORM_ROPE_CUH
+#define TS_OPS_CUDA_NORM_ROPE_CUH
+
+/* The warp's head x[hd] (hd even, hd <= 64 P): lane holds the rotate-half
+ * pairs j = lane + 32 p (j < hd / 2) in a[p] = x[j], b[p] = x[j + hd/2].
+ * Normalises them by gain g[hd] (NULL: no norm), then rotates them by the
+ * angle pos * inv_freq[j]. All 32 lanes must call it. */
+template <int P>
+__device__ __forceinline__ void ts_norm_rope_warp(float (&a)[P], float (&b)[P], int hd,
+                                                  const float *g, float eps, float pos,
+                                                  const float *inv_freq, int lane) {
+    const int half = hd / 2;
+    if (g) {
+        float ss = 0.0f;
+#pragma unroll
+        for (int p = 0; p < P; p++)
+            if (lane + 32 * p < half) ss = fmaf(b[p], b[p], fmaf(a[p], a[p], ss));
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        float inv = 1.0f / sqrtf(ss / (float)hd + eps);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            int j = lane + 32 * p;
+            if (j < half) a[p] = a[p] * inv * g[j], b[p] = b[p] * inv * g[j + half];
+        }
+    }
+#pragma unroll
+    for (int p = 0; p < P; p++) {
+        int j = lane + 32 * p;
+        if (j >= half) continue;
+        float sn, cs;
+        sincosf(__fmul_rn(pos, inv_freq[j]), &sn, &cs);
+        float ra = __fsub_rn(__fmul_rn(a[p], cs), __fmul_rn(b[p], sn));
+        float rb = __fadd_rn(__fmul_rn(b[p], cs), __fmul_rn(a[p], sn));
+        a[p] = ra, b[p] = rb;
+    }
+}
+
+#endif
