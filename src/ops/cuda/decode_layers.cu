@@ -60,6 +60,7 @@ typedef struct dl_args {
     const float *inv_freq;
     int n_layers, hidden, ffn, n_heads, n_kv, hd, bs, group, pieces;
     unsigned slot_a, slot_b; /* bytes of the two weight slots */
+    bool kv_prefetch;        /* phase A prefetches phase B's KV into L2 */
     float eps, scale;
 } dl_args;
 
@@ -251,6 +252,24 @@ __device__ __forceinline__ void gemv(const bf16 *w, int nr, int cols, const floa
     }
 }
 
+/* The slots attention item (kvh, p) will read, from HBM into L2 (bulk
+ * prefetches of each block's run, K and V), issued ahead of phase B so that
+ * they arrive while phase A computes and waits. */
+__device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int p) {
+    const int n_kv = a.info[1], P = a.pieces, bs = a.bs;
+    const int per = (n_kv + P - 1) / P, lo = min(n_kv, p * per), hi = min(n_kv, lo + per);
+    if (lo >= hi) return;
+    const int32_t *tab = a.tables + a.info[0];
+    const int b0 = lo / bs, b1 = (hi - 1) / bs;
+    for (int blk = b0 + (int)threadIdx.x; blk <= b1; blk += DL_THREADS) {
+        int t0 = max(lo, blk * bs), t1 = min(hi, (blk + 1) * bs);
+        size_t off = (((size_t)tab[blk] * a.n_kv + kvh) * bs + (size_t)(t0 % bs)) * a.hd;
+        unsigned bytes = (unsigned)((t1 - t0) * a.hd * 4);
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.kp + off), "r"(bytes) : "memory");
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.vp + off), "r"(bytes) : "memory");
+    }
+}
+
 /* Phase B for one item: KV head kvh, piece p of its range. sm: shared floats
  * (q heads, then the warps' states). D = head_dim / 32 dims per lane. */
 template <int D>
@@ -357,6 +376,8 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
     for (int l = 0; l < a.n_layers; l++) {
         const dl_layer &L = a.L[l];
         /* A: q, k, v */
+        if (a.kv_prefetch)
+            for (int it = b; it < a.n_kv * a.pieces; it += G) prefetch_kv(a, L, it / a.pieces, it % a.pieces);
         load_normed(act, a.x, L.an, H, a.eps, red);
         take(&pend[0], &par[0], mb);
         {
@@ -483,6 +504,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     a->pieces = pieces < 1 ? 1 : pieces > DL_PIECES ? DL_PIECES : pieces;
     a->slot_a = (unsigned)slot_a, a->slot_b = (unsigned)slot_b;
     a->eps = d->eps, a->scale = d->scale;
+    a->kv_prefetch = c->dec_layers != 2;
 
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)G);
@@ -516,7 +538,8 @@ bool ts_cuda_decode_layers_init(ts_cuda *c) {
         if (!TS_CU(c, cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           c->dl_smem_max)))
             return false;
-    const char *env = getenv("TS_CUDA_LAYERS"); /* "0": decode steps run op by op */
-    c->dec_layers = !(env && !strcmp(env, "0"));
+    /* "0": decode steps run op by op; "2": without the KV prefetch */
+    const char *env = getenv("TS_CUDA_LAYERS");
+    c->dec_layers = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
     return true;
 }
