@@ -50,8 +50,8 @@ struct ts_cuda {
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
     int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
     bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
-    int dec_layers;         /* decode_layers: 0 off, 1 on, 2 on without its KV prefetch
-                               (TS_CUDA_LAYERS) */
+    int dec_layers;         /* decode_layers: 0 off (default), 1 on, 2 on without its KV
+                               prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
 };
 

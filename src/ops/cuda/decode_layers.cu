@@ -101,22 +101,16 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
-/* Arrivals count up to G; the last one resets them and bumps the
- * generation, which the others wait for: nothing to reset between calls. */
-__device__ __forceinline__ void grid_sync(unsigned *bar) {
+/* Barrier k (1-based) of a launch waits until the arrival counter bar[0]
+ * reaches base + k G, base being bar[1] at the launch's start (set by the
+ * previous launch, by block 0 after its last barrier); wrap-safe. One release
+ * reduction a block, then polling: no reset and no second atomic. */
+__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned target) {
     __syncthreads();
     if (threadIdx.x == 0) {
-        unsigned gen = ld_acquire(bar + 1);
-        __threadfence();
-        if (atomicAdd(bar, 1u) == gridDim.x - 1) {
-            atomicExch(bar, 0u);
-            __threadfence();
-            atomicAdd(bar + 1, 1u);
-        } else {
-            while (ld_acquire(bar + 1) == gen) {
-            }
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
+        while ((int)(ld_acquire(bar) - target) < 0) {
         }
-        __threadfence();
     }
     __syncthreads();
 }
@@ -192,13 +186,15 @@ __device__ __forceinline__ void load_act(float *act, const float *src, int n) {
         ((float4 *)act)[i] = __ldcg((const float4 *)src + i);
 }
 
-/* act[n] = rmsnorm(src) * g, as rmsnorm_kernel. */
+/* act[n] = rmsnorm(src) * g, as rmsnorm_kernel; n % 4 == 0. The gains are
+ * loaded with x (both in flight), then scaled once the sum is known. */
 __device__ void load_normed(float *act, const float *src, const float *g, int n, float eps,
                             float *red) {
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n / 4; i += DL_THREADS) {
-        float4 v = __ldcg((const float4 *)src + i);
+        float4 v = __ldcg((const float4 *)src + i), w = __ldg((const float4 *)g + i);
         ((float4 *)act)[i] = v;
+        ((float4 *)act)[n / 4 + i] = w;
         ss = fmaf(v.x, v.x, fmaf(v.y, v.y, fmaf(v.z, v.z, fmaf(v.w, v.w, ss))));
     }
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -207,7 +203,7 @@ __device__ void load_normed(float *act, const float *src, const float *g, int n,
     float tot = 0.0f;
     for (int w = 0; w < DL_WARPS; w++) tot += red[w];
     float inv = 1.0f / sqrtf(tot / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += DL_THREADS) act[i] = act[i] * inv * g[i];
+    for (int i = threadIdx.x; i < n; i += DL_THREADS) act[i] = act[i] * inv * act[n + i];
     __syncthreads();
 }
 
@@ -220,6 +216,17 @@ __device__ __forceinline__ float dot8(const uint4 &u, const float *x, float acc)
     acc = fmaf(x0.z, w1.x, acc), acc = fmaf(x0.w, w1.y, acc);
     acc = fmaf(x1.x, w2.x, acc), acc = fmaf(x1.y, w2.y, acc);
     acc = fmaf(x1.z, w3.x, acc), acc = fmaf(x1.w, w3.y, acc);
+    return acc;
+}
+
+/* dot8 with the inputs in registers. */
+__device__ __forceinline__ float dot8r(const uint4 &u, const float (&x)[8], float acc) {
+    const __nv_bfloat162 *p = (const __nv_bfloat162 *)&u;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 w = __bfloat1622float2(p[i]);
+        acc = fmaf(x[2 * i], w.x, acc), acc = fmaf(x[2 * i + 1], w.y, acc);
+    }
     return acc;
 }
 
@@ -267,6 +274,58 @@ __device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int p)
         unsigned bytes = (unsigned)((t1 - t0) * a.hd * 4);
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.kp + off), "r"(bytes) : "memory");
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.vp + off), "r"(bytes) : "memory");
+    }
+}
+
+/* The products of gemv for nr rows of cols % 256 == 0, split along k: a
+ * row group of WG warps shares each row, lane c of a group's warp w takes
+ * the 8-column chunks c + 32 w, + 32 WG, ... whose inputs it keeps in
+ * registers (at most DL_KC chunks); warps reduce by shuffles, groups by
+ * part_s in a fixed order (deterministic), and threads emit in parallel.
+ * nr * DL_WARPS <= DL_PARTS. */
+#define DL_KC 4
+#define DL_PARTS 1024
+/* whether gemv_k takes nr rows (SWI: pairs) of cols */
+__device__ __forceinline__ bool k_ok(int nr, int cols) {
+    return cols % 256 == 0 && cols <= 8 * 32 * DL_WARPS * DL_KC && nr * DL_WARPS <= DL_PARTS;
+}
+template <bool SWI, typename E>
+__device__ __forceinline__ void gemv_k(const bf16 *w, int nr, int cols, const float *act,
+                                       float *part_s, E emit) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, cpr = cols / 8;
+    int wg = 1; /* warps a row: the largest power of two <= cpr / 32, at most 16 */
+    while (wg < DL_WARPS && 2 * wg * 32 <= cpr) wg *= 2;
+    const int groups = DL_WARPS / wg, grp = warp / wg, wig = warp % wg;
+    const int rows = SWI ? 2 * nr : nr;
+    float x[DL_KC][8];
+#pragma unroll
+    for (int c = 0; c < DL_KC; c++) {
+        int ch = wig * 32 + lane + c * wg * 32;
+#pragma unroll
+        for (int i = 0; i < 8; i++) x[c][i] = ch < cpr ? act[ch * 8 + i] : 0.0f;
+    }
+    for (int r = grp; r < rows; r += groups) {
+        const bf16 *wr = w + (size_t)r * cols;
+        float acc = 0.0f;
+#pragma unroll
+        for (int c = 0; c < DL_KC; c++) {
+            int ch = wig * 32 + lane + c * wg * 32;
+            if (ch < cpr) acc = dot8r(*(const uint4 *)(wr + ch * 8), x[c], acc);
+        }
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (lane == 0) part_s[r * wg + wig] = acc;
+    }
+    __syncthreads();
+    for (int r = threadIdx.x; r < nr; r += DL_THREADS) {
+        float y = 0.0f;
+        for (int k = 0; k < wg; k++) y += part_s[r * wg + k];
+        if (SWI) {
+            float u = 0.0f;
+            for (int k = 0; k < wg; k++) u += part_s[(nr + r) * wg + k];
+            emit(r, y / (1.0f + expf(-y)) * u);
+        } else {
+            emit(r, y);
+        }
     }
 }
 
@@ -362,12 +421,15 @@ template <int D>
 __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __grid_constant__ dl_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ float red[DL_WARPS];
+    __shared__ float part_s[DL_PARTS];
     uint64_t *mb = (uint64_t *)smem; /* [2]: slot A, slot B */
     bf16 *sa = (bf16 *)(smem + 128), *sb = (bf16 *)(smem + 128 + a.slot_a);
     float *act = (float *)(smem + 128 + a.slot_a + a.slot_b);
     const int b = blockIdx.x, G = gridDim.x;
     const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd;
     if (threadIdx.x == 0) mbar_init(mb), mbar_init(mb + 1);
+    const unsigned base = __ldcg(a.bar + 1); /* stable: written at the end of the last launch */
+    unsigned n_sync = 0;
     __syncthreads();
     bool pend[2];
     unsigned par[2] = {0u, 0u};
@@ -382,63 +444,74 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
         take(&pend[0], &par[0], mb);
         {
             const int lo = row_lo(qd + 2 * kd, b, G), n = row_lo(qd + 2 * kd, b + 1, G) - lo;
-            gemv<false>(sa, n, H, act, [&](int r, float y) {
+            auto em = [&](int r, float y) {
                 int R = lo + r;
                 if (R < qd) a.q[R] = L.bq ? y + L.bq[R] : y;
                 else if (R < qd + kd) a.k[R - qd] = L.bk ? y + L.bk[R - qd] : y;
                 else a.v[R - qd - kd] = L.bv ? y + L.bv[R - qd - kd] : y;
-            });
+            };
+            if (k_ok(n, H)) gemv_k<false>(sa, n, H, act, part_s, em);
+            else gemv<false>(sa, n, H, act, em);
         }
         __syncthreads();
         pend[0] = fill(a, l, PH_GU, sa, mb);
-        grid_sync(a.bar);
+        grid_sync(a.bar, base + ++n_sync * G);
         /* B: attention */
         for (int it = b; it < a.n_kv * a.pieces; it += G) {
             attn_item<D>(a, L, it / a.pieces, it % a.pieces, act);
             __syncthreads();
         }
-        grid_sync(a.bar);
+        grid_sync(a.bar, base + ++n_sync * G);
         /* C: x += att . wo^T */
         load_act(act, a.att, qd);
         __syncthreads();
         take(&pend[1], &par[1], mb + 1);
         {
             const int lo = row_lo(H, b, G), n = row_lo(H, b + 1, G) - lo;
-            gemv<false>(sb, n, qd, act, [&](int r, float y) {
+            auto em = [&](int r, float y) {
                 int R = lo + r;
                 a.x[R] = __ldcg(a.x + R) + (L.bo ? y + L.bo[R] : y);
-            });
+            };
+            if (k_ok(n, qd)) gemv_k<false>(sb, n, qd, act, part_s, em);
+            else gemv<false>(sb, n, qd, act, em);
         }
         __syncthreads();
         pend[1] = fill(a, l, PH_DOWN, sb, mb + 1);
-        grid_sync(a.bar);
+        grid_sync(a.bar, base + ++n_sync * G);
         /* D: h = silu(gate) * up */
         load_normed(act, a.x, L.fn, H, a.eps, red);
         take(&pend[0], &par[0], mb);
         {
             const int lo = row_lo(a.ffn, b, G), n = row_lo(a.ffn, b + 1, G) - lo;
-            gemv<true>(sa, n, H, act, [&](int j, float y) { a.h[lo + j] = y; });
+            auto em = [&](int j, float y) { a.h[lo + j] = y; };
+            if (k_ok(2 * n, H)) gemv_k<true>(sa, n, H, act, part_s, em);
+            else gemv<true>(sa, n, H, act, em);
         }
         __syncthreads();
         if (l + 1 < a.n_layers) pend[0] = fill(a, l + 1, PH_QKV, sa, mb);
-        grid_sync(a.bar);
+        grid_sync(a.bar, base + ++n_sync * G);
         /* E: x += h . wd^T */
         load_act(act, a.h, a.ffn);
         __syncthreads();
         take(&pend[1], &par[1], mb + 1);
         {
             const int lo = row_lo(H, b, G), n = row_lo(H, b + 1, G) - lo;
-            gemv<false>(sb, n, a.ffn, act, [&](int r, float y) {
+            auto em = [&](int r, float y) {
                 int R = lo + r;
                 a.x[R] = __ldcg(a.x + R) + y;
-            });
+            };
+            if (k_ok(n, a.ffn)) gemv_k<false>(sb, n, a.ffn, act, part_s, em);
+            else gemv<false>(sb, n, a.ffn, act, em);
         }
         __syncthreads();
         if (l + 1 < a.n_layers) {
             pend[1] = fill(a, l + 1, PH_O, sb, mb + 1);
-            grid_sync(a.bar);
+            grid_sync(a.bar, base + ++n_sync * G);
         }
     }
+    /* every block has read base (all passed the barriers): the next launch's */
+    grid_sync(a.bar, base + ++n_sync * G);
+    if (b == 0 && threadIdx.x == 0) a.bar[1] = base + n_sync * G;
 }
 
 static size_t max_rows(int R, int G) { return ((size_t)R + (size_t)G - 1) / (size_t)G; }
@@ -471,7 +544,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
                                                : 2 * max_rows(F, G)));
     size_t slot_b = up128(2 * max_rows(H, G) * (size_t)(qd > F ? qd : F));
     size_t att = (size_t)DL_MAXG * hd + 2 * DL_WARPS * DL_MAXG + (size_t)DL_WARPS * DL_MAXG * hd;
-    size_t act = (size_t)H;
+    size_t act = 2 * (size_t)H; /* x and its norm's gains */
     if ((size_t)qd > act) act = (size_t)qd;
     if ((size_t)F > act) act = (size_t)F;
     if (att > act) act = att;
@@ -532,14 +605,16 @@ bool ts_cuda_decode_layers_init(ts_cuda *c) {
     if (!TS_CU(c, cudaDeviceGetAttribute(&dev_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, c->device)))
         return false;
     /* the kernel's static shared memory comes out of the same budget */
-    c->dl_smem_max = dev_max - 1024;
+    c->dl_smem_max = dev_max - 8192;
     void (*ks[3])(dl_args) = {decode_layers_kernel<1>, decode_layers_kernel<2>, decode_layers_kernel<4>};
     for (int i = 0; i < 3; i++)
         if (!TS_CU(c, cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           c->dl_smem_max)))
             return false;
-    /* "0": decode steps run op by op; "2": without the KV prefetch */
+    /* opt-in until it beats the op-by-op step (docs/PERFORMANCE.md, issue 6):
+     * "1" on, "2" on without the KV prefetch, else off */
     const char *env = getenv("TS_CUDA_LAYERS");
-    c->dec_layers = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
+    c->dec_layers = env && !strcmp(env, "1") ? 1 : env && !strcmp(env, "2") ? 2 : 0;
     return true;
 }
+
