@@ -25,7 +25,13 @@
  * Arithmetic: f32 with bf16 weights widened (as the weight-streaming
  * products), softmax with expf, RoPE as norm_rope.cuh. Needs BF16 weights,
  * f32 KV, head_dim 32/64/128, group <= 4, and every block's rows fitting
- * in shared memory (Qwen3-0.6B: 180 KB of 227); otherwise it declines. */
+ * in shared memory (Qwen3-0.6B: 179 KB of 227); otherwise it declines.
+ *
+ * Status: opt-in (TS_CUDA_LAYERS=1; the op declines otherwise). Correct
+ * (tests/gpu/test_gpu_layers.c), but on the H100 still slower than the
+ * op-by-op step (712-720 vs 816-820 tok/s at context 128): the weights
+ * arrive in time, the dependent steps inside each phase and the barriers
+ * do not (docs/PERFORMANCE.md, issue 6, has the per-phase profile). */
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
