@@ -219,8 +219,8 @@ typedef struct ts_ops {
      * exactly as the fused sequence of decode_step (matmul_ex with the norm,
      * qk_rope_kv, attention_decode, matmul_ex ...) computes it, to rounding, in
      * one launch. Returns false, having queued nothing, when the backend
-     * cannot take this shape or has it switched off (CUDA: opt-in,
-     * TS_CUDA_LAYERS=1); the caller then runs the ops one by one. */
+     * cannot take this shape; the caller then runs the ops one by one.
+     * The CUDA backend sets it only with TS_CUDA_LAYERS=1 (opt-in). */
     bool (*decode_layers)(void *ctx, const ts_decode_layers *a);
     void (*attention)(void *ctx, const ts_attn *a);
     /* Cascade attention's shared level: every listed row attends, non-causally,

@@ -165,7 +165,8 @@ bool ts_cuda_attn_init(ts_cuda *c);
  * without doing anything. _init lets its kernel use its shared memory. */
 bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at);
 bool ts_cuda_shm_init(ts_cuda *c);
-/* decode_layers: its shared-memory limit and TS_CUDA_LAYERS (decode_layers.cu). */
+/* decode_layers: its shared-memory limit and TS_CUDA_LAYERS (decode_layers.cu);
+ * before the op table is filled (it decides whether the op is set). */
 bool ts_cuda_decode_layers_init(ts_cuda *c);
 /* Lets sample_kernel use its dynamic shared memory (once per device). */
 bool ts_cuda_sample_init(ts_cuda *c);

@@ -27,7 +27,7 @@
  * f32 KV, head_dim 32/64/128, group <= 4, and every block's rows fitting
  * in shared memory (Qwen3-0.6B: 179 KB of 227); otherwise it declines.
  *
- * Status: opt-in (TS_CUDA_LAYERS=1; the op declines otherwise). Correct
+ * Status: opt-in (TS_CUDA_LAYERS=1; the op table leaves it NULL otherwise). Correct
  * (tests/gpu/test_gpu_layers.c), but on the H100 still slower than the
  * op-by-op step (712-720 vs 816-820 tok/s at context 128): the weights
  * arrive in time, the dependent steps inside each phase and the barriers
@@ -530,7 +530,7 @@ static bool wmat_ok(const ts_wmat *w, int rows, int cols) {
 
 bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     ts_cuda *c = (ts_cuda *)ctx;
-    if (!c->dec_layers || !ts_cuda_live(c)) return false;
+    if (!ts_cuda_live(c)) return false;
     const int H = d->hidden, F = d->ffn, hd = d->head_dim, nh = d->n_heads, nkv = d->n_kv_heads;
     if (d->n_layers < 1 || d->n_layers > DL_MAXL || H <= 0 || F <= 0 || nkv <= 0 ||
         nh % nkv || nh / nkv > DL_MAXG || (hd != 32 && hd != 64 && hd != 128) ||
