@@ -83,7 +83,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
                              : 0.0f;
         }
     }
-    ts_attend_warp<D, DEC_MAXG, DEC_UNROLL>(qv, o, m, l, g, a.k, a.v, tab, a.n_kv_heads, kvh,
+    ts_attend_warp<D, DEC_MAXG, DEC_UNROLL>(qv, o, m, l, g, a.k, a.v, tab, 0, a.n_kv_heads, kvh,
                                             a.block_size, lo, hi, warp * DEC_UNROLL,
                                             DEC_WARPS * DEC_UNROLL, lane);
     /* merge the warps' states */

@@ -11,20 +11,22 @@
  * first, lo + first + step, ... below hi, U slots' K and V loaded before any
  * is used. Lane holds dims [lane D, lane D + D) of head_dim = 32 D; qv are
  * the g (<= MG) query heads, pre-scaled; (o, m, l) the running state. Pools
- * [n_blocks][n_kv][bs][hd], slot t in block tab[t / bs]. */
+ * [n_blocks][n_kv][bs][hd], slot t in block tab[t / bs - blk0] (blk0: the
+ * first block tab holds; 0 for a whole table). */
 template <int D, int MG, int U>
 __device__ __forceinline__ void ts_attend_warp(const float (&qv)[MG][D], float (&o)[MG][D],
                                                float (&m)[MG], float (&l)[MG], int g,
                                                const float *kp, const float *vp,
-                                               const int32_t *tab, int n_kv, int kvh, int bs,
-                                               int lo, int hi, int first, int step, int lane) {
+                                               const int32_t *tab, int blk0, int n_kv, int kvh,
+                                               int bs, int lo, int hi, int first, int step,
+                                               int lane) {
     const int hd = 32 * D;
     for (int t0 = lo + first; t0 < hi; t0 += step) {
         float kv[U][D], vv[U][D];
 #pragma unroll
         for (int u = 0; u < U; u++) {
             int t = t0 + u < hi ? t0 + u : t0;
-            size_t base = (((size_t)tab[t / bs] * n_kv + kvh) * bs + (size_t)(t % bs)) * hd +
+            size_t base = (((size_t)tab[t / bs - blk0] * n_kv + kvh) * bs + (size_t)(t % bs)) * hd +
                           (size_t)lane * D;
             if (D % 4 == 0) { /* 16-byte loads: base is a multiple of 4 floats */
 #pragma unroll

@@ -228,9 +228,15 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     return c;
 }
 
+#ifdef DL_PROF
+void ts_cuda_dl_prof_dump(void); /* decode_layers.cu, profiling builds only */
+#endif
 void ts_cuda_destroy(ts_cuda *c) {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
+#ifdef DL_PROF
+    ts_cuda_dl_prof_dump();
+#endif
     cudaFree(c->act.p);
     cudaFree(c->part.p);
     cudaFree(c->meta.p);

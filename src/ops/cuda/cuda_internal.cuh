@@ -53,6 +53,7 @@ struct ts_cuda {
     int dec_layers;         /* decode_layers: 0 off (default), 1 on, 2 on without its KV
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
+    int dl_piece_slots;     /* its attention: slots a piece aims at */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch

@@ -47,6 +47,7 @@
 #define DL_MAXL 96   /* layers a launch takes (kernel parameters: 17 KB) */
 #define DL_MAXG 4    /* query heads per KV head */
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
+#define DL_U 2       /* slots a warp loads at once in attention */
 
 typedef __nv_bfloat16 bf16;
 
@@ -64,11 +65,50 @@ typedef struct dl_args {
     unsigned *bar;        /* [2]: barrier arrivals (zero between barriers), generation */
     const int32_t *pos, *slot, *tables, *info;
     const float *inv_freq;
-    int n_layers, hidden, ffn, n_heads, n_kv, hd, bs, group, pieces;
+    int n_layers, hidden, ffn, n_heads, n_kv, hd, bs, group;
+    int pieces;              /* attention pieces per KV head at most */
+    int piece_slots;         /* slots a piece aims at (the step's count is on the device) */
     unsigned slot_a, slot_b; /* bytes of the two weight slots */
+    int act_floats;          /* floats of the activation area (xres follows it) */
+    int xres_floats;         /* floats of xres (a multiple of 4; xp follows) */
     bool kv_prefetch;        /* phase A prefetches phase B's KV into L2 */
+    bool nofill;             /* profiling (DL_PROF, TS_DL_NOFILL=1): no weight copies (wrong results) */
     float eps, scale;
 } dl_args;
+
+/* ---- optional phase clock (build with -DDL_PROF; profiling only) ----
+ * Thread 0 of every block stamps %globaltimer at DL_EV points of each
+ * layer; ts_cuda_destroy prints, per phase, medians over layers of the
+ * slowest block's steps and of the barrier that follows. */
+#ifdef DL_PROF
+#include <stdio.h>
+#define DL_EV 31
+#define DL_PROF_G 160
+/* [block][layer][event]: %globaltimer (ns), clock64 (SM cycles) */
+__device__ unsigned long long dl_prof[DL_PROF_G * DL_MAXL * DL_EV * 2];
+static int dl_prof_layers, dl_prof_blocks;
+#define DL_STAMP(l, ev)                                                                        \
+    do {                                                                                       \
+        if (threadIdx.x == 0 && blockIdx.x < DL_PROF_G) {                                      \
+            unsigned long long t_;                                                             \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                             \
+            size_t i_ = (((size_t)blockIdx.x * DL_MAXL + (l)) * DL_EV + (ev)) * 2;             \
+            dl_prof[i_] = t_, dl_prof[i_ + 1] = clock64();                                     \
+        }                                                                                      \
+    } while (0)
+#define DL_SIDE_STAMP(l, ev)                                                                   \
+    do {                                                                                       \
+        if ((threadIdx.x & 31) == 0 && blockIdx.x < DL_PROF_G) {                               \
+            unsigned long long t_;                                                             \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                             \
+            size_t i_ = (((size_t)blockIdx.x * DL_MAXL + (l)) * DL_EV + (ev)) * 2;             \
+            dl_prof[i_] = t_, dl_prof[i_ + 1] = clock64();                                     \
+        }                                                                                      \
+    } while (0)
+#else
+#define DL_SIDE_STAMP(l, ev) ((void)0)
+#define DL_STAMP(l, ev) ((void)0)
+#endif
 
 /* ---- bulk copies into shared memory, completed on an mbarrier ---- */
 __device__ __forceinline__ unsigned smem_u32(const void *p) {
@@ -110,13 +150,20 @@ __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
 /* Barrier k (1-based) of a launch waits until the arrival counter bar[0]
  * reaches base + k G, base being bar[1] at the launch's start (set by the
  * previous launch, by block 0 after its last barrier); wrap-safe. One release
- * reduction a block, then polling: no reset and no second atomic. */
-__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned target) {
+ * reduction a block, then polling: no reset and no second atomic. While
+ * thread 0 waits, the last warp runs side() (work off the critical path:
+ * weight copies, prefetches, staging into shared memory; its shared-memory
+ * writes are visible to the block after the barrier). */
+#define DL_SIDE_WARP (DL_WARPS - 1)
+template <typename F>
+__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned target, F side) {
     __syncthreads();
     if (threadIdx.x == 0) {
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
         while ((int)(ld_acquire(bar) - target) < 0) {
         }
+    } else if ((int)(threadIdx.x >> 5) == DL_SIDE_WARP) {
+        side();
     }
     __syncthreads();
 }
@@ -125,57 +172,59 @@ __device__ __forceinline__ int row_lo(int R, int b, int G) {
     return (int)((long long)R * b / G);
 }
 
-/* The weight rows block b owns in phase `ph` of layer L, as up to three
- * contiguous copies (smem byte offset, source, bytes); returns the total. */
-enum { PH_QKV, PH_O, PH_GU, PH_DOWN };
-typedef struct dl_copy {
-    unsigned off, bytes;
-    const void *src;
-} dl_copy;
-__device__ unsigned plan_rows(const dl_args &a, const dl_layer &L, int ph, int b, int G,
-                              dl_copy *cp, int *n_cp) {
-    *n_cp = 0;
-    const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd;
-    if (ph == PH_QKV) {
-        const int R = qd + 2 * kd, lo = row_lo(R, b, G), hi = row_lo(R, b + 1, G);
-        const bf16 *w[3] = {L.wq, L.wk, L.wv};
-        const int s0[3] = {0, qd, qd + kd}, s1[3] = {qd, qd + kd, R};
-        for (int s = 0; s < 3; s++) {
-            int x0 = max(lo, s0[s]), x1 = min(hi, s1[s]);
-            if (x0 >= x1) continue;
-            cp[*n_cp] = {(unsigned)((x0 - lo) * H * 2), (unsigned)((x1 - x0) * H * 2),
-                         w[s] + (size_t)(x0 - s0[s]) * H};
-            (*n_cp)++;
-        }
-        return (unsigned)((hi - lo) * H * 2);
-    }
-    if (ph == PH_GU) {
-        const int lo = row_lo(a.ffn, b, G), hi = row_lo(a.ffn, b + 1, G), n = hi - lo;
-        if (n <= 0) return 0;
-        cp[0] = {0u, (unsigned)(n * H * 2), L.wg + (size_t)lo * H};
-        cp[1] = {(unsigned)(n * H * 2), (unsigned)(n * H * 2), L.wu + (size_t)lo * H};
-        *n_cp = 2;
-        return (unsigned)(2 * n * H * 2);
-    }
-    const int cols = ph == PH_O ? qd : a.ffn;
-    const int lo = row_lo(H, b, G), hi = row_lo(H, b + 1, G), n = hi - lo;
-    if (n <= 0) return 0;
-    cp[0] = {0u, (unsigned)(n * cols * 2), (ph == PH_O ? L.wo : L.wd) + (size_t)lo * cols};
-    *n_cp = 1;
-    return (unsigned)(n * cols * 2);
+/* The rows of each phase this block owns ([lo, lo + n) of an even split),
+ * computed once a launch. */
+typedef struct dl_rows {
+    int qkv_lo, qkv_n; /* of q|k|v's qd + 2 kd rows (phase A) */
+    int gu_lo, gu_n;   /* of the ffn gate (and up) rows (phase D) */
+    int x_lo, x_n;     /* of the hidden rows (phases C and E; the residual) */
+} dl_rows;
+__device__ dl_rows own_rows(const dl_args &a) {
+    const int b = blockIdx.x, G = gridDim.x, R = (a.n_heads + 2 * a.n_kv) * a.hd;
+    dl_rows o;
+    o.qkv_lo = row_lo(R, b, G), o.qkv_n = row_lo(R, b + 1, G) - o.qkv_lo;
+    o.gu_lo = row_lo(a.ffn, b, G), o.gu_n = row_lo(a.ffn, b + 1, G) - o.gu_lo;
+    o.x_lo = row_lo(a.hidden, b, G), o.x_n = row_lo(a.hidden, b + 1, G) - o.x_lo;
+    return o;
 }
 
-/* Starts filling a slot with phase ph's rows; true when bytes are on their
- * way (the slot's mbarrier then completes one phase). Every thread calls it. */
-__device__ bool fill(const dl_args &a, int layer, int ph, void *slot, uint64_t *mb) {
-    dl_copy cp[3];
-    int n = 0;
-    unsigned total = plan_rows(a, a.L[layer], ph, blockIdx.x, gridDim.x, cp, &n);
-    if (total && threadIdx.x == 0) {
-        mbar_expect(mb, total);
-        for (int i = 0; i < n; i++) bulk_copy((char *)slot + cp[i].off, cp[i].src, cp[i].bytes, mb);
+/* A phase's weight rows in a slot: cols bf16 each (the input's length), at
+ * a stride of cols + 8 so that the 8 rows an ldmatrix reads at one column
+ * fall in distinct banks; phase D holds the gate rows, then the up rows. */
+enum { PH_QKV, PH_O, PH_GU, PH_DOWN };
+__device__ __forceinline__ int ph_cols(const dl_args &a, int ph) {
+    return ph == PH_O ? a.n_heads * a.hd : ph == PH_DOWN ? a.ffn : a.hidden;
+}
+__device__ __forceinline__ int ph_rows(const dl_rows &o, int ph) {
+    return ph == PH_QKV ? o.qkv_n : ph == PH_GU ? 2 * o.gu_n : o.x_n;
+}
+__device__ const bf16 *row_src(const dl_args &a, const dl_layer &L, const dl_rows &o, int ph,
+                               int j) {
+    const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd;
+    if (ph == PH_QKV) {
+        const int R = o.qkv_lo + j;
+        return R < qd ? L.wq + (size_t)R * H
+                      : R < qd + kd ? L.wk + (size_t)(R - qd) * H : L.wv + (size_t)(R - qd - kd) * H;
     }
-    return total != 0;
+    if (ph == PH_GU)
+        return j < o.gu_n ? L.wg + (size_t)(o.gu_lo + j) * H : L.wu + (size_t)(o.gu_lo + j - o.gu_n) * H;
+    return ph == PH_O ? L.wo + (size_t)(o.x_lo + j) * qd : L.wd + (size_t)(o.x_lo + j) * a.ffn;
+}
+/* Starts filling a slot with phase ph's rows of a layer, one bulk copy a row
+ * (the whole side warp); the slot's mbarrier completes one phase when all
+ * land (when ph_rows > 0). The side warp issues the copies: a warp's fences
+ * wait for its copies to land, and that warp never fences (warp 0 releases
+ * the grid barrier, warps < group publish attention pieces). */
+__device__ void fill(const dl_args &a, const dl_rows &o, int layer, int ph, void *slot,
+                     uint64_t *mb) {
+    const int n = ph_rows(o, ph), cols = ph_cols(a, ph), lane = threadIdx.x & 31;
+    if (n <= 0) return;
+    const unsigned rb = (unsigned)cols * 2u;
+    if (lane == 0) mbar_expect(mb, (unsigned)n * rb);
+    __syncwarp();
+    for (int j = lane; j < n; j += 32)
+        bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
+                  rb, mb);
 }
 
 /* Waits for a slot's fill when one was started. */
@@ -213,143 +262,157 @@ __device__ void load_normed(float *act, const float *src, const float *g, int n,
     __syncthreads();
 }
 
-__device__ __forceinline__ float dot8(const uint4 &u, const float *x, float acc) {
-    const __nv_bfloat162 *p = (const __nv_bfloat162 *)&u;
-    float4 x0 = *(const float4 *)x, x1 = *(const float4 *)(x + 4);
-    float2 w0 = __bfloat1622float2(p[0]), w1 = __bfloat1622float2(p[1]);
-    float2 w2 = __bfloat1622float2(p[2]), w3 = __bfloat1622float2(p[3]);
-    acc = fmaf(x0.x, w0.x, acc), acc = fmaf(x0.y, w0.y, acc);
-    acc = fmaf(x0.z, w1.x, acc), acc = fmaf(x0.w, w1.y, acc);
-    acc = fmaf(x1.x, w2.x, acc), acc = fmaf(x1.y, w2.y, acc);
-    acc = fmaf(x1.z, w3.x, acc), acc = fmaf(x1.w, w3.y, acc);
-    return acc;
+/* Pieces per KV head of this step: one per piece_slots slots of context,
+ * at least 1, at most a.pieces (n_kv is on the device: the step replays). */
+__device__ __forceinline__ int n_pieces(const dl_args &a) {
+    const int p = (a.info[1] + a.piece_slots - 1) / a.piece_slots;
+    return p < 1 ? 1 : p > a.pieces ? a.pieces : p;
+}
+/* Slots [lo, hi) of piece p of P over the step's n_kv. */
+__device__ __forceinline__ void piece_range(const dl_args &a, int P, int p, int *lo, int *hi) {
+    const int n_kv = a.info[1], per = (n_kv + P - 1) / P;
+    *lo = min(n_kv, p * per), *hi = min(n_kv, *lo + per);
 }
 
-/* dot8 with the inputs in registers. */
-__device__ __forceinline__ float dot8r(const uint4 &u, const float (&x)[8], float acc) {
-    const __nv_bfloat162 *p = (const __nv_bfloat162 *)&u;
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 w = __bfloat1622float2(p[i]);
-        acc = fmaf(x[2 * i], w.x, acc), acc = fmaf(x[2 * i + 1], w.y, acc);
-    }
-    return acc;
-}
+/* Per-step constants staged in shared memory at the kernel's start, and
+ * per-layer ones staged by the side warp before the layer's phase B. */
+#define DL_TAB 64 /* block-table entries of a block's attention item kept on chip */
+typedef struct dl_stage {
+    float cs[64], sn[64];   /* RoPE of this step's position: cos, sin (hd / 2) */
+    float qn[128], kn[128]; /* the attended layer's q / k norm gains (hd) */
+    int32_t tab[DL_TAB];    /* block table of this block's first item, from block tab0 */
+    int tab0, n_tab;        /* n_tab 0: the item reads the table in global memory */
+} dl_stage;
 
-/* Products of the rows in shared memory with act[cols], a warp per pair of
- * rows: plain (rows 2i, 2i + 1 of nr) emits emit(r, y); SWI (gate row i,
- * up row nr + i) emits emit(i, silu(g) * u). cols % 8 == 0. */
-template <bool SWI, typename E>
-__device__ __forceinline__ void gemv(const bf16 *w, int nr, int cols, const float *act, E emit) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int pairs = SWI ? nr : (nr + 1) / 2;
-    for (int p = warp; p < pairs; p += DL_WARPS) {
-        const int r0 = SWI ? p : 2 * p, r1 = SWI ? nr + p : min(2 * p + 1, nr - 1);
-        const bf16 *w0 = w + (size_t)r0 * cols, *w1 = w + (size_t)r1 * cols;
-        float a0 = 0.0f, a1 = 0.0f;
-        for (int k = lane * 8; k < cols; k += 256) {
-            a0 = dot8(*(const uint4 *)(w0 + k), act + k, a0);
-            a1 = dot8(*(const uint4 *)(w1 + k), act + k, a1);
-        }
-        for (int o = 16; o > 0; o >>= 1) {
-            a0 += __shfl_xor_sync(0xffffffffu, a0, o);
-            a1 += __shfl_xor_sync(0xffffffffu, a1, o);
-        }
-        if (lane) continue;
-        if (SWI) {
-            emit(p, a0 / (1.0f + expf(-a0)) * a1);
-        } else {
-            emit(r0, a0);
-            if (2 * p + 1 < nr) emit(r0 + 1, a1);
-        }
-    }
-}
-
-/* The slots attention item (kvh, p) will read, from HBM into L2 (bulk
- * prefetches of each block's run, K and V), issued ahead of phase B so that
- * they arrive while phase A computes and waits. */
-__device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int p) {
-    const int n_kv = a.info[1], P = a.pieces, bs = a.bs;
-    const int per = (n_kv + P - 1) / P, lo = min(n_kv, p * per), hi = min(n_kv, lo + per);
+/* The slots attention item (kvh, p of P) will read, from HBM into L2 (bulk
+ * prefetches of each block's run, K and V; one warp), issued a phase or
+ * more before phase B. tab: block table from block blk0. */
+__device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int P, int p,
+                            const int32_t *tab, int blk0) {
+    int lo, hi;
+    piece_range(a, P, p, &lo, &hi);
     if (lo >= hi) return;
-    const int32_t *tab = a.tables + a.info[0];
-    const int b0 = lo / bs, b1 = (hi - 1) / bs;
-    for (int blk = b0 + (int)threadIdx.x; blk <= b1; blk += DL_THREADS) {
+    const int bs = a.bs, b0 = lo / bs, b1 = (hi - 1) / bs;
+    for (int blk = b0 + (int)(threadIdx.x & 31); blk <= b1; blk += 32) {
         int t0 = max(lo, blk * bs), t1 = min(hi, (blk + 1) * bs);
-        size_t off = (((size_t)tab[blk] * a.n_kv + kvh) * bs + (size_t)(t0 % bs)) * a.hd;
+        size_t off = (((size_t)tab[blk - blk0] * a.n_kv + kvh) * bs + (size_t)(t0 % bs)) * a.hd;
         unsigned bytes = (unsigned)((t1 - t0) * a.hd * 4);
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.kp + off), "r"(bytes) : "memory");
         asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.vp + off), "r"(bytes) : "memory");
     }
 }
 
-/* The products of gemv for nr rows of cols % 256 == 0, split along k: a
- * row group of WG warps shares each row, lane c of a group's warp w takes
- * the 8-column chunks c + 32 w, + 32 WG, ... whose inputs it keeps in
- * registers (at most DL_KC chunks); warps reduce by shuffles, groups by
- * part_s in a fixed order (deterministic), and threads emit in parallel.
- * nr * DL_WARPS <= DL_PARTS. */
-#define DL_KC 4
-#define DL_PARTS 1024
-/* whether gemv_k takes nr rows (SWI: pairs) of cols */
-__device__ __forceinline__ bool k_ok(int nr, int cols) {
-    return cols % 256 == 0 && cols <= 8 * 32 * DL_WARPS * DL_KC && nr * DL_WARPS <= DL_PARTS;
-}
-template <bool SWI, typename E>
-__device__ __forceinline__ void gemv_k(const bf16 *w, int nr, int cols, const float *act,
-                                       float *part_s, E emit) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, cpr = cols / 8;
-    int wg = 1; /* warps a row: the largest power of two <= cpr / 32, at most 16 */
-    while (wg < DL_WARPS && 2 * wg * 32 <= cpr) wg *= 2;
-    const int groups = DL_WARPS / wg, grp = warp / wg, wig = warp % wg;
-    const int rows = SWI ? 2 * nr : nr;
-    float x[DL_KC][8];
-#pragma unroll
-    for (int c = 0; c < DL_KC; c++) {
-        int ch = wig * 32 + lane + c * wg * 32;
-#pragma unroll
-        for (int i = 0; i < 8; i++) x[c][i] = ch < cpr ? act[ch * 8 + i] : 0.0f;
-    }
-    for (int r = grp; r < rows; r += groups) {
-        const bf16 *wr = w + (size_t)r * cols;
-        float acc = 0.0f;
-#pragma unroll
-        for (int c = 0; c < DL_KC; c++) {
-            int ch = wig * 32 + lane + c * wg * 32;
-            if (ch < cpr) acc = dot8r(*(const uint4 *)(wr + ch * 8), x[c], acc);
-        }
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (lane == 0) part_s[r * wg + wig] = acc;
-    }
-    __syncthreads();
-    for (int r = threadIdx.x; r < nr; r += DL_THREADS) {
-        float y = 0.0f;
-        for (int k = 0; k < wg; k++) y += part_s[r * wg + k];
-        if (SWI) {
-            float u = 0.0f;
-            for (int k = 0; k < wg; k++) u += part_s[(nr + r) * wg + k];
-            emit(r, y / (1.0f + expf(-y)) * u);
-        } else {
-            emit(r, y);
-        }
-    }
+/* Side work before layer l's phase B (one warp): its q/k norm gains into
+ * st, and the KV of this block's first item into L2. */
+__device__ void stage_layer(const dl_args &a, const dl_layer &L, int P, dl_stage *st) {
+    const int lane = threadIdx.x & 31;
+    if (L.qn)
+        for (int j = lane; j < a.hd; j += 32) st->qn[j] = L.qn[j], st->kn[j] = L.kn[j];
+    const int it = blockIdx.x;
+    if (!a.kv_prefetch || it >= a.n_kv * P) return;
+    if (st->n_tab) prefetch_kv(a, L, it / P, P, it % P, st->tab, st->tab0);
+    else prefetch_kv(a, L, it / P, P, it % P, a.tables + a.info[0], 0);
 }
 
-/* Phase B for one item: KV head kvh, piece p of its range. sm: shared floats
- * (q heads, then the warps' states). D = head_dim / 32 dims per lane. */
+/* Products of the rows in shared memory with act[cols] on the tensor cores
+ * (cols % 8 == 0; rows <= DL_MAXROWS): plain, emit(r, row r . act) for r <
+ * nr; SWI (gate row i, up row nr + i), emit(i, silu(gate . act) * (up .
+ * act)). The bf16 weights are the A operand (16-row tiles by ldmatrix from
+ * the padded rows; rows past the last repeat it, discarded); act is split
+ * into three bf16 parts (hi, mid, lo: 24 bits, as the cuBLAS path) that are
+ * columns 0-2 of the B operand, so each product is exact and sums in f32.
+ * Warp w takes the 16-column steps w, w + DL_WARPS, ...; the warps' partial
+ * sums are added in a fixed order (deterministic), threads emit in
+ * parallel. A last step past cols reads the rows' zeroed padding. */
+#define DL_MAXROWS 64
+template <bool SWI, typename E>
+__device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const float *act,
+                                        bf16 *xp, float *part_s, E emit) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const int rows = SWI ? 2 * nr : nr, mt = (rows + 15) / 16, ld = cols + 8;
+    const int steps = (cols + 15) / 16;
+    /* xp[p][ld]: part p of act (zero past cols), once for every warp */
+    for (int i = threadIdx.x; i < ld; i += DL_THREADS) {
+        const float v = i < cols ? act[i] : 0.0f;
+        const bf16 hi = __float2bfloat16_rn(v);
+        const float r = v - __bfloat162float(hi); /* exact */
+        const bf16 mid = __float2bfloat16_rn(r);
+        xp[i] = hi, xp[ld + i] = mid, xp[2 * ld + i] = __float2bfloat16_rn(r - __bfloat162float(mid));
+    }
+    __syncthreads();
+    const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
+    float acc[DL_MAXROWS / 16][4];
+#pragma unroll
+    for (int t = 0; t < DL_MAXROWS / 16; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    /* this lane's ldmatrix row (within a tile) and column (within a step) */
+    const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
+    for (int s = warp; s < steps; s += DL_WARPS) {
+        const int k0 = s * 16;
+        unsigned b0 = 0u, b1 = 0u;
+        if (g < 3) b0 = *(const unsigned *)(xg + k0), b1 = *(const unsigned *)(xg + k0 + 8);
+#pragma unroll
+        for (int t = 0; t < DL_MAXROWS / 16; t++) {
+            if (t >= mt) break;
+            const int r = min(t * 16 + lr, rows - 1);
+            unsigned a0, a1, a2, a3;
+            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                         : "=r"(a0), "=r"(a1), "=r"(a2), "=r"(a3)
+                         : "r"(smem_u32(w + (size_t)r * ld + k0 + lc)));
+            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+                         "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                         : "+f"(acc[t][0]), "+f"(acc[t][1]), "+f"(acc[t][2]), "+f"(acc[t][3])
+                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        }
+    }
+    /* lane 4 g holds rows g, g + 8 of columns 0 (hi), 1 (mid); lane 4 g + 1 column 2 (lo) */
+    const int R = mt * 16;
+#pragma unroll
+    for (int t = 0; t < DL_MAXROWS / 16; t++) {
+        if (t >= mt) break;
+        const float lo0 = __shfl_down_sync(0xffffffffu, acc[t][0], 1);
+        const float lo8 = __shfl_down_sync(0xffffffffu, acc[t][2], 1);
+        if (tig == 0) {
+            part_s[warp * R + t * 16 + g] = acc[t][0] + acc[t][1] + lo0;
+            part_s[warp * R + t * 16 + g + 8] = acc[t][2] + acc[t][3] + lo8;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nr; i += DL_THREADS) {
+        float y = 0.0f;
+        for (int k = 0; k < DL_WARPS; k++) y += part_s[k * R + i];
+        if (SWI) {
+            float u = 0.0f;
+            for (int k = 0; k < DL_WARPS; k++) u += part_s[k * R + nr + i];
+            emit(i, y / (1.0f + expf(-y)) * u);
+        } else {
+            emit(i, y);
+        }
+    }
+    __syncthreads(); /* part_s is reused by the next product */
+}
+
+/* Phase B for one item: KV head kvh, piece p of its P. sm: shared floats
+ * (q heads, then the warps' states); st: the staged RoPE, gains and (first
+ * item) block table. D = head_dim / 32 dims per lane. With P == 1 the piece
+ * is the head's whole range and writes att itself; otherwise the last piece
+ * of a head to finish merges the pieces. */
 template <int D>
-__device__ void attn_item(const dl_args &a, const dl_layer &L, int kvh, int p, float *sm) {
+__device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kvh, int P, int p,
+                          float *sm, const dl_stage *st, bool first) {
+    (void)layer; /* DL_STAMP's */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, hd = a.hd, g = a.group;
-    const int n_kv = a.info[1], P = a.pieces;
-    const int32_t *tab = a.tables + a.info[0];
-    const int per = (n_kv + P - 1) / P, lo = min(n_kv, p * per), hi = min(n_kv, lo + per);
+    const int n_kv = a.info[1];
+    const bool on_chip = first && st->n_tab;
+    const int32_t *tab = on_chip ? st->tab : a.tables + a.info[0];
+    const int blk0 = on_chip ? st->tab0 : 0;
+    int lo, hi;
+    piece_range(a, P, p, &lo, &hi);
     const bool has_new = n_kv > 0 && lo <= n_kv - 1 && n_kv - 1 < hi;
     float *q_s = sm;                              /* [g][hd], scaled */
     float *m_s = q_s + DL_MAXG * hd;              /* [DL_WARPS][DL_MAXG] */
     float *l_s = m_s + DL_WARPS * DL_MAXG;        /* [DL_WARPS][DL_MAXG] */
     float *o_s = l_s + DL_WARPS * DL_MAXG;        /* [DL_WARPS][DL_MAXG][hd] */
     constexpr int NP = D; /* rotate-half pairs per lane: hd / 64 <= D */
-    const float ps = (float)a.pos[0];
     if (warp < g || (has_new && warp < g + 2)) {
         const bool is_q = warp < g, is_k = warp == g;
         const float *src = is_q ? a.q + (size_t)(kvh * g + warp) * hd
@@ -362,7 +425,10 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int kvh, int p, f
             x0[i] = j < half ? __ldcg(src + j) : 0.0f;
             x1[i] = j < half ? __ldcg(src + j + half) : 0.0f;
         }
-        if (is_q || is_k) ts_norm_rope_warp(x0, x1, hd, is_q ? L.qn : L.kn, a.eps, ps, a.inv_freq, lane);
+        if (is_q || is_k) {
+            if (L.qn) ts_head_norm_warp(x0, x1, hd, is_q ? st->qn : st->kn, a.eps, lane);
+            ts_rope_tab_warp(x0, x1, hd, st->cs, st->sn, lane);
+        }
         if (is_q) {
 #pragma unroll
             for (int i = 0; i < NP; i++) {
@@ -381,6 +447,7 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int kvh, int p, f
         }
     }
     __syncthreads(); /* q_s ready; the new K/V stored (read below by this block) */
+    DL_STAMP(layer, 18);
     float qv[DL_MAXG][D], o[DL_MAXG][D], m[DL_MAXG], l[DL_MAXG];
 #pragma unroll
     for (int h = 0; h < DL_MAXG; h++) {
@@ -388,8 +455,8 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int kvh, int p, f
 #pragma unroll
         for (int i = 0; i < D; i++) o[h][i] = 0.0f, qv[h][i] = h < g ? q_s[h * hd + lane * D + i] : 0.0f;
     }
-    ts_attend_warp<D, DL_MAXG, 2>(qv, o, m, l, g, L.kp, L.vp, tab, a.n_kv, kvh, a.bs, lo, hi,
-                                  warp * 2, DL_WARPS * 2, lane);
+    ts_attend_warp<D, DL_MAXG, DL_U>(qv, o, m, l, g, L.kp, L.vp, tab, blk0, a.n_kv, kvh, a.bs, lo,
+                                     hi, warp * DL_U, DL_WARPS * DL_U, lane);
 #pragma unroll
     for (int h = 0; h < DL_MAXG; h++) {
         if (h >= g) break;
@@ -398,23 +465,28 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int kvh, int p, f
         for (int i = 0; i < D; i++) o_s[(warp * DL_MAXG + h) * hd + lane * D + i] = o[h][i];
     }
     __syncthreads();
-    if (warp < g) { /* this piece's state of head kvh * g + warp */
+    if (warp < g) { /* this piece's state of head kvh * g + warp (P == 1: the head's output) */
         const size_t head = (size_t)kvh * g + warp;
         ts_combine_warps<DL_WARPS>(m_s, l_s, o_s, DL_MAXG, warp, hd,
                                    a.p_lse + head * DL_PIECES + p,
-                                   a.p_o + (head * DL_PIECES + p) * hd, lane);
+                                   P == 1 ? a.att + head * hd : a.p_o + (head * DL_PIECES + p) * hd,
+                                   lane);
     }
-    /* the last piece of this KV head to finish merges the pieces */
+    DL_STAMP(layer, 19);
+    if (P == 1) return;
+    /* the count is an acquire-release reduction of thread 0: it publishes the
+     * pieces written before the barrier and, for the last, orders the reads */
     __shared__ bool last;
-    __threadfence();
     __syncthreads();
     if (threadIdx.x == 0) {
-        last = atomicAdd(a.cnt + kvh, 1u) == (unsigned)P - 1;
+        unsigned prev;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(prev) : "l"(a.cnt + kvh) : "memory");
+        last = prev == (unsigned)P - 1;
         if (last) a.cnt[kvh] = 0;
     }
     __syncthreads();
+    DL_STAMP(layer, 20);
     if (!last) return;
-    __threadfence();
     if (warp < g) {
         const int head = kvh * g + warp;
         ts_merge_pieces_warp(a.p_lse + (size_t)head * DL_PIECES,
@@ -427,96 +499,153 @@ template <int D>
 __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __grid_constant__ dl_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ float red[DL_WARPS];
-    __shared__ float part_s[DL_PARTS];
+    __shared__ float part_s[DL_WARPS * DL_MAXROWS]; /* gemv_tc's partial sums */
+    __shared__ dl_stage st;
     uint64_t *mb = (uint64_t *)smem; /* [2]: slot A, slot B */
     bf16 *sa = (bf16 *)(smem + 128), *sb = (bf16 *)(smem + 128 + a.slot_a);
     float *act = (float *)(smem + 128 + a.slot_a + a.slot_b);
+    float *xres = act + a.act_floats; /* this block's rows of x (phases C, E) */
+    bf16 *xp = (bf16 *)(xres + a.xres_floats); /* [3][cols + 8]: gemv_tc's split input */
     const int b = blockIdx.x, G = gridDim.x;
-    const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd;
+    const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd, P = n_pieces(a);
+    const dl_rows o = own_rows(a);
+    const int x_lo = o.x_lo, x_n = o.x_n;
     if (threadIdx.x == 0) mbar_init(mb), mbar_init(mb + 1);
+    /* zero the weight slots once: a product whose cols % 16 == 8 reads the
+     * rows' padding (times zero inputs; it must be finite) */
+    for (unsigned i = threadIdx.x; i < (a.slot_a + a.slot_b) / 16; i += DL_THREADS)
+        ((uint4 *)(smem + 128))[i] = make_uint4(0u, 0u, 0u, 0u);
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* before the bulk copies */
     const unsigned base = __ldcg(a.bar + 1); /* stable: written at the end of the last launch */
     unsigned n_sync = 0;
+    /* Rows of x in C and E are this block's alone (the same split in both):
+     * the residual of those rows stays on chip; x in global memory is only
+     * read by the norms of A and D (other blocks) */
+    for (int r = threadIdx.x; r < x_n; r += DL_THREADS) xres[r] = a.x[x_lo + r];
+    /* this step's RoPE (the same for every layer) and the first item's table */
+    const float pos = (float)a.pos[0];
+    for (int j = threadIdx.x; j < a.hd / 2; j += DL_THREADS)
+        sincosf(__fmul_rn(pos, a.inv_freq[j]), &st.sn[j], &st.cs[j]);
+    if (threadIdx.x == 0) st.n_tab = 0;
+    if (b < a.n_kv * P) {
+        int lo, hi;
+        piece_range(a, P, b % P, &lo, &hi);
+        const int b0 = lo / a.bs, nb = hi > lo ? (hi - 1) / a.bs - b0 + 1 : 0;
+        if (nb > 0 && nb <= DL_TAB) {
+            for (int i = threadIdx.x; i < nb; i += DL_THREADS) st.tab[i] = a.tables[a.info[0] + b0 + i];
+            if (threadIdx.x == 0) st.tab0 = b0, st.n_tab = nb;
+        }
+    }
     __syncthreads();
-    bool pend[2];
+    if ((int)(threadIdx.x >> 5) == DL_SIDE_WARP) {
+        stage_layer(a, a.L[0], P, &st);
+        if (!a.nofill) fill(a, o, 0, PH_QKV, sa, mb), fill(a, o, 0, PH_O, sb, mb + 1);
+    }
+    bool pend[2] = {ph_rows(o, PH_QKV) > 0 && !a.nofill, ph_rows(o, PH_O) > 0 && !a.nofill};
     unsigned par[2] = {0u, 0u};
-    pend[0] = fill(a, 0, PH_QKV, sa, mb);
-    pend[1] = fill(a, 0, PH_O, sb, mb + 1);
     for (int l = 0; l < a.n_layers; l++) {
         const dl_layer &L = a.L[l];
+        DL_STAMP(l, 0);
         /* A: q, k, v */
-        if (a.kv_prefetch)
-            for (int it = b; it < a.n_kv * a.pieces; it += G) prefetch_kv(a, L, it / a.pieces, it % a.pieces);
         load_normed(act, a.x, L.an, H, a.eps, red);
+        DL_STAMP(l, 1);
         take(&pend[0], &par[0], mb);
+        DL_STAMP(l, 2);
         {
-            const int lo = row_lo(qd + 2 * kd, b, G), n = row_lo(qd + 2 * kd, b + 1, G) - lo;
             auto em = [&](int r, float y) {
-                int R = lo + r;
+                int R = o.qkv_lo + r;
                 if (R < qd) a.q[R] = L.bq ? y + L.bq[R] : y;
                 else if (R < qd + kd) a.k[R - qd] = L.bk ? y + L.bk[R - qd] : y;
                 else a.v[R - qd - kd] = L.bv ? y + L.bv[R - qd - kd] : y;
             };
-            if (k_ok(n, H)) gemv_k<false>(sa, n, H, act, part_s, em);
-            else gemv<false>(sa, n, H, act, em);
+            gemv_tc<false>(sa, o.qkv_n, H, act, xp, part_s, em);
         }
         __syncthreads();
-        pend[0] = fill(a, l, PH_GU, sa, mb);
-        grid_sync(a.bar, base + ++n_sync * G);
+        DL_STAMP(l, 3);
+        pend[0] = ph_rows(o, PH_GU) > 0 && !a.nofill;
+        grid_sync(a.bar, base + ++n_sync * G, [&] {
+            DL_SIDE_STAMP(l, 21);
+            if (!a.nofill) fill(a, o, l, PH_GU, sa, mb);
+            DL_SIDE_STAMP(l, 22);
+        });
+        DL_STAMP(l, 4);
         /* B: attention */
-        for (int it = b; it < a.n_kv * a.pieces; it += G) {
-            attn_item<D>(a, L, it / a.pieces, it % a.pieces, act);
+        for (int it = b; it < a.n_kv * P; it += G) {
+            attn_item<D>(a, L, l, it / P, P, it % P, act, &st, it == b);
             __syncthreads();
         }
-        grid_sync(a.bar, base + ++n_sync * G);
+        DL_STAMP(l, 5);
+        grid_sync(a.bar, base + ++n_sync * G, [] {});
+        DL_STAMP(l, 6);
         /* C: x += att . wo^T */
         load_act(act, a.att, qd);
         __syncthreads();
+        DL_STAMP(l, 7);
         take(&pend[1], &par[1], mb + 1);
+        DL_STAMP(l, 8);
         {
-            const int lo = row_lo(H, b, G), n = row_lo(H, b + 1, G) - lo;
             auto em = [&](int r, float y) {
-                int R = lo + r;
-                a.x[R] = __ldcg(a.x + R) + (L.bo ? y + L.bo[R] : y);
+                float v = xres[r] + (L.bo ? y + L.bo[x_lo + r] : y);
+                xres[r] = v, a.x[x_lo + r] = v;
             };
-            if (k_ok(n, qd)) gemv_k<false>(sb, n, qd, act, part_s, em);
-            else gemv<false>(sb, n, qd, act, em);
+            gemv_tc<false>(sb, x_n, qd, act, xp, part_s, em);
         }
         __syncthreads();
-        pend[1] = fill(a, l, PH_DOWN, sb, mb + 1);
-        grid_sync(a.bar, base + ++n_sync * G);
+        DL_STAMP(l, 9);
+        pend[1] = ph_rows(o, PH_DOWN) > 0 && !a.nofill;
+        grid_sync(a.bar, base + ++n_sync * G, [&] {
+            DL_SIDE_STAMP(l, 23);
+            if (!a.nofill) fill(a, o, l, PH_DOWN, sb, mb + 1);
+            DL_SIDE_STAMP(l, 24);
+        });
+        DL_STAMP(l, 10);
         /* D: h = silu(gate) * up */
         load_normed(act, a.x, L.fn, H, a.eps, red);
+        DL_STAMP(l, 11);
         take(&pend[0], &par[0], mb);
+        DL_STAMP(l, 12);
         {
-            const int lo = row_lo(a.ffn, b, G), n = row_lo(a.ffn, b + 1, G) - lo;
-            auto em = [&](int j, float y) { a.h[lo + j] = y; };
-            if (k_ok(2 * n, H)) gemv_k<true>(sa, n, H, act, part_s, em);
-            else gemv<true>(sa, n, H, act, em);
+            auto em = [&](int j, float y) { a.h[o.gu_lo + j] = y; };
+            gemv_tc<true>(sa, o.gu_n, H, act, xp, part_s, em);
         }
         __syncthreads();
-        if (l + 1 < a.n_layers) pend[0] = fill(a, l + 1, PH_QKV, sa, mb);
-        grid_sync(a.bar, base + ++n_sync * G);
+        DL_STAMP(l, 13);
+        const bool more = l + 1 < a.n_layers;
+        pend[0] = more && ph_rows(o, PH_QKV) > 0 && !a.nofill;
+        grid_sync(a.bar, base + ++n_sync * G, [&] {
+            DL_SIDE_STAMP(l, 25);
+            if (more && !a.nofill) fill(a, o, l + 1, PH_QKV, sa, mb);
+            DL_SIDE_STAMP(l, 26);
+        });
+        DL_STAMP(l, 14);
         /* E: x += h . wd^T */
         load_act(act, a.h, a.ffn);
         __syncthreads();
+        DL_STAMP(l, 15);
         take(&pend[1], &par[1], mb + 1);
+        DL_STAMP(l, 16);
         {
-            const int lo = row_lo(H, b, G), n = row_lo(H, b + 1, G) - lo;
             auto em = [&](int r, float y) {
-                int R = lo + r;
-                a.x[R] = __ldcg(a.x + R) + y;
+                float v = xres[r] + y;
+                xres[r] = v, a.x[x_lo + r] = v;
             };
-            if (k_ok(n, a.ffn)) gemv_k<false>(sb, n, a.ffn, act, part_s, em);
-            else gemv<false>(sb, n, a.ffn, act, em);
+            gemv_tc<false>(sb, x_n, a.ffn, act, xp, part_s, em);
         }
         __syncthreads();
-        if (l + 1 < a.n_layers) {
-            pend[1] = fill(a, l + 1, PH_O, sb, mb + 1);
-            grid_sync(a.bar, base + ++n_sync * G);
+        DL_STAMP(l, 17);
+        if (more) {
+            pend[1] = ph_rows(o, PH_O) > 0 && !a.nofill;
+            grid_sync(a.bar, base + ++n_sync * G, [&] {
+                DL_SIDE_STAMP(l, 27);
+                if (!a.nofill) fill(a, o, l + 1, PH_O, sb, mb + 1);
+                DL_SIDE_STAMP(l, 28);
+                stage_layer(a, a.L[l + 1], P, &st);
+                DL_SIDE_STAMP(l, 29);
+            });
         }
     }
     /* every block has read base (all passed the barriers): the next launch's */
-    grid_sync(a.bar, base + ++n_sync * G);
+    grid_sync(a.bar, base + ++n_sync * G, [] {});
     if (b == 0 && threadIdx.x == 0) a.bar[1] = base + n_sync * G;
 }
 
@@ -537,6 +666,10 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
         H % 8 || F % 8 || d->block_size <= 0 || d->kv_dtype != TS_DT_F32)
         return false;
     const int qd = nh * hd, kd = nkv * hd;
+    const int G = c->n_sm;
+    if (max_rows(qd + 2 * kd, G) > DL_MAXROWS || 2 * max_rows(F, G) > DL_MAXROWS ||
+        max_rows(H, G) > DL_MAXROWS)
+        return false; /* gemv_tc's rows a block */
     for (int l = 0; l < d->n_layers; l++) {
         const ts_dec_layer *L = &d->layers[l];
         if (!wmat_ok(&L->wq, qd, H) || !wmat_ok(&L->wk, kd, H) || !wmat_ok(&L->wv, kd, H) ||
@@ -544,17 +677,20 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
             !wmat_ok(&L->w_down, H, F) || (!L->q_norm) != (!L->k_norm))
             return false;
     }
-    const int G = c->n_sm;
-    size_t slot_a = up128(2 * H * (size_t)(max_rows(qd + 2 * kd, G) > 2 * max_rows(F, G)
-                                               ? max_rows(qd + 2 * kd, G)
-                                               : 2 * max_rows(F, G)));
-    size_t slot_b = up128(2 * max_rows(H, G) * (size_t)(qd > F ? qd : F));
+    /* weight rows at a stride of cols + 8 bf16 (gemv_tc) */
+    size_t slot_a = up128(2 * (size_t)(H + 8) *
+                          (max_rows(qd + 2 * kd, G) > 2 * max_rows(F, G) ? max_rows(qd + 2 * kd, G)
+                                                                         : 2 * max_rows(F, G)));
+    size_t slot_b = up128(2 * max_rows(H, G) * (size_t)((qd > F ? qd : F) + 8));
     size_t att = (size_t)DL_MAXG * hd + 2 * DL_WARPS * DL_MAXG + (size_t)DL_WARPS * DL_MAXG * hd;
     size_t act = 2 * (size_t)H; /* x and its norm's gains */
     if ((size_t)qd > act) act = (size_t)qd;
     if ((size_t)F > act) act = (size_t)F;
     if (att > act) act = att;
-    size_t smem = 128 + slot_a + slot_b + 4 * act;
+    act = (act + 3) / 4 * 4;
+    const size_t xres = (max_rows(H, G) + 3) / 4 * 4;
+    const size_t xp = 3 * (size_t)((qd > F ? (qd > H ? qd : H) : (F > H ? F : H)) + 8); /* bf16 */
+    size_t smem = 128 + slot_a + slot_b + 4 * (act + xres) + 2 * xp;
     if (smem > (size_t)c->dl_smem_max) return false;
 
     dl_args *a = (dl_args *)calloc(1, sizeof *a);
@@ -581,9 +717,14 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     a->hd = hd, a->bs = d->block_size, a->group = nh / nkv;
     int pieces = G / nkv;
     a->pieces = pieces < 1 ? 1 : pieces > DL_PIECES ? DL_PIECES : pieces;
-    a->slot_a = (unsigned)slot_a, a->slot_b = (unsigned)slot_b;
+    a->piece_slots = c->dl_piece_slots;
+    a->slot_a = (unsigned)slot_a, a->slot_b = (unsigned)slot_b, a->act_floats = (int)act;
+    a->xres_floats = (int)xres;
     a->eps = d->eps, a->scale = d->scale;
     a->kv_prefetch = c->dec_layers != 2;
+#ifdef DL_PROF
+    a->nofill = getenv("TS_DL_NOFILL") && atoi(getenv("TS_DL_NOFILL"));
+#endif
 
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)G);
@@ -601,6 +742,9 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     case 64: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<2>, *a); break;
     default: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<4>, *a); break;
     }
+#ifdef DL_PROF
+    dl_prof_layers = a->n_layers, dl_prof_blocks = G < DL_PROF_G ? G : DL_PROF_G;
+#endif
     free(a);
     ts_cuda_ok_rt(c, e, __FILE__, __LINE__, "decode_layers_kernel");
     return true;
@@ -621,6 +765,96 @@ bool ts_cuda_decode_layers_init(ts_cuda *c) {
      * "1" on, "2" on without the KV prefetch, else off */
     const char *env = getenv("TS_CUDA_LAYERS");
     c->dec_layers = env && !strcmp(env, "1") ? 1 : env && !strcmp(env, "2") ? 2 : 0;
+    const char *ps = getenv("TS_DL_SLOTS"); /* experiment: slots per attention piece */
+    c->dl_piece_slots = ps && atoi(ps) > 0 ? atoi(ps) : 16;
     return true;
 }
 
+
+#ifdef DL_PROF
+static int cmp_d(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+static double med(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n ? v[n / 2] : 0.0;
+}
+/* The last launch's stamps, medians over layers 1 .. L-2 of: per phase, the
+ * slowest block's time for each step (SM cycles, converted with the block's
+ * own clock rate), the barrier after it (earliest next start - latest done,
+ * %globaltimer) and the phase's span (first start to first next start).
+ * Steps: A/C/D/E input, weights, products; B q/k/v ready, attend, atomic, merge. */
+void ts_cuda_dl_prof_dump(void) {
+    const int L = dl_prof_layers, G = dl_prof_blocks;
+    if (L < 3 || G < 1) return;
+    const size_t n_all = (size_t)DL_PROF_G * DL_MAXL * DL_EV * 2;
+    unsigned long long *h = (unsigned long long *)malloc(sizeof *h * n_all);
+    if (!h || cudaMemcpyFromSymbol(h, dl_prof, sizeof *h * n_all) != cudaSuccess) {
+        free(h);
+        return;
+    }
+#define GT(b, l, e) ((double)h[(((size_t)(b) * DL_MAXL + (l)) * DL_EV + (e)) * 2])
+#define CK(b, l, e) ((double)h[(((size_t)(b) * DL_MAXL + (l)) * DL_EV + (e)) * 2 + 1])
+    double mhz[DL_PROF_G]; /* each block's clock64 rate over the launch */
+    for (int b = 0; b < G; b++)
+        mhz[b] = (CK(b, L - 1, 0) - CK(b, 1, 0)) / (GT(b, L - 1, 0) - GT(b, 1, 0)) * 1e3;
+    const int ev[5][5] = {{0, 1, 2, 3, -1}, {4, 18, 19, 20, 5}, {6, 7, 8, 9, -1}, {10, 11, 12, 13, -1},
+                          {14, 15, 16, 17, -1}};
+    const int next[5] = {4, 6, 10, 14, 0};
+    const char *nm[5] = {"A qkv", "B attn", "C o", "D gu", "E down"};
+    static double v[6][DL_MAXL];
+    fprintf(stderr, "decode_layers (SM clock ~%.0f MHz), us, medians over layers, slowest block:\n", mhz[0]);
+    fprintf(stderr, "%-7s %6s %6s %6s %6s %7s %6s\n", "phase", "step1", "step2", "step3", "step4", "barrier", "span");
+    double sum = 0.0;
+    for (int p = 0; p < 5; p++) {
+        int n = 0;
+        for (int l = 1; l + 1 < L; l++, n++) {
+            double mx[4] = {0, 0, 0, 0}, last_done = 0, first_next = 1e300, first_start = 1e300;
+            int ne = ev[p][4] >= 0 ? 5 : 4;
+            for (int b = 0; b < G; b++) {
+                const int nl = p == 4 ? l + 1 : l;
+                double s0 = GT(b, l, ev[p][0]), done = GT(b, l, ev[p][ne - 1]), nx = GT(b, nl, next[p]);
+                bool item = true; /* B: this block stamped its item in this layer */
+                if (p == 1) item = GT(b, l, 18) >= s0 && GT(b, l, 18) <= done;
+                for (int k = 1; k < ne && item; k++) {
+                    if (p == 1 && k == 3 && !(GT(b, l, 20) >= s0 && GT(b, l, 20) <= done)) break;
+                    int e1 = ev[p][k];
+                    if (p == 1 && k == 4 && !(GT(b, l, 20) >= s0)) break;
+                    double d = (CK(b, l, e1) - CK(b, l, ev[p][k - 1])) / mhz[b];
+                    if (d > mx[k - 1]) mx[k - 1] = d;
+                }
+                if (done > last_done) last_done = done;
+                if (nx < first_next) first_next = nx;
+                if (s0 < first_start) first_start = s0;
+            }
+            for (int k = 0; k < 4; k++) v[k][n] = mx[k];
+            v[4][n] = (first_next - last_done) / 1e3, v[5][n] = (first_next - first_start) / 1e3;
+        }
+        double m[6];
+        for (int k = 0; k < 6; k++) m[k] = med(v[k], n);
+        sum += m[5];
+        fprintf(stderr, "%-7s %6.2f %6.2f %6.2f %6.2f %7.2f %6.2f\n", nm[p], m[0], m[1], m[2], m[3], m[4], m[5]);
+    }
+    fprintf(stderr, "layer (sum of spans) %.2f us\n", sum);
+    {
+        const char *sn[5] = {"fill GU (after A)", "fill DOWN (after C)", "fill QKV (after D)", "fill O (after E)", "stage (after E)"};
+        const int e0[5] = {21, 23, 25, 27, 28}, e1[5] = {22, 24, 26, 28, 29};
+        for (int k = 0; k < 5; k++) {
+            int n = 0;
+            for (int l = 1; l + 1 < L; l++, n++) {
+                double mx = 0;
+                for (int bb = 0; bb < G; bb++) {
+                    double d = (CK(bb, l, e1[k]) - CK(bb, l, e0[k])) / mhz[bb];
+                    if (d > mx) mx = d;
+                }
+                v[0][n] = mx;
+            }
+            fprintf(stderr, "side %-20s %6.2f us (slowest block, median)\n", sn[k], med(v[0], n));
+        }
+    }
+#undef GT
+#undef CK
+    free(h);
+}
+#endif
