@@ -220,7 +220,7 @@ typedef struct ts_ops {
      * qk_rope_kv, attention_decode, matmul_ex ...) computes it, to rounding, in
      * one launch. Returns false, having queued nothing, when the backend
      * cannot take this shape; the caller then runs the ops one by one.
-     * The CUDA backend sets it only with TS_CUDA_LAYERS=1 (opt-in). */
+     * The CUDA backend sets it unless TS_CUDA_LAYERS=0. */
     bool (*decode_layers)(void *ctx, const ts_decode_layers *a);
     void (*attention)(void *ctx, const ts_attn *a);
     /* Cascade attention's shared level: every listed row attends, non-causally,

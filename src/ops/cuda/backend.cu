@@ -194,7 +194,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->matmul_ex = ts_cuda_matmul_ex;
     o->sample = ts_cuda_sample;
     o->attention_decode = ts_cuda_attention_decode;
-    /* opt-in (TS_CUDA_LAYERS): left NULL, the forward allocates nothing for it */
+    /* TS_CUDA_LAYERS=0: left NULL, the forward allocates nothing for it */
     o->decode_layers = c->dec_layers ? ts_cuda_decode_layers : NULL;
     o->attention_shared = ts_cuda_attention_shared;
     o->dev_alloc = op_dev_alloc;

@@ -50,10 +50,9 @@ struct ts_cuda {
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
     int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
     bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
-    int dec_layers;         /* decode_layers: 0 off (default), 1 on, 2 on without its KV
+    int dec_layers;         /* decode_layers: 1 on (default), 0 off, 2 on without its KV
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
-    int dl_piece_slots;     /* its attention: slots a piece aims at */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch

@@ -5,10 +5,10 @@
  * kernels each paid ~2.5 us of launch, ramp and tail on top of its bytes
  * (docs/PERFORMANCE.md, issue 6). Here one block per SM runs the whole
  * step; the phases of a layer are separated by grid barriers, and the
- * weights do not wait for them: each block owns fixed rows of every matrix
- * and has the bulk-copy engine stream its rows of the next phases into
- * shared memory while the current phase computes and waits. Weights are
- * constant, so only activations cross the barriers.
+ * weights do not wait for them: each block owns fixed rows of every matrix,
+ * and a streaming warp copies its rows of the next phases into shared
+ * memory (a bulk copy a row, paced) as soon as the compute warps release a
+ * slot. Weights are constant, so only activations cross the barriers.
  *
  * Phases of a layer (block b of G owns rows [R b / G, R (b + 1) / G) of each):
  *   A  x' = rmsnorm(x) * attn_norm;  q|k|v = x' . [wq; wk; wv]^T (+ biases)
@@ -19,19 +19,20 @@
  *   D  x' = rmsnorm(x) * ffn_norm;  h = silu(x' . wg^T) * (x' . wu^T)
  *   E  x += h . wd^T
  * Shared memory: slot A holds the q|k|v rows, then the gate/up rows; slot B
- * the wo rows, then the wd rows; a slot is refilled as soon as its phase is
- * done, so two phases of weights are always on their way.
+ * the wo rows, then the wd rows; each slot has a full barrier (bytes landed)
+ * and an empty one (compute warps done), so two phases of weights are always
+ * on their way.
  *
- * Arithmetic: f32 with bf16 weights widened (as the weight-streaming
- * products), softmax with expf, RoPE as norm_rope.cuh. Needs BF16 weights,
- * f32 KV, head_dim 32/64/128, group <= 4, and every block's rows fitting
- * in shared memory (Qwen3-0.6B: 179 KB of 227); otherwise it declines.
+ * Arithmetic: products on the tensor cores with the input split into three
+ * bf16 parts (f32-exact products, f32 sums; see gemv_tc), softmax with expf,
+ * RoPE as norm_rope.cuh. Needs BF16 weights, f32 KV, head_dim 32/64/128,
+ * group <= 4, at most DL_MAXROWS rows a block and phase, and every block's
+ * rows fitting in shared memory (Qwen3-0.6B: ~196 KB of 227); otherwise it
+ * declines and the forward runs the ops one by one.
  *
- * Status: opt-in (TS_CUDA_LAYERS=1; the op table leaves it NULL otherwise). Correct
- * (tests/gpu/test_gpu_layers.c), but on the H100 still slower than the
- * op-by-op step (712-720 vs 816-820 tok/s at context 128): the weights
- * arrive in time, the dependent steps inside each phase and the barriers
- * do not (docs/PERFORMANCE.md, issue 6, has the per-phase profile). */
+ * Status: on by default (TS_CUDA_LAYERS=0 turns it off). Tested against the
+ * op sequence (tests/gpu/test_gpu_layers.c). H100, Qwen3-0.6B shape: see
+ * docs/PERFORMANCE.md, issue 6. */
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdlib.h>
@@ -42,12 +43,16 @@
 #include "ops/cuda/merge_pieces.cuh"
 #include "ops/cuda/norm_rope.cuh"
 
-#define DL_THREADS 512
-#define DL_WARPS (DL_THREADS / 32)
+#define DL_WARPS 15                 /* compute warps; warp DL_WARPS streams the weights */
+#define DL_THREADS (DL_WARPS * 32)  /* compute threads (the launch has one more warp) */
 #define DL_MAXL 96   /* layers a launch takes (kernel parameters: 17 KB) */
 #define DL_MAXG 4    /* query heads per KV head */
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
 #define DL_U 2       /* slots a warp loads at once in attention */
+#define DL_PIECE_SLOTS 16 /* slots an attention piece aims at (H100: 8-32 within 2%) */
+#define DL_PACE_NS_KB 60  /* weight copies other than q/k/v paced at 60 ns a KB an SM
+                           * (17 GB/s; 2.2 TB/s over 132 SMs): a burst of every SM's
+                           * rows at once slowed the barriers and loads beside it */
 
 typedef __nv_bfloat16 bf16;
 
@@ -67,7 +72,6 @@ typedef struct dl_args {
     const float *inv_freq;
     int n_layers, hidden, ffn, n_heads, n_kv, hd, bs, group;
     int pieces;              /* attention pieces per KV head at most */
-    int piece_slots;         /* slots a piece aims at (the step's count is on the device) */
     unsigned slot_a, slot_b; /* bytes of the two weight slots */
     int act_floats;          /* floats of the activation area (xres follows it) */
     int xres_floats;         /* floats of xres (a multiple of 4; xp follows) */
@@ -82,7 +86,7 @@ typedef struct dl_args {
  * slowest block's steps and of the barrier that follows. */
 #ifdef DL_PROF
 #include <stdio.h>
-#define DL_EV 31
+#define DL_EV 21
 #define DL_PROF_G 160
 /* [block][layer][event]: %globaltimer (ns), clock64 (SM cycles) */
 __device__ unsigned long long dl_prof[DL_PROF_G * DL_MAXL * DL_EV * 2];
@@ -96,17 +100,7 @@ static int dl_prof_layers, dl_prof_blocks;
             dl_prof[i_] = t_, dl_prof[i_ + 1] = clock64();                                     \
         }                                                                                      \
     } while (0)
-#define DL_SIDE_STAMP(l, ev)                                                                   \
-    do {                                                                                       \
-        if ((threadIdx.x & 31) == 0 && blockIdx.x < DL_PROF_G) {                               \
-            unsigned long long t_;                                                             \
-            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                             \
-            size_t i_ = (((size_t)blockIdx.x * DL_MAXL + (l)) * DL_EV + (ev)) * 2;             \
-            dl_prof[i_] = t_, dl_prof[i_ + 1] = clock64();                                     \
-        }                                                                                      \
-    } while (0)
 #else
-#define DL_SIDE_STAMP(l, ev) ((void)0)
 #define DL_STAMP(l, ev) ((void)0)
 #endif
 
@@ -141,31 +135,35 @@ __device__ __forceinline__ void mbar_wait(uint64_t *mb, unsigned parity) {
                      : "memory");
 }
 
+__device__ __forceinline__ void mbar_arrive(uint64_t *mb) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_u32(mb)) : "memory");
+}
+
 /* ---- grid barrier: every block of the (co-resident) grid ---- */
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+/* The compute warps' block barrier (named barrier 1: the weight-streaming
+ * warp never joins it). */
+__device__ __forceinline__ void dl_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(DL_THREADS) : "memory");
+}
+
 /* Barrier k (1-based) of a launch waits until the arrival counter bar[0]
  * reaches base + k G, base being bar[1] at the launch's start (set by the
  * previous launch, by block 0 after its last barrier); wrap-safe. One release
- * reduction a block, then polling: no reset and no second atomic. While
- * thread 0 waits, the last warp runs side() (work off the critical path:
- * weight copies, prefetches, staging into shared memory; its shared-memory
- * writes are visible to the block after the barrier). */
-#define DL_SIDE_WARP (DL_WARPS - 1)
-template <typename F>
-__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned target, F side) {
-    __syncthreads();
+ * reduction a block, then polling: no reset and no second atomic. Compute
+ * warps only. */
+__device__ __forceinline__ void grid_sync(unsigned *bar, unsigned target) {
+    dl_sync();
     if (threadIdx.x == 0) {
         asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
         while ((int)(ld_acquire(bar) - target) < 0) {
         }
-    } else if ((int)(threadIdx.x >> 5) == DL_SIDE_WARP) {
-        side();
     }
-    __syncthreads();
+    dl_sync();
 }
 
 __device__ __forceinline__ int row_lo(int R, int b, int G) {
@@ -211,10 +209,14 @@ __device__ const bf16 *row_src(const dl_args &a, const dl_layer &L, const dl_row
     return ph == PH_O ? L.wo + (size_t)(o.x_lo + j) * qd : L.wd + (size_t)(o.x_lo + j) * a.ffn;
 }
 /* Starts filling a slot with phase ph's rows of a layer, one bulk copy a row
- * (the whole side warp); the slot's mbarrier completes one phase when all
- * land (when ph_rows > 0). The side warp issues the copies: a warp's fences
- * wait for its copies to land, and that warp never fences (warp 0 releases
- * the grid barrier, warps < group publish attention pieces). */
+ * (the whole streaming warp); the slot's mbarrier completes one phase when all
+ * land (when ph_rows > 0). Only the streaming warp issues copies (a warp's
+ * fences wait for its copies to land; that warp never fences). */
+__device__ __forceinline__ unsigned long long gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 __device__ void fill(const dl_args &a, const dl_rows &o, int layer, int ph, void *slot,
                      uint64_t *mb) {
     const int n = ph_rows(o, ph), cols = ph_cols(a, ph), lane = threadIdx.x & 31;
@@ -222,6 +224,18 @@ __device__ void fill(const dl_args &a, const dl_rows &o, int layer, int ph, void
     const unsigned rb = (unsigned)cols * 2u;
     if (lane == 0) mbar_expect(mb, (unsigned)n * rb);
     __syncwarp();
+    if (ph != PH_QKV) { /* paced, a row at a time (q/k/v: the shortest window, at once) */
+        if (lane) return;
+        const unsigned long long t0 = gtime();
+        for (int j = 0; j < n; j++) {
+            bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
+                      rb, mb);
+            const unsigned long long due = t0 + (unsigned long long)(j + 1) * rb * DL_PACE_NS_KB / 1024u;
+            while (gtime() < due) {
+            }
+        }
+        return;
+    }
     for (int j = lane; j < n; j += 32)
         bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
                   rb, mb);
@@ -254,18 +268,18 @@ __device__ void load_normed(float *act, const float *src, const float *g, int n,
     }
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = ss;
-    __syncthreads();
+    dl_sync();
     float tot = 0.0f;
     for (int w = 0; w < DL_WARPS; w++) tot += red[w];
     float inv = 1.0f / sqrtf(tot / (float)n + eps);
     for (int i = threadIdx.x; i < n; i += DL_THREADS) act[i] = act[i] * inv * act[n + i];
-    __syncthreads();
+    dl_sync();
 }
 
-/* Pieces per KV head of this step: one per piece_slots slots of context,
+/* Pieces per KV head of this step: one per DL_PIECE_SLOTS slots of context,
  * at least 1, at most a.pieces (n_kv is on the device: the step replays). */
 __device__ __forceinline__ int n_pieces(const dl_args &a) {
-    const int p = (a.info[1] + a.piece_slots - 1) / a.piece_slots;
+    const int p = (a.info[1] + DL_PIECE_SLOTS - 1) / DL_PIECE_SLOTS;
     return p < 1 ? 1 : p > a.pieces ? a.pieces : p;
 }
 /* Slots [lo, hi) of piece p of P over the step's n_kv. */
@@ -274,12 +288,10 @@ __device__ __forceinline__ void piece_range(const dl_args &a, int P, int p, int 
     *lo = min(n_kv, p * per), *hi = min(n_kv, *lo + per);
 }
 
-/* Per-step constants staged in shared memory at the kernel's start, and
- * per-layer ones staged by the side warp before the layer's phase B. */
+/* Per-step constants staged in shared memory at the kernel's start. */
 #define DL_TAB 64 /* block-table entries of a block's attention item kept on chip */
 typedef struct dl_stage {
     float cs[64], sn[64];   /* RoPE of this step's position: cos, sin (hd / 2) */
-    float qn[128], kn[128]; /* the attended layer's q / k norm gains (hd) */
     int32_t tab[DL_TAB];    /* block table of this block's first item, from block tab0 */
     int tab0, n_tab;        /* n_tab 0: the item reads the table in global memory */
 } dl_stage;
@@ -302,12 +314,8 @@ __device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int P,
     }
 }
 
-/* Side work before layer l's phase B (one warp): its q/k norm gains into
- * st, and the KV of this block's first item into L2. */
-__device__ void stage_layer(const dl_args &a, const dl_layer &L, int P, dl_stage *st) {
-    const int lane = threadIdx.x & 31;
-    if (L.qn)
-        for (int j = lane; j < a.hd; j += 32) st->qn[j] = L.qn[j], st->kn[j] = L.kn[j];
+/* The KV of this block's first attention item of layer L into L2 (one warp). */
+__device__ void prefetch_item(const dl_args &a, const dl_layer &L, int P, const dl_stage *st) {
     const int it = blockIdx.x;
     if (!a.kv_prefetch || it >= a.n_kv * P) return;
     if (st->n_tab) prefetch_kv(a, L, it / P, P, it % P, st->tab, st->tab0);
@@ -339,7 +347,7 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
         const bf16 mid = __float2bfloat16_rn(r);
         xp[i] = hi, xp[ld + i] = mid, xp[2 * ld + i] = __float2bfloat16_rn(r - __bfloat162float(mid));
     }
-    __syncthreads();
+    dl_sync();
     const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
     float acc[DL_MAXROWS / 16][4];
 #pragma unroll
@@ -376,7 +384,7 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
             part_s[warp * R + t * 16 + g + 8] = acc[t][2] + acc[t][3] + lo8;
         }
     }
-    __syncthreads();
+    dl_sync();
     for (int i = threadIdx.x; i < nr; i += DL_THREADS) {
         float y = 0.0f;
         for (int k = 0; k < DL_WARPS; k++) y += part_s[k * R + i];
@@ -388,7 +396,7 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
             emit(i, y);
         }
     }
-    __syncthreads(); /* part_s is reused by the next product */
+    dl_sync(); /* part_s is reused by the next product */
 }
 
 /* Phase B for one item: KV head kvh, piece p of its P. sm: shared floats
@@ -418,15 +426,18 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
         const float *src = is_q ? a.q + (size_t)(kvh * g + warp) * hd
                                 : (is_k ? a.k : a.v) + (size_t)kvh * hd;
         const int half = hd / 2;
-        float x0[NP], x1[NP];
+        const float *gn = is_q ? L.qn : is_k ? L.kn : NULL; /* norm gains, loaded with x */
+        float x0[NP], x1[NP], g0[NP], g1[NP];
 #pragma unroll
         for (int i = 0; i < NP; i++) {
             int j = lane + 32 * i;
             x0[i] = j < half ? __ldcg(src + j) : 0.0f;
             x1[i] = j < half ? __ldcg(src + j + half) : 0.0f;
+            g0[i] = gn && j < half ? gn[j] : 0.0f;
+            g1[i] = gn && j < half ? gn[j + half] : 0.0f;
         }
         if (is_q || is_k) {
-            if (L.qn) ts_head_norm_warp(x0, x1, hd, is_q ? st->qn : st->kn, a.eps, lane);
+            if (gn) ts_head_norm_warp(x0, x1, hd, g0, g1, a.eps, lane);
             ts_rope_tab_warp(x0, x1, hd, st->cs, st->sn, lane);
         }
         if (is_q) {
@@ -446,7 +457,7 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
             }
         }
     }
-    __syncthreads(); /* q_s ready; the new K/V stored (read below by this block) */
+    dl_sync(); /* q_s ready; the new K/V stored (read below by this block) */
     DL_STAMP(layer, 18);
     float qv[DL_MAXG][D], o[DL_MAXG][D], m[DL_MAXG], l[DL_MAXG];
 #pragma unroll
@@ -464,7 +475,7 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
 #pragma unroll
         for (int i = 0; i < D; i++) o_s[(warp * DL_MAXG + h) * hd + lane * D + i] = o[h][i];
     }
-    __syncthreads();
+    dl_sync();
     if (warp < g) { /* this piece's state of head kvh * g + warp (P == 1: the head's output) */
         const size_t head = (size_t)kvh * g + warp;
         ts_combine_warps<DL_WARPS>(m_s, l_s, o_s, DL_MAXG, warp, hd,
@@ -477,14 +488,14 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
     /* the count is an acquire-release reduction of thread 0: it publishes the
      * pieces written before the barrier and, for the last, orders the reads */
     __shared__ bool last;
-    __syncthreads();
+    dl_sync();
     if (threadIdx.x == 0) {
         unsigned prev;
         asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(prev) : "l"(a.cnt + kvh) : "memory");
         last = prev == (unsigned)P - 1;
         if (last) a.cnt[kvh] = 0;
     }
-    __syncthreads();
+    dl_sync();
     DL_STAMP(layer, 20);
     if (!last) return;
     if (warp < g) {
@@ -496,35 +507,35 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
 }
 
 template <int D>
-__global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __grid_constant__ dl_args a) {
+__global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const __grid_constant__ dl_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ float red[DL_WARPS];
     __shared__ float part_s[DL_WARPS * DL_MAXROWS]; /* gemv_tc's partial sums */
     __shared__ dl_stage st;
-    uint64_t *mb = (uint64_t *)smem; /* [2]: slot A, slot B */
+    uint64_t *mb = (uint64_t *)smem; /* [4]: slot A, slot B full; slot A, slot B empty */
     bf16 *sa = (bf16 *)(smem + 128), *sb = (bf16 *)(smem + 128 + a.slot_a);
     float *act = (float *)(smem + 128 + a.slot_a + a.slot_b);
     float *xres = act + a.act_floats; /* this block's rows of x (phases C, E) */
     bf16 *xp = (bf16 *)(xres + a.xres_floats); /* [3][cols + 8]: gemv_tc's split input */
-    const int b = blockIdx.x, G = gridDim.x;
+    const int b = blockIdx.x, G = gridDim.x, warp = threadIdx.x >> 5;
     const int H = a.hidden, qd = a.n_heads * a.hd, kd = a.n_kv * a.hd, P = n_pieces(a);
     const dl_rows o = own_rows(a);
     const int x_lo = o.x_lo, x_n = o.x_n;
-    if (threadIdx.x == 0) mbar_init(mb), mbar_init(mb + 1);
+    const int nthr = DL_THREADS + 32;
+    if (threadIdx.x == 0)
+        for (int i = 0; i < 4; i++) mbar_init(mb + i);
     /* zero the weight slots once: a product whose cols % 16 == 8 reads the
      * rows' padding (times zero inputs; it must be finite) */
-    for (unsigned i = threadIdx.x; i < (a.slot_a + a.slot_b) / 16; i += DL_THREADS)
+    for (unsigned i = threadIdx.x; i < (a.slot_a + a.slot_b) / 16; i += nthr)
         ((uint4 *)(smem + 128))[i] = make_uint4(0u, 0u, 0u, 0u);
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); /* before the bulk copies */
-    const unsigned base = __ldcg(a.bar + 1); /* stable: written at the end of the last launch */
-    unsigned n_sync = 0;
     /* Rows of x in C and E are this block's alone (the same split in both):
      * the residual of those rows stays on chip; x in global memory is only
      * read by the norms of A and D (other blocks) */
-    for (int r = threadIdx.x; r < x_n; r += DL_THREADS) xres[r] = a.x[x_lo + r];
+    for (int r = threadIdx.x; r < x_n; r += nthr) xres[r] = a.x[x_lo + r];
     /* this step's RoPE (the same for every layer) and the first item's table */
     const float pos = (float)a.pos[0];
-    for (int j = threadIdx.x; j < a.hd / 2; j += DL_THREADS)
+    for (int j = threadIdx.x; j < a.hd / 2; j += nthr)
         sincosf(__fmul_rn(pos, a.inv_freq[j]), &st.sn[j], &st.cs[j]);
     if (threadIdx.x == 0) st.n_tab = 0;
     if (b < a.n_kv * P) {
@@ -532,19 +543,41 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
         piece_range(a, P, b % P, &lo, &hi);
         const int b0 = lo / a.bs, nb = hi > lo ? (hi - 1) / a.bs - b0 + 1 : 0;
         if (nb > 0 && nb <= DL_TAB) {
-            for (int i = threadIdx.x; i < nb; i += DL_THREADS) st.tab[i] = a.tables[a.info[0] + b0 + i];
+            for (int i = threadIdx.x; i < nb; i += nthr) st.tab[i] = a.tables[a.info[0] + b0 + i];
             if (threadIdx.x == 0) st.tab0 = b0, st.n_tab = nb;
         }
     }
     __syncthreads();
-    if ((int)(threadIdx.x >> 5) == DL_SIDE_WARP) {
-        stage_layer(a, a.L[0], P, &st);
-        if (!a.nofill) fill(a, o, 0, PH_QKV, sa, mb), fill(a, o, 0, PH_O, sb, mb + 1);
+    if (warp == DL_WARPS) {
+        /* The streaming warp: fills a slot as soon as the compute warps have
+         * released it (its empty barrier), two phases of weights ahead, and
+         * moves the next layer's attention KV into L2 with the q/k/v rows. */
+        if (a.nofill) return;
+        unsigned ep[2] = {0u, 0u};
+        auto released = [&](int s) { mbar_wait(mb + 2 + s, ep[s]), ep[s] ^= 1u; };
+        prefetch_item(a, a.L[0], P, &st);
+        fill(a, o, 0, PH_QKV, sa, mb), fill(a, o, 0, PH_O, sb, mb + 1);
+        for (int l = 0; l < a.n_layers; l++) {
+            released(0), fill(a, o, l, PH_GU, sa, mb);
+            released(1), fill(a, o, l, PH_DOWN, sb, mb + 1);
+            if (l + 1 == a.n_layers) break;
+            released(0), fill(a, o, l + 1, PH_QKV, sa, mb);
+            prefetch_item(a, a.L[l + 1], P, &st);
+            released(1), fill(a, o, l + 1, PH_O, sb, mb + 1);
+        }
+        return;
     }
+    const unsigned base = __ldcg(a.bar + 1); /* stable: written at the end of the last launch */
+    unsigned n_sync = 0;
+    /* the compute warps: after a product, thread 0 releases its slot */
+    auto release = [&](int s) {
+        if (threadIdx.x == 0 && !a.nofill) mbar_arrive(mb + 2 + s);
+    };
     bool pend[2] = {ph_rows(o, PH_QKV) > 0 && !a.nofill, ph_rows(o, PH_O) > 0 && !a.nofill};
     unsigned par[2] = {0u, 0u};
     for (int l = 0; l < a.n_layers; l++) {
         const dl_layer &L = a.L[l];
+        const bool more = l + 1 < a.n_layers;
         DL_STAMP(l, 0);
         /* A: q, k, v */
         load_normed(act, a.x, L.an, H, a.eps, red);
@@ -560,26 +593,22 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
             };
             gemv_tc<false>(sa, o.qkv_n, H, act, xp, part_s, em);
         }
-        __syncthreads();
-        DL_STAMP(l, 3);
+        release(0);
         pend[0] = ph_rows(o, PH_GU) > 0 && !a.nofill;
-        grid_sync(a.bar, base + ++n_sync * G, [&] {
-            DL_SIDE_STAMP(l, 21);
-            if (!a.nofill) fill(a, o, l, PH_GU, sa, mb);
-            DL_SIDE_STAMP(l, 22);
-        });
+        DL_STAMP(l, 3);
+        grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 4);
         /* B: attention */
         for (int it = b; it < a.n_kv * P; it += G) {
             attn_item<D>(a, L, l, it / P, P, it % P, act, &st, it == b);
-            __syncthreads();
+            dl_sync();
         }
         DL_STAMP(l, 5);
-        grid_sync(a.bar, base + ++n_sync * G, [] {});
+        grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 6);
         /* C: x += att . wo^T */
         load_act(act, a.att, qd);
-        __syncthreads();
+        dl_sync();
         DL_STAMP(l, 7);
         take(&pend[1], &par[1], mb + 1);
         DL_STAMP(l, 8);
@@ -590,14 +619,10 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
             };
             gemv_tc<false>(sb, x_n, qd, act, xp, part_s, em);
         }
-        __syncthreads();
-        DL_STAMP(l, 9);
+        release(1);
         pend[1] = ph_rows(o, PH_DOWN) > 0 && !a.nofill;
-        grid_sync(a.bar, base + ++n_sync * G, [&] {
-            DL_SIDE_STAMP(l, 23);
-            if (!a.nofill) fill(a, o, l, PH_DOWN, sb, mb + 1);
-            DL_SIDE_STAMP(l, 24);
-        });
+        DL_STAMP(l, 9);
+        grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 10);
         /* D: h = silu(gate) * up */
         load_normed(act, a.x, L.fn, H, a.eps, red);
@@ -608,19 +633,14 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
             auto em = [&](int j, float y) { a.h[o.gu_lo + j] = y; };
             gemv_tc<true>(sa, o.gu_n, H, act, xp, part_s, em);
         }
-        __syncthreads();
-        DL_STAMP(l, 13);
-        const bool more = l + 1 < a.n_layers;
+        if (more) release(0);
         pend[0] = more && ph_rows(o, PH_QKV) > 0 && !a.nofill;
-        grid_sync(a.bar, base + ++n_sync * G, [&] {
-            DL_SIDE_STAMP(l, 25);
-            if (more && !a.nofill) fill(a, o, l + 1, PH_QKV, sa, mb);
-            DL_SIDE_STAMP(l, 26);
-        });
+        DL_STAMP(l, 13);
+        grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 14);
         /* E: x += h . wd^T */
         load_act(act, a.h, a.ffn);
-        __syncthreads();
+        dl_sync();
         DL_STAMP(l, 15);
         take(&pend[1], &par[1], mb + 1);
         DL_STAMP(l, 16);
@@ -631,21 +651,15 @@ __global__ void __launch_bounds__(DL_THREADS, 1) decode_layers_kernel(const __gr
             };
             gemv_tc<false>(sb, x_n, a.ffn, act, xp, part_s, em);
         }
-        __syncthreads();
         DL_STAMP(l, 17);
         if (more) {
+            release(1);
             pend[1] = ph_rows(o, PH_O) > 0 && !a.nofill;
-            grid_sync(a.bar, base + ++n_sync * G, [&] {
-                DL_SIDE_STAMP(l, 27);
-                if (!a.nofill) fill(a, o, l + 1, PH_O, sb, mb + 1);
-                DL_SIDE_STAMP(l, 28);
-                stage_layer(a, a.L[l + 1], P, &st);
-                DL_SIDE_STAMP(l, 29);
-            });
+            grid_sync(a.bar, base + ++n_sync * G);
         }
     }
     /* every block has read base (all passed the barriers): the next launch's */
-    grid_sync(a.bar, base + ++n_sync * G, [] {});
+    grid_sync(a.bar, base + ++n_sync * G);
     if (b == 0 && threadIdx.x == 0) a.bar[1] = base + n_sync * G;
 }
 
@@ -717,7 +731,6 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     a->hd = hd, a->bs = d->block_size, a->group = nh / nkv;
     int pieces = G / nkv;
     a->pieces = pieces < 1 ? 1 : pieces > DL_PIECES ? DL_PIECES : pieces;
-    a->piece_slots = c->dl_piece_slots;
     a->slot_a = (unsigned)slot_a, a->slot_b = (unsigned)slot_b, a->act_floats = (int)act;
     a->xres_floats = (int)xres;
     a->eps = d->eps, a->scale = d->scale;
@@ -728,7 +741,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
 
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)G);
-    cfg.blockDim = dim3(DL_THREADS);
+    cfg.blockDim = dim3(DL_THREADS + 32); /* + the weight-streaming warp */
     cfg.dynamicSmemBytes = smem;
     cfg.stream = c->stream;
     cudaLaunchAttribute at[1];
@@ -761,12 +774,11 @@ bool ts_cuda_decode_layers_init(ts_cuda *c) {
         if (!TS_CU(c, cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           c->dl_smem_max)))
             return false;
-    /* opt-in until it beats the op-by-op step (docs/PERFORMANCE.md, issue 6):
-     * "1" on, "2" on without the KV prefetch, else off */
+    /* on by default (faster than the op-by-op step, docs/PERFORMANCE.md,
+     * issue 6); TS_CUDA_LAYERS=0 turns it off, =2 keeps it without the KV
+     * prefetch */
     const char *env = getenv("TS_CUDA_LAYERS");
-    c->dec_layers = env && !strcmp(env, "1") ? 1 : env && !strcmp(env, "2") ? 2 : 0;
-    const char *ps = getenv("TS_DL_SLOTS"); /* experiment: slots per attention piece */
-    c->dl_piece_slots = ps && atoi(ps) > 0 ? atoi(ps) : 16;
+    c->dec_layers = env && !strcmp(env, "0") ? 0 : env && !strcmp(env, "2") ? 2 : 1;
     return true;
 }
 
@@ -837,22 +849,6 @@ void ts_cuda_dl_prof_dump(void) {
         fprintf(stderr, "%-7s %6.2f %6.2f %6.2f %6.2f %7.2f %6.2f\n", nm[p], m[0], m[1], m[2], m[3], m[4], m[5]);
     }
     fprintf(stderr, "layer (sum of spans) %.2f us\n", sum);
-    {
-        const char *sn[5] = {"fill GU (after A)", "fill DOWN (after C)", "fill QKV (after D)", "fill O (after E)", "stage (after E)"};
-        const int e0[5] = {21, 23, 25, 27, 28}, e1[5] = {22, 24, 26, 28, 29};
-        for (int k = 0; k < 5; k++) {
-            int n = 0;
-            for (int l = 1; l + 1 < L; l++, n++) {
-                double mx = 0;
-                for (int bb = 0; bb < G; bb++) {
-                    double d = (CK(bb, l, e1[k]) - CK(bb, l, e0[k])) / mhz[bb];
-                    if (d > mx) mx = d;
-                }
-                v[0][n] = mx;
-            }
-            fprintf(stderr, "side %-20s %6.2f us (slowest block, median)\n", sn[k], med(v[0], n));
-        }
-    }
 #undef GT
 #undef CK
     free(h);

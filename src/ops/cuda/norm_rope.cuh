@@ -6,13 +6,15 @@
 
 /* The warp's head x[hd] (hd even, hd <= 64 P): lane holds the rotate-half
  * pairs j = lane + 32 p (j < hd / 2) in a[p] = x[j], b[p] = x[j + hd/2].
- * ts_head_norm_warp normalises them by gain g[hd]; ts_norm_rope_warp also
+ * ts_head_norm_warp normalises them by gain g[hd] (or its pairs ga, gb in
+ * registers, laid out as a and b); ts_norm_rope_warp also
  * rotates them by the angle pos * inv_freq[j] (g NULL: no norm);
  * ts_rope_tab_warp rotates by precomputed cs[j], sn[j] (the same values:
  * sincosf of the same product). All 32 lanes must call them. */
 template <int P>
 __device__ __forceinline__ void ts_head_norm_warp(float (&a)[P], float (&b)[P], int hd,
-                                                  const float *g, float eps, int lane) {
+                                                  const float (&ga)[P], const float (&gb)[P],
+                                                  float eps, int lane) {
     const int half = hd / 2;
     float ss = 0.0f;
 #pragma unroll
@@ -21,10 +23,20 @@ __device__ __forceinline__ void ts_head_norm_warp(float (&a)[P], float (&b)[P], 
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     float inv = 1.0f / sqrtf(ss / (float)hd + eps);
 #pragma unroll
+    for (int p = 0; p < P; p++)
+        if (lane + 32 * p < half) a[p] = a[p] * inv * ga[p], b[p] = b[p] * inv * gb[p];
+}
+/* the same with the gains g[hd] in memory */
+template <int P>
+__device__ __forceinline__ void ts_head_norm_warp(float (&a)[P], float (&b)[P], int hd,
+                                                  const float *g, float eps, int lane) {
+    float ga[P], gb[P];
+#pragma unroll
     for (int p = 0; p < P; p++) {
         int j = lane + 32 * p;
-        if (j < half) a[p] = a[p] * inv * g[j], b[p] = b[p] * inv * g[j + half];
+        ga[p] = j < hd / 2 ? g[j] : 0.0f, gb[p] = j < hd / 2 ? g[j + hd / 2] : 0.0f;
     }
+    ts_head_norm_warp(a, b, hd, ga, gb, eps, lane);
 }
 __device__ __forceinline__ void ts_rotate_pair(float &a, float &b, float sn, float cs) {
     float ra = __fsub_rn(__fmul_rn(a, cs), __fmul_rn(b, sn));
