@@ -50,9 +50,13 @@
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
 #define DL_U 2       /* slots a warp loads at once in attention */
 #define DL_PIECE_SLOTS 16 /* slots an attention piece aims at (H100: 8-32 within 2%) */
-#define DL_PACE_NS_KB 60  /* weight copies other than q/k/v paced at 60 ns a KB an SM
-                           * (17 GB/s; 2.2 TB/s over 132 SMs): a burst of every SM's
-                           * rows at once slowed the barriers and loads beside it */
+#ifndef DL_PACE_NS_KB
+#define DL_PACE_NS_KB 100 /* weight copies other than q/k/v paced at 100 ns a KB an SM
+                           * (10 GB/s; 1.3 TB/s over 132 SMs, ~18 us of a ~29 us layer):
+                           * every SM's rows at once slowed the barriers and loads
+                           * beside them (H100: 0 / 40 / 60 / 100 ns gave 943 / 1033 /
+                           * 1046 / 1066 tok/s at context 128) */
+#endif
 
 typedef __nv_bfloat16 bf16;
 
