@@ -50,6 +50,11 @@
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
 #define DL_U 2       /* slots a warp loads at once in attention */
 #define DL_PIECE_SLOTS 16 /* slots an attention piece aims at (H100: 8-32 within 2%) */
+#ifndef DL_PACE_QKV_NS_KB
+#define DL_PACE_QKV_NS_KB 20 /* q/k/v's copies, faster: their window (phase E) is the
+                             * shortest (H100: 0 / 20 / 40 gave 1063 / 1108 / 1102 tok/s
+                             * at context 128, 948 / 945 / 945 at 1024) */
+#endif
 #ifndef DL_PACE_NS_KB
 #define DL_PACE_NS_KB 100 /* weight copies other than q/k/v paced at 100 ns a KB an SM
                            * (10 GB/s; 1.3 TB/s over 132 SMs, ~18 us of a ~29 us layer):
@@ -228,13 +233,14 @@ __device__ void fill(const dl_args &a, const dl_rows &o, int layer, int ph, void
     const unsigned rb = (unsigned)cols * 2u;
     if (lane == 0) mbar_expect(mb, (unsigned)n * rb);
     __syncwarp();
-    if (ph != PH_QKV) { /* paced, a row at a time (q/k/v: the shortest window, at once) */
+    const unsigned pace = ph == PH_QKV ? DL_PACE_QKV_NS_KB : DL_PACE_NS_KB;
+    if (pace) { /* paced, a row at a time */
         if (lane) return;
         const unsigned long long t0 = gtime();
         for (int j = 0; j < n; j++) {
             bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
                       rb, mb);
-            const unsigned long long due = t0 + (unsigned long long)(j + 1) * rb * DL_PACE_NS_KB / 1024u;
+            const unsigned long long due = t0 + (unsigned long long)(j + 1) * rb * pace / 1024u;
             while (gtime() < due) {
             }
         }
