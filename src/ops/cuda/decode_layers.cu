@@ -76,7 +76,7 @@ typedef struct dl_args {
     float *x, *q, *k, *v, *att, *h;
     float *p_lse, *p_o;   /* pieces: [n_heads][DL_PIECES], [n_heads][DL_PIECES][hd] */
     unsigned *cnt;        /* [n_kv]: pieces of a KV head done (zero between calls) */
-    unsigned *bar;        /* [2]: barrier arrivals (zero between barriers), generation */
+    unsigned *bar;        /* [2]: grid-barrier arrivals, the next launch's base (grid_sync) */
     const int32_t *pos, *slot, *tables, *info;
     const float *inv_freq;
     int n_layers, hidden, ffn, n_heads, n_kv, hd, bs, group;
@@ -84,14 +84,14 @@ typedef struct dl_args {
     unsigned slot_a, slot_b; /* bytes of the two weight slots */
     int act_floats;          /* floats of the activation area (xres follows it) */
     int xres_floats;         /* floats of xres (a multiple of 4; xp follows) */
-    bool kv_prefetch;        /* phase A prefetches phase B's KV into L2 */
+    bool kv_prefetch;        /* the streaming warp moves the next phase B's KV into L2 */
     bool nofill;             /* profiling (DL_PROF, TS_DL_NOFILL=1): no weight copies (wrong results) */
     float eps, scale;
 } dl_args;
 
 /* ---- optional phase clock (build with -DDL_PROF; profiling only) ----
- * Thread 0 of every block stamps %globaltimer at DL_EV points of each
- * layer; ts_cuda_destroy prints, per phase, medians over layers of the
+ * Thread 0 of every block stamps %globaltimer and clock64 at DL_EV points
+ * of each layer; ts_cuda_destroy prints, per phase, medians over layers of the
  * slowest block's steps and of the barrier that follows. */
 #ifdef DL_PROF
 #include <stdio.h>
