@@ -32,6 +32,25 @@ static inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, float *out) {
     _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
 }
 
+/* The first step of reducing 16 vectors to the vector of their 16 sums:
+ * lane L (of 4 lanes of 128 bits) of the result holds the sums of lane L of
+ * a, b, c and d. */
+static inline __m512 red4(__m512 a, __m512 b, __m512 c, __m512 d) {
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    return _mm512_add_ps(_mm512_shuffle_ps(ab, cd, 0x44), _mm512_shuffle_ps(ab, cd, 0xee));
+}
+
+/* The last step: x[0..3] = red4 of vectors 0-3, 4-7, 8-11 and 12-15 ->
+ * lane i = the sum of vector i. */
+static inline __m512 red16(const __m512 *x) {
+    __m512 a = _mm512_add_ps(_mm512_shuffle_f32x4(x[0], x[1], 0x44),
+                             _mm512_shuffle_f32x4(x[0], x[1], 0xee));
+    __m512 b = _mm512_add_ps(_mm512_shuffle_f32x4(x[2], x[3], 0x44),
+                             _mm512_shuffle_f32x4(x[2], x[3], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x88), _mm512_shuffle_f32x4(a, b, 0xdd));
+}
+
 #define VF __m512
 #define VW 16
 #define V_LOAD(p) _mm512_loadu_ps(p)
@@ -45,6 +64,8 @@ static inline void hsum4(__m512 a, __m512 b, __m512 c, __m512 d, float *out) {
 #define V_HSUM(v) _mm512_reduce_add_ps(v)
 #define V_HMAX(v) _mm512_reduce_max_ps(v)
 #define V_HSUM4(a, b, c, d, out) hsum4(a, b, c, d, out)
+#define V_RED4(a, b, c, d) red4(a, b, c, d)
+#define V_REDV(x) red16(x)
 #define V_NREG 32
 #define V_EXP(v) v_exp(v)
 #define V_LOAD_H(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))

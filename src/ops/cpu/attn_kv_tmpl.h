@@ -1,3 +1,24 @@
+#ifndef TS_PV_ROWS
+#define TS_PV_ROWS
+/* A P.V strip's steps (included once per KV type; VF, V_* as the ISA file
+ * defines them): o[r][u] = O[r ld + c + u VW] for rows r < nr and vectors
+ * u < nw; o[r][u] += S[r TS_AC + t] x[u]; O[r ld + c + u VW] = o[r][u]. */
+#define PV_FMA_ROWS(o, x, S, t, nr, nw)                                                          \
+    _Pragma("GCC unroll 4") for (int r_ = 0; r_ < (nr); r_++) {                                  \
+        VF p_ = V_SET1((S)[(size_t)r_ * TS_AC + (t)]);                                           \
+        _Pragma("GCC unroll 8") for (int u_ = 0; u_ < (nw); u_++)                                \
+            (o)[r_][u_] = V_FMA(p_, (x)[u_], (o)[r_][u_]);                                       \
+    }
+#define PV_LOAD_ROWS(o, O, ld, c, nr, nw)                                                        \
+    _Pragma("GCC unroll 4") for (int r_ = 0; r_ < (nr); r_++)                                    \
+        _Pragma("GCC unroll 8") for (int u_ = 0; u_ < (nw); u_++)                                \
+            (o)[r_][u_] = V_LOAD((O) + (size_t)r_ * (ld) + (c) + u_ * VW);
+#define PV_STORE_ROWS(O, ld, c, o, nr, nw)                                                       \
+    _Pragma("GCC unroll 4") for (int r_ = 0; r_ < (nr); r_++)                                    \
+        _Pragma("GCC unroll 8") for (int u_ = 0; u_ < (nw); u_++)                                \
+            V_STORE((O) + (size_t)r_ * (ld) + (c) + u_ * VW, (o)[r_][u_]);
+#endif
+
 /* The per-item kernels of attn_tmpl.h for one KV element type, included
  * by it once per type with KV_T (the pool's element type), KV_LD(p) (VW
  * elements at p widened to a VF), KVF(name) (the type's name for each
@@ -63,10 +84,7 @@ TS_INLINE_A void KVF(pv_strip)(float *O, const float *S, const KV_T *const *vr, 
                                int R, int W, int hd, const KV_T *const *pf, int npf) {
     for (int c = 0; c < hd; c += W * VW) {
         VF o[4][8];
-        _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++)
-            _Pragma("GCC unroll 8")
-            for (int w = 0; w < W; w++) o[r][w] = V_LOAD(O + (size_t)r * hd + c + w * VW);
+        PV_LOAD_ROWS(o, O, hd, c, R, W)
         for (int t = 0; t < cn; t++) {
             if (t < npf)
                 _Pragma("GCC unroll 8")
@@ -75,32 +93,24 @@ TS_INLINE_A void KVF(pv_strip)(float *O, const float *S, const KV_T *const *vr, 
             VF v[8];
             _Pragma("GCC unroll 8")
             for (int w = 0; w < W; w++) v[w] = KV_LD(vr[t] + c + w * VW);
-            _Pragma("GCC unroll 4")
-            for (int r = 0; r < R; r++) {
-                VF p = V_SET1(S[(size_t)r * TS_AC + t]);
-                _Pragma("GCC unroll 8")
-                for (int w = 0; w < W; w++) o[r][w] = V_FMA(p, v[w], o[r][w]);
-            }
+            PV_FMA_ROWS(o, v, S, t, R, W)
         }
-        _Pragma("GCC unroll 4")
-        for (int r = 0; r < R; r++)
-            _Pragma("GCC unroll 8")
-            for (int w = 0; w < W; w++) V_STORE(O + (size_t)r * hd + c + w * VW, o[r][w]);
+        PV_STORE_ROWS(O, hd, c, o, R, W)
     }
 }
 
 /* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1: one
- * division for the whole range instead of one per slot. */
+ * table lookup per block, the rows within a block hd apart. */
 static void KVF(kv_rows)(const KV_T **kr, const KV_T **vr, const ts_attn *a,
                          const int32_t *blocks, int h, int t0, int n) {
+    const KV_T *k = (const KV_T *)a->k, *v = (const KV_T *)a->v;
     int bs = a->block_size, b = t0 / bs, o = t0 % bs;
-    size_t hd = (size_t)a->head_dim;
-    for (int t = 0; t < n; t++) {
-        size_t off = (((size_t)blocks[b] * (size_t)a->n_kv_heads + (size_t)h) * (size_t)bs +
-                      (size_t)o) * hd;
-        kr[t] = (const KV_T *)a->k + off;
-        vr[t] = (const KV_T *)a->v + off;
-        if (++o == bs) o = 0, b++;
+    size_t hd = (size_t)a->head_dim, nkh = (size_t)a->n_kv_heads;
+    for (int t = 0; t < n; b++, o = 0) {
+        size_t off = (((size_t)blocks[b] * nkh + (size_t)h) * (size_t)bs + (size_t)o) * hd;
+        const KV_T *kp = k + off, *vp = v + off;
+        int e = t + bs - o < n ? t + bs - o : n;
+        for (; t < e; t++, kp += hd, vp += hd) kr[t] = kp, vr[t] = vp;
     }
 }
 

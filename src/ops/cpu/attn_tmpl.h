@@ -4,7 +4,9 @@
  *   V_MUL, V_ADD, V_MAX, V_SET1, V_ZERO, V_HSUM, V_HMAX, V_EXP, ATTN_FN,
  *   V_LOAD_H(p), V_LOAD_B(p): VW f16 or bf16 values widened to a VF,
  *   V_HSUM4(a, b, c, d, out):
- *   out[0..3] = the four vectors' sums, and V_NREG: vector registers.
+ *   out[0..3] = the four vectors' sums, V_RED4(a, b, c, d) and V_REDV(x):
+ *   VW vectors' sums as one vector, V_REDV over the VW / 4 results of
+ *   V_RED4 on vectors 0-3, 4-7, ..., and V_NREG: vector registers.
  * The per-item kernels (attn_kv_tmpl.h) are compiled once per pool element
  * type (f32, f16, bf16), loading K and V rows in place.
  *
@@ -20,7 +22,10 @@
  * Decode steps have few items (one per sequence and KV head), too few to
  * share out evenly, so there each item's KV range is split into pieces of
  * whole chunks: each piece leaves a partial (out, lse) per row in scratch,
- * and a second pool run merges them by the log-sum-exp rule. */
+ * and a second pool run merges them by the log-sum-exp rule. For groups of
+ * 1 or 2 and head_dim 64 or 128, a decode item instead covers every KV head
+ * of a sequence's piece, walked in block order (attn_dec_tmpl.h), so that
+ * the pools stream front to back. */
 #include <limits.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -50,6 +55,7 @@ typedef struct attn_job {
     const ts_attn *a;
     int group, tq, n_tiles_max;
     int n_split, sps, n_tok; /* KV pieces per item, slots per piece, rows of q */
+    bool by_block;           /* decode items of every KV head, walked in block order */
     float *part_o;           /* n_split > 1: [n_split][n_tok][n_heads][head_dim] */
     float *part_l;           /*              [n_split][n_tok][n_heads] */
     long n_items;
@@ -87,7 +93,7 @@ TS_INLINE_A void softmax_chunk(float *Sr, int cn, float *M, float *L, float *Or,
         return;
     }
     float mn = cm > *M ? cm : *M;
-    float corr = expf(*M - mn); /* 0 on a row's first chunk */
+    float corr = mn > *M ? expf(*M - mn) : 1.0f; /* 0 on a row's first chunk */
     VF sum = V_ZERO();
     for (int t = 0; t < n; t += VW) {
         VF p = V_EXP(V_ADD(V_LOAD(Sr + t), V_SET1(-mn)));
@@ -114,6 +120,7 @@ TS_INLINE_A void kv_prefetch_row(const void *p, size_t n) {
 #define KVF(name) name##_f32
 #define KV_APF 8
 #include "ops/cpu/attn_kv_tmpl.h"
+#include "ops/cpu/attn_dec_tmpl.h"
 #undef KV_T
 #undef KV_LD
 #undef KVF
@@ -123,11 +130,13 @@ TS_INLINE_A void kv_prefetch_row(const void *p, size_t n) {
 #define KVF(name) name##_f16
 #define KV_APF 16
 #include "ops/cpu/attn_kv_tmpl.h"
+#include "ops/cpu/attn_dec_tmpl.h"
 #undef KV_LD
 #undef KVF
 #define KV_LD(p) V_LOAD_B(p)
 #define KVF(name) name##_bf16
 #include "ops/cpu/attn_kv_tmpl.h"
+#include "ops/cpu/attn_dec_tmpl.h"
 #undef KV_T
 #undef KV_LD
 #undef KVF
@@ -139,15 +148,25 @@ static void attn_task(void *vctx, int ith, int nth) {
     const ts_attn *a = j->a;
     size_t R = (size_t)j->tq * (size_t)j->group;
     size_t floats = 2 * R * (size_t)a->head_dim + R * TS_AC + 2 * R; /* Q, O, S, M, L */
+    if (j->by_block) /* Q, O, M, L of every q head */
+        floats = 2 * (size_t)a->n_heads * ((size_t)a->head_dim + 1) + (size_t)j->group * TS_AC;
     float *scr = ts_scratch_get(&j->cpu->thr[ith], floats * sizeof(float));
     if (!scr) {
         j->fail = 1;
         return;
     }
-    /* item = ((s * n_kv_heads + h) * n_tiles_max + tile) * n_split + piece */
+    /* item = ((s * n_kv_heads + h) * n_tiles_max + tile) * n_split + piece,
+     * or s * n_split + piece by_block */
     for (;;) {
         long it = atomic_fetch_add(&j->next, 1);
         if (it >= j->n_items) break;
+        if (j->by_block) {
+            int ks = (int)(it % j->n_split), s = (int)(it / j->n_split);
+            if (a->kv_dtype == TS_DT_F16) dec_item_f16(j, scr, s, ks);
+            else if (a->kv_dtype == TS_DT_BF16) dec_item_bf16(j, scr, s, ks);
+            else dec_item_f32(j, scr, s, ks);
+            continue;
+        }
         int ks = (int)(it % j->n_split);
         it /= j->n_split;
         int tile = (int)(it % j->n_tiles_max);
@@ -196,17 +215,23 @@ static void attn_merge_task(void *vctx, int ith, int nth) {
 }
 
 /* Splits decode items' KV ranges (every sequence one query position, fewer
- * than 8 items a thread) into pieces of >= 4 chunks, aiming at 8 items a
- * thread; takes the partials' scratch. Returns false when out of memory. */
+ * items than wanted) into pieces of whole chunks and takes the partials'
+ * scratch. Items of one KV head: pieces of >= 4 chunks, aiming at 8 items a
+ * thread. Items of every KV head in block order (by_block): one item a
+ * thread, as each streams best over one long range (measured 2026-12-06:
+ * 1, 2 and 4 pieces a thread in that order). Returns false when out of
+ * memory. */
 static bool attn_plan_split(attn_job *j, int max_q, int max_kv) {
     const ts_attn *a = j->a;
     int nth = j->cpu->nth;
     j->n_split = 1;
     j->sps = INT_MAX;
     if (max_q != 1 || nth < 2 || a->n_heads > TS_MERGE_HEADS) return true;
-    long base = (long)a->n_seq * a->n_kv_heads;
-    long want = (8L * nth + base - 1) / base, chunks = (max_kv + TS_AC - 1) / TS_AC;
-    if (want > chunks / 4) want = chunks / 4;
+    long base = j->by_block ? (long)a->n_seq : (long)a->n_seq * a->n_kv_heads;
+    long per = j->by_block ? 1 : 8; /* pieces a thread */
+    long want = (per * nth + base - 1) / base, chunks = (max_kv + TS_AC - 1) / TS_AC;
+    int minc = j->by_block ? 1 : 4;
+    if (want > chunks / minc) want = chunks / minc;
     if (want < 2) return true;
     int cps = (int)((chunks + want - 1) / want); /* chunks per piece */
     j->sps = cps * TS_AC;
@@ -238,11 +263,16 @@ void ATTN_FN(void *ctx, const ts_attn *a) {
     if (max_q < j.tq) j.tq = max_q > 0 ? max_q : 1;
     j.n_tiles_max = (max_q + j.tq - 1) / j.tq;
     if (j.n_tiles_max < 1) j.n_tiles_max = 1;
+    /* decode steps of groups of 1 or 2 and head sizes 64 or 128: block order
+     * (attn_dec_tmpl.h) */
+    j.by_block = TS_ATTN_UNROLL_HD && max_q == 1 && G <= 2 &&
+                 (a->head_dim == 64 || a->head_dim == 128);
     if (!attn_plan_split(&j, max_q, max_kv)) {
         ts_ref_attention(ctx, a);
         return;
     }
-    j.n_items = (long)a->n_seq * a->n_kv_heads * j.n_tiles_max * j.n_split;
+    j.n_items = j.by_block ? (long)a->n_seq * j.n_split
+                           : (long)a->n_seq * a->n_kv_heads * j.n_tiles_max * j.n_split;
     atomic_init(&j.next, 0);
     ts_pool_run(cpu->pool, attn_task, &j);
     if (j.fail) {
