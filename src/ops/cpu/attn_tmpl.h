@@ -264,9 +264,8 @@ void ATTN_FN(void *ctx, const ts_attn *a) {
     j.n_tiles_max = (max_q + j.tq - 1) / j.tq;
     if (j.n_tiles_max < 1) j.n_tiles_max = 1;
     /* decode steps of groups of 1 or 2 and head sizes 64 or 128: block order
-     * (attn_dec_tmpl.h) */
-    j.by_block = TS_ATTN_UNROLL_HD && max_q == 1 && G <= 2 &&
-                 (a->head_dim == 64 || a->head_dim == 128);
+     * (attn_dec_tmpl.h; compiled in sanitizer builds too, so they test it) */
+    j.by_block = max_q == 1 && G <= 2 && (a->head_dim == 64 || a->head_dim == 128);
     if (!attn_plan_split(&j, max_q, max_kv)) {
         ts_ref_attention(ctx, a);
         return;
