@@ -20,18 +20,6 @@
  * are named by their element offset in the pools, the same for K and V, and
  * head h's rows are h * block_size * head_dim further on. */
 
-/* off[t] = the element offset of KV head 0's rows for slot t0 + t, t < n:
- * one table lookup per block. */
-static void KVF(dec_offs)(size_t *off, const ts_attn *a, const int32_t *blocks, int t0, int n) {
-    int bs = a->block_size, b = t0 / bs, o = t0 % bs;
-    size_t hd = (size_t)a->head_dim, nkh = (size_t)a->n_kv_heads;
-    for (int t = 0; t < n; b++, o = 0) {
-        size_t x = ((size_t)blocks[b] * nkh * (size_t)bs + (size_t)o) * hd;
-        int e = t + bs - o < n ? t + bs - o : n;
-        for (; t < e; t++, x += hd) off[t] = x;
-    }
-}
-
 /* Brings the rows of n slots (offsets off[0, n)) of pool p towards L1. */
 TS_INLINE_A void KVF(dec_prefetch)(const KV_T *p, const size_t *off, int n, int HD) {
     for (int u = 0; u < n; u++)
@@ -131,14 +119,14 @@ TS_INLINE_A void KVF(dec_item_hd)(const attn_job *j, float *scr, int s, int ks, 
     size_t off[2][VW]; /* this group's offsets and the next's, in turn */
     if (first < tmax) {
         int n0 = tmax - first < VW ? tmax - first : VW;
-        KVF(dec_offs)(off[0], a, sq->blocks, first, n0);
+        kv_offs(off[0], a, sq->blocks, 0, first, n0);
         KVF(dec_prefetch)(kp, off[0], n0, HD);
         KVF(dec_prefetch)(vp, off[0], n0, HD);
     }
     for (int t0 = first, hf = 0; t0 < tmax; t0 += VW, hf ^= 1) {
         int n = tmax - t0 < VW ? tmax - t0 : VW, nn = tmax - t0 - n < VW ? tmax - t0 - n : VW;
         size_t *cur = off[hf], *nx = off[hf ^ 1];
-        if (nn > 0) KVF(dec_offs)(nx, a, sq->blocks, t0 + n, nn);
+        if (nn > 0) kv_offs(nx, a, sq->blocks, 0, t0 + n, nn);
         /* a short last group scores whole vectors of slots (the last row
          * again; softmax_chunk drops those scores) and prefetches that row
          * for the heads of the next group */

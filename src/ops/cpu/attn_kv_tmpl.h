@@ -99,19 +99,13 @@ TS_INLINE_A void KVF(pv_strip)(float *O, const float *S, const KV_T *const *vr, 
     }
 }
 
-/* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1: one
- * table lookup per block, the rows within a block hd apart. */
+/* kr[t], vr[t] = K and V rows of KV head h for slots t0 .. t0 + n - 1
+ * (n <= 2 TS_AC: a chunk and the next one's, prefetched). */
 static void KVF(kv_rows)(const KV_T **kr, const KV_T **vr, const ts_attn *a,
                          const int32_t *blocks, int h, int t0, int n) {
-    const KV_T *k = (const KV_T *)a->k, *v = (const KV_T *)a->v;
-    int bs = a->block_size, b = t0 / bs, o = t0 % bs;
-    size_t hd = (size_t)a->head_dim, nkh = (size_t)a->n_kv_heads;
-    for (int t = 0; t < n; b++, o = 0) {
-        size_t off = (((size_t)blocks[b] * nkh + (size_t)h) * (size_t)bs + (size_t)o) * hd;
-        const KV_T *kp = k + off, *vp = v + off;
-        int e = t + bs - o < n ? t + bs - o : n;
-        for (; t < e; t++, kp += hd, vp += hd) kr[t] = kp, vr[t] = vp;
-    }
+    size_t off[2 * TS_AC];
+    kv_offs(off, a, blocks, h, t0, n);
+    for (int t = 0; t < n; t++) kr[t] = (const KV_T *)a->k + off[t], vr[t] = (const KV_T *)a->v + off[t];
 }
 
 /* pv_strip with the widest strip (2, 4 or 8 vectors) whose R x W

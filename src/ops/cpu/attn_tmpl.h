@@ -113,6 +113,18 @@ TS_INLINE_A void kv_prefetch_row(const void *p, size_t n) {
     for (size_t c = 0; c < n; c += 64) _mm_prefetch((const char *)p + c, _MM_HINT_T0);
 }
 
+/* off[t] = the element offset in the pools of KV head h's row for slot t0 +
+ * t, t < n: one table lookup per block, the rows within a block hd apart. */
+static void kv_offs(size_t *off, const ts_attn *a, const int32_t *blocks, int h, int t0, int n) {
+    int bs = a->block_size, b = t0 / bs, o = t0 % bs;
+    size_t hd = (size_t)a->head_dim, nkh = (size_t)a->n_kv_heads;
+    for (int t = 0; t < n; b++, o = 0) {
+        size_t x = (((size_t)blocks[b] * nkh + (size_t)h) * (size_t)bs + (size_t)o) * hd;
+        int e = t + bs - o < n ? t + bs - o : n;
+        for (; t < e; t++, x += hd) off[t] = x;
+    }
+}
+
 /* KV_APF: slots prefetched ahead, ~4 KiB of K and of V at head_dim 128
  * (f16 rows: 8 slots streamed 32 GB/s, 16 slots 37, 32 slots no more) */
 #define KV_T float

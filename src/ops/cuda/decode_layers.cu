@@ -85,9 +85,17 @@ typedef struct dl_args {
     int act_floats;          /* floats of the activation area (xres follows it) */
     int xres_floats;         /* floats of xres (a multiple of 4; xp follows) */
     bool kv_prefetch;        /* the streaming warp moves the next phase B's KV into L2 */
-    bool nofill;             /* profiling (DL_PROF, TS_DL_NOFILL=1): no weight copies (wrong results) */
+#ifdef DL_PROF
+    bool nofill;             /* TS_DL_NOFILL=1: no weight copies (results wrong; timing only) */
+#endif
     float eps, scale;
 } dl_args;
+
+__device__ __forceinline__ unsigned long long gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
 
 /* ---- optional phase clock (build with -DDL_PROF; profiling only) ----
  * Thread 0 of every block stamps %globaltimer and clock64 at DL_EV points
@@ -103,14 +111,14 @@ static int dl_prof_layers, dl_prof_blocks;
 #define DL_STAMP(l, ev)                                                                        \
     do {                                                                                       \
         if (threadIdx.x == 0 && blockIdx.x < DL_PROF_G) {                                      \
-            unsigned long long t_;                                                             \
-            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                             \
             size_t i_ = (((size_t)blockIdx.x * DL_MAXL + (l)) * DL_EV + (ev)) * 2;             \
-            dl_prof[i_] = t_, dl_prof[i_ + 1] = clock64();                                     \
+            dl_prof[i_] = gtime(), dl_prof[i_ + 1] = clock64();                                \
         }                                                                                      \
     } while (0)
+#define DL_NOFILL(a) ((a).nofill)
 #else
 #define DL_STAMP(l, ev) ((void)0)
+#define DL_NOFILL(a) false
 #endif
 
 /* ---- bulk copies into shared memory, completed on an mbarrier ---- */
@@ -217,38 +225,26 @@ __device__ const bf16 *row_src(const dl_args &a, const dl_layer &L, const dl_row
         return j < o.gu_n ? L.wg + (size_t)(o.gu_lo + j) * H : L.wu + (size_t)(o.gu_lo + j - o.gu_n) * H;
     return ph == PH_O ? L.wo + (size_t)(o.x_lo + j) * qd : L.wd + (size_t)(o.x_lo + j) * a.ffn;
 }
-/* Starts filling a slot with phase ph's rows of a layer, one bulk copy a row
- * (the whole streaming warp); the slot's mbarrier completes one phase when all
- * land (when ph_rows > 0). Only the streaming warp issues copies (a warp's
- * fences wait for its copies to land; that warp never fences). */
-__device__ __forceinline__ unsigned long long gtime() {
-    unsigned long long t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
+/* Starts filling a slot with phase ph's rows of a layer (the streaming warp;
+ * lane 0 issues), one bulk copy a row, paced (DL_PACE_*); the slot's
+ * mbarrier completes one phase when all land (when ph_rows > 0). Only the
+ * streaming warp issues copies (a warp's fences wait for its copies to land;
+ * that warp never fences). */
 __device__ void fill(const dl_args &a, const dl_rows &o, int layer, int ph, void *slot,
                      uint64_t *mb) {
-    const int n = ph_rows(o, ph), cols = ph_cols(a, ph), lane = threadIdx.x & 31;
-    if (n <= 0) return;
+    const int n = ph_rows(o, ph), cols = ph_cols(a, ph);
+    if (n <= 0 || (threadIdx.x & 31)) return;
     const unsigned rb = (unsigned)cols * 2u;
-    if (lane == 0) mbar_expect(mb, (unsigned)n * rb);
-    __syncwarp();
     const unsigned pace = ph == PH_QKV ? DL_PACE_QKV_NS_KB : DL_PACE_NS_KB;
-    if (pace) { /* paced, a row at a time */
-        if (lane) return;
-        const unsigned long long t0 = gtime();
-        for (int j = 0; j < n; j++) {
-            bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
-                      rb, mb);
-            const unsigned long long due = t0 + (unsigned long long)(j + 1) * rb * pace / 1024u;
-            while (gtime() < due) {
-            }
-        }
-        return;
-    }
-    for (int j = lane; j < n; j += 32)
+    mbar_expect(mb, (unsigned)n * rb);
+    const unsigned long long t0 = gtime();
+    for (int j = 0; j < n; j++) {
         bulk_copy((char *)slot + (size_t)j * (size_t)(cols + 8) * 2u, row_src(a, a.L[layer], o, ph, j),
                   rb, mb);
+        const unsigned long long due = t0 + (unsigned long long)(j + 1) * rb * pace / 1024u;
+        while (gtime() < due) {
+        }
+    }
 }
 
 /* Waits for a slot's fill when one was started. */
@@ -410,8 +406,8 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
 }
 
 /* Phase B for one item: KV head kvh, piece p of its P. sm: shared floats
- * (q heads, then the warps' states); st: the staged RoPE, gains and (first
- * item) block table. D = head_dim / 32 dims per lane. With P == 1 the piece
+ * (q heads, then the warps' states); st: the staged RoPE and (first item)
+ * block table. D = head_dim / 32 dims per lane. With P == 1 the piece
  * is the head's whole range and writes att itself; otherwise the last piece
  * of a head to finish merges the pieces. */
 template <int D>
@@ -562,7 +558,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         /* The streaming warp: fills a slot as soon as the compute warps have
          * released it (its empty barrier), two phases of weights ahead, and
          * moves the next layer's attention KV into L2 with the q/k/v rows. */
-        if (a.nofill) return;
+        if (DL_NOFILL(a)) return;
         unsigned ep[2] = {0u, 0u};
         auto released = [&](int s) { mbar_wait(mb + 2 + s, ep[s]), ep[s] ^= 1u; };
         prefetch_item(a, a.L[0], P, &st);
@@ -581,9 +577,11 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
     unsigned n_sync = 0;
     /* the compute warps: after a product, thread 0 releases its slot */
     auto release = [&](int s) {
-        if (threadIdx.x == 0 && !a.nofill) mbar_arrive(mb + 2 + s);
+        if (threadIdx.x == 0 && !DL_NOFILL(a)) mbar_arrive(mb + 2 + s);
     };
-    bool pend[2] = {ph_rows(o, PH_QKV) > 0 && !a.nofill, ph_rows(o, PH_O) > 0 && !a.nofill};
+    /* whether a phase's rows are on their way into its slot */
+    auto coming = [&](int ph) { return ph_rows(o, ph) > 0 && !DL_NOFILL(a); };
+    bool pend[2] = {coming(PH_QKV), coming(PH_O)};
     unsigned par[2] = {0u, 0u};
     for (int l = 0; l < a.n_layers; l++) {
         const dl_layer &L = a.L[l];
@@ -604,7 +602,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
             gemv_tc<false>(sa, o.qkv_n, H, act, xp, part_s, em);
         }
         release(0);
-        pend[0] = ph_rows(o, PH_GU) > 0 && !a.nofill;
+        pend[0] = coming(PH_GU);
         DL_STAMP(l, 3);
         grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 4);
@@ -630,7 +628,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
             gemv_tc<false>(sb, x_n, qd, act, xp, part_s, em);
         }
         release(1);
-        pend[1] = ph_rows(o, PH_DOWN) > 0 && !a.nofill;
+        pend[1] = coming(PH_DOWN);
         DL_STAMP(l, 9);
         grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 10);
@@ -644,7 +642,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
             gemv_tc<true>(sa, o.gu_n, H, act, xp, part_s, em);
         }
         if (more) release(0);
-        pend[0] = more && ph_rows(o, PH_QKV) > 0 && !a.nofill;
+        pend[0] = more && coming(PH_QKV);
         DL_STAMP(l, 13);
         grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 14);
@@ -664,7 +662,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         DL_STAMP(l, 17);
         if (more) {
             release(1);
-            pend[1] = ph_rows(o, PH_O) > 0 && !a.nofill;
+            pend[1] = coming(PH_O);
             grid_sync(a.bar, base + ++n_sync * G);
         }
     }
