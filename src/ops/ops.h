@@ -144,7 +144,8 @@ typedef struct ts_decode_layers {
 
 typedef struct ts_ops {
     const char *name; /* "cpu-ref", "cpu-avx2", "cpu-avx512", "cuda" */
-    bool kv_half;     /* kv_write, attention and attention_shared take f16 and bf16 pools */
+    bool kv_half;     /* kv_write, attention, attention_shared (and qk_rope_kv,
+                         attention_decode where set) take f16 and bf16 pools */
     void *ctx;        /* backend state passed as each op's first argument */
 
     /* y[n][w->rows] = x[n][w->cols] . w^T (+ bias[w->rows] when bias != NULL) */
@@ -194,10 +195,11 @@ typedef struct ts_ops {
                    const ts_sample_row *rows);
     /* qk_rope_kv: in place on q[n][n_heads][hd] and k[n][n_kv_heads][hd]:
      * per-head RMSNorm by q_norm / k_norm[hd] (both NULL: none), then RoPE (as
-     * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write). */
+     * rope); then stores k and v[n][n_kv_heads][hd] at slot[n] (as kv_write,
+     * elements of kv_dtype). */
     void (*qk_rope_kv)(void *ctx, float *q, float *k, const float *v, const float *q_norm,
                        const float *k_norm, float eps, const int32_t *pos,
-                       const float *inv_freq, float *k_pool, float *v_pool,
+                       const float *inv_freq, void *k_pool, void *v_pool, ts_dtype kv_dtype,
                        const int32_t *slot, int n, int n_heads, int n_kv_heads, int head_dim,
                        int block_size);
     /* attention_decode: attention for n_seq sequences of one query row each
@@ -210,9 +212,11 @@ typedef struct ts_ops {
      * n_kv 0): cascade runs it over each sequence's own slots (the table
      * offset and n_kv in info then start at its first own block).
      * part: scratch of TS_ATTN_DECODE_PART(n_seq, n_heads, head_dim) floats,
-     * zero-filled before its first use (calls leave it fit for the next). */
+     * zero-filled before its first use (calls leave it fit for the next).
+     * k, v: the pool, elements of kv_dtype (as ts_attn's). */
     void (*attention_decode)(void *ctx, float *out, float *lse, float *part, const float *q,
-                             const float *k, const float *v, const int32_t *tables,
+                             const void *k, const void *v, ts_dtype kv_dtype,
+                             const int32_t *tables,
                              const int32_t *info, int n_seq, int n_heads, int n_kv_heads,
                              int head_dim, int block_size, float scale);
     /* decode_layers (optional): runs every layer of a ts_decode_layers step

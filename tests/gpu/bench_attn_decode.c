@@ -1,5 +1,5 @@
 /* attention_decode (the decode step's attention) at serving batch sizes:
- * Qwen3-0.6B heads (16 q / 8 KV, head_dim 128), f32 KV in 16-slot blocks
+ * Qwen3-0.6B heads (16 q / 8 KV, head_dim 128), f32 and bf16 KV in 16-slot blocks
  * scattered over the pool, every sequence at the same context. Prints the
  * median of 9 timings (each 10 back-to-back calls between events) and the
  * KV bytes read per second against the H100's 3.35 TB/s.
@@ -18,11 +18,15 @@ int main(void) {
                                             {8, 4096},  {64, 512},  {64, 1024}, {64, 4096},
                                             {256, 512}, {256, 1024}};
     printf("%-28s %10s %10s %8s\n", "attention_decode", "us/call", "KV GB/s", "of peak");
-    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+    const size_t nc = sizeof cases / sizeof cases[0];
+    for (size_t cj = 0; cj < 2 * nc; cj++) {
+        size_t ci = cj % nc;
+        ts_dtype dt = cj < nc ? TS_DT_F32 : TS_DT_BF16;
         int B = cases[ci].b, ctx = cases[ci].ctx, nbs = (ctx + BS - 1) / BS, nb = B * nbs;
         size_t pool = (size_t)nb * NKV * BS * HD;
-        float *kp = nan_dev(pool), *vp = nan_dev(pool);
-        ts_cuda_memset(g_cu, kp, 0, pool * 4), ts_cuda_memset(g_cu, vp, 0, pool * 4);
+        void *kp = ts_cuda_alloc(g_cu, pool * kv_es(dt)), *vp = ts_cuda_alloc(g_cu, pool * kv_es(dt));
+        if (!kp || !vp) die_cuda("pool");
+        ts_cuda_memset(g_cu, kp, 0, pool * kv_es(dt)), ts_cuda_memset(g_cu, vp, 0, pool * kv_es(dt));
         int32_t *perm = xmalloc((size_t)nb * 4), *info = xmalloc((size_t)B * 8);
         for (int i = 0; i < nb; i++) perm[i] = i;
         shuffle(perm, nb);
@@ -38,7 +42,7 @@ int main(void) {
         for (int r = -2; r < 9; r++) {
             ts_cuda_event *e0 = ts_cuda_event_record(g_cu);
             for (int k = 0; k < 10; k++)
-                ops->attention_decode(ops->ctx, out, NULL, part, q, kp, vp, tab_d, info_d, B, NH, NKV,
+                ops->attention_decode(ops->ctx, out, NULL, part, q, kp, vp, dt, tab_d, info_d, B, NH, NKV,
                                       HD, BS, 0.088f);
             ts_cuda_event *e1 = ts_cuda_event_record(g_cu);
             if (r >= 0) t[r] = ts_cuda_event_ms(g_cu, e0, e1) * 100.0f; /* us a call */
@@ -46,9 +50,9 @@ int main(void) {
         }
         if (ts_cuda_last_error(g_cu)) die_cuda("attention_decode");
         qsort(t, 9, sizeof t[0], cmpf);
-        double bytes = (double)B * ctx * NKV * HD * 4 * 2;
+        double bytes = (double)B * ctx * NKV * HD * kv_es(dt) * 2;
         char name[64];
-        snprintf(name, sizeof name, "batch %d, context %d", B, ctx);
+        snprintf(name, sizeof name, "%s batch %d, context %d", kv_name(dt), B, ctx);
         printf("%-28s %10.1f %10.0f %7.0f%%\n", name, t[4], bytes / (t[4] * 1e3),
                100.0 * bytes / (t[4] * 1e3) / 3350.0);
         dfree(kp), dfree(vp), dfree(tab_d), dfree(info_d), dfree(part), dfree(q), dfree(out);

@@ -91,11 +91,11 @@ int main(void) {
             case 2: ops->matmul_swiglu(ops->ctx, y, x, 1, &W[0], &W[1], TS_PREC_F32); break;
             case 3: ops->add_rmsnorm(ops->ctx, y3, y2, x, g, 1, 1024, 1e-6f); break;
             case 4:
-                ops->qk_rope_kv(ops->ctx, q, y3, y2, g, g, 1e-6f, pos_d, inv, kp, vp, pos_d, 1, NH,
+                ops->qk_rope_kv(ops->ctx, q, y3, y2, g, g, 1e-6f, pos_d, inv, kp, vp, TS_DT_F32, pos_d, 1, NH,
                                 NKV, HD, BS);
                 break;
             case 5:
-                ops->attention_decode(ops->ctx, att, NULL, part_d, q, kp, vp, tab_d, info_d, 1, NH, NKV,
+                ops->attention_decode(ops->ctx, att, NULL, part_d, q, kp, vp, TS_DT_F32, tab_d, info_d, 1, NH, NKV,
                                       HD, BS, 0.088f);
                 break;
             }

@@ -1,9 +1,9 @@
 /* GPU timing table (run by tests/gpu/run.sh after the tests):
  * - decode attention, batch 64 sharing a 4096-token prefix (Qwen3-0.6B
- *   attention shape: 16 q heads, 8 KV heads, head_dim 128, f32 KV, block 16),
- *   each sequence with 32 tokens of its own: the flat paged kernel over all
- *   4128 slots vs cascade (attention_shared over the prefix + attention from
- *   kv_start + merge_rows); the two results are compared too;
+ *   attention shape: 16 q heads, 8 KV heads, head_dim 128, block 16), each
+ *   sequence with 32 tokens of its own, f32 and bf16 KV: the flat paged
+ *   kernels over all 4128 slots vs cascade as a decode step runs it
+ *   (bench_cascade); the results are compared too;
  * - bf16 GEMM TFLOP/s through the matmul op (bf16 weights, TS_PREC_BF16 and
  *   TS_PREC_F32 activations);
  * - n = 1 GEMV GB/s (bf16 weights streamed once);
@@ -41,22 +41,102 @@ static float time_ms(bench_fn fn, void *arg, int reps) {
 
 enum { B = 64, P = 4096, OWN = 32, NH = 16, NKV = 8, HD = 128, BS = 16 };
 
+/* One KV dtype's cascade case: the flat kernels (the generic attention and
+ * attention_decode, which decode steps use) over all P + OWN slots of each
+ * sequence, and cascade as a decode step runs it: attention_shared over the
+ * prefix, attention_decode over each sequence's own slots (with lse), and
+ * merge_rows. */
 typedef struct casc {
-    ts_attn flat, suffix;
+    ts_dtype dt;
+    ts_attn flat;
     ts_attn_shared shared;
-    ts_attn_seq seqs[B], sseqs[B];
-    float *o2, *l2; /* suffix level outputs */
-    int32_t *rows_d;
+    ts_attn_seq seqs[B];
+    void *k, *v;
+    float *o_dec, *part, *o2, *l2; /* attention_decode outputs (flat), own level's */
+    int32_t *tab_d, *info_d, *own_d, *rows_d;
 } casc;
 
 static void run_flat(void *p) { ops->attention(ops->ctx, &((casc *)p)->flat); }
+static void run_flat_dec(void *p) {
+    casc *c = p;
+    ops->attention_decode(ops->ctx, c->o_dec, NULL, c->part, c->flat.q, c->k, c->v, c->dt, c->tab_d,
+                          c->info_d, B, NH, NKV, HD, BS, c->flat.scale);
+}
 static void run_shared(void *p) { ops->attention_shared(ops->ctx, &((casc *)p)->shared); }
 static void run_cascade(void *p) {
     casc *c = p;
     ops->attention_shared(ops->ctx, &c->shared);
-    ops->attention(ops->ctx, &c->suffix);
+    ops->attention_decode(ops->ctx, c->o2, c->l2, c->part, c->flat.q, c->k, c->v, c->dt, c->tab_d,
+                          c->own_d, B, NH, NKV, HD, BS, c->flat.scale);
     ts_cuda_attn_merge_rows(g_cu, c->shared.out, c->shared.lse, c->o2, c->l2, c->rows_d, B, NH,
                             HD);
+}
+
+/* Times one dtype's case and prints its rows; returns the outputs'
+ * agreement (cascade vs flat), or +inf when over its bound. */
+static double bench_cascade(ts_dtype dt, const float *q_d, double bw) {
+    casc c;
+    memset(&c, 0, sizeof c);
+    c.dt = dt;
+    /* KV pool: the prefix's blocks, then each sequence's own blocks */
+    int pb = P / BS, ob = OWN / BS, nblocks = pb + B * ob;
+    size_t pool = (size_t)nblocks * NKV * BS * HD;
+    c.k = kv_dev_rand(pool, dt, 1.0f, NULL), c.v = kv_dev_rand(pool, dt, 1.0f, NULL);
+    int32_t *tab = xmalloc((size_t)B * (pb + ob) * 4), info[2 * B], own[2 * B], rows[B];
+    for (int s = 0; s < B; s++) {
+        int32_t *t = tab + (size_t)s * (pb + ob);
+        for (int i = 0; i < pb; i++) t[i] = i;
+        for (int i = 0; i < ob; i++) t[pb + i] = pb + s * ob + i;
+        info[2 * s] = s * (pb + ob), info[2 * s + 1] = P + OWN;
+        own[2 * s] = s * (pb + ob) + pb, own[2 * s + 1] = OWN;
+        rows[s] = s;
+    }
+    c.tab_d = dup_dev(tab, (size_t)B * (pb + ob) * 4);
+    c.info_d = dup_dev(info, sizeof info), c.own_d = dup_dev(own, sizeof own);
+    c.rows_d = dup_dev(rows, sizeof rows);
+    for (int s = 0; s < B; s++)
+        c.seqs[s] = (ts_attn_seq){s, 1, P + OWN, c.tab_d + (size_t)s * (pb + ob), 0};
+    size_t nq = (size_t)B * NH * HD, np = TS_ATTN_DECODE_PART(B, NH, HD);
+    float *o_flat = nan_dev(nq), *l_flat = nan_dev((size_t)B * NH);
+    float *o1 = nan_dev(nq), *l1 = nan_dev((size_t)B * NH);
+    c.o_dec = nan_dev(nq), c.o2 = nan_dev(nq), c.l2 = nan_dev((size_t)B * NH);
+    c.part = nan_dev(np);
+    ts_cuda_memset(g_cu, c.part, 0, np * 4);
+    float scale = 1.0f / sqrtf((float)HD);
+    c.flat = (ts_attn){o_flat, l_flat, q_d, c.k, c.v, dt, NH, NKV, HD, BS, scale, true, B, c.seqs};
+    c.shared = (ts_attn_shared){o1, l1, q_d, c.rows_d, B, c.k, c.v, dt, c.tab_d, P, NH, NKV, HD,
+                                BS, scale};
+    float t_flat = time_ms(run_flat, &c, 30);
+    float t_dec = time_ms(run_flat_dec, &c, 30);
+    float t_shared = time_ms(run_shared, &c, 30);
+    float t_casc = time_ms(run_cascade, &c, 30); /* last: o1 holds the merged result */
+    float *a = xmalloc(nq * 4), *b = xmalloc(nq * 4), *d = xmalloc(nq * 4);
+    get(a, o_flat, nq * 4), get(b, o1, nq * 4), get(d, c.o_dec, nq * 4);
+    double agree = rel_err(b, a, nq), agree_dec = rel_err(d, a, nq);
+    double es = (double)kv_es(dt);
+    double kv_bytes = (double)(P + OWN) * NKV * HD * es * 2; /* one sequence's K+V */
+    double prefix_bytes = (double)P * NKV * HD * es * 2;
+    float t_best = t_flat < t_dec ? t_flat : t_dec;
+    printf("%s KV, batch %d, prefix %d + %d own, %d q / %d KV heads, head_dim %d:\n", kv_name(dt),
+           B, P, OWN, NH, NKV, HD);
+    printf("%-58s %9.1f us %.0f GB/s of KV if each sequence read its own\n",
+           "  flat paged: attention (generic)", t_flat * 1e3, B * kv_bytes / (t_flat * 1e-3) / 1e9);
+    printf("%-58s %9.1f us %.0f GB/s (agrees to rel %.2g)\n", "  flat paged: attention_decode",
+           t_dec * 1e3, B * kv_bytes / (t_dec * 1e-3) / 1e9, agree_dec);
+    printf("%-58s %9.1f us (prefix %.0f MB read once: floor %.1f us)\n",
+           "  cascade: shared + attention_decode (own) + merge", t_casc * 1e3, prefix_bytes / 1e6,
+           prefix_bytes / (bw * 1e9) * 1e6);
+    printf("%-58s %9.1f us\n", "  of which the shared level (attention_shared)", t_shared * 1e3);
+    printf("%-58s %9.2fx (outputs agree to rel %.2g)\n", "  cascade speed-up over the faster flat",
+           t_best / t_casc, agree);
+    dfree(c.k), dfree(c.v), dfree(c.tab_d), dfree(c.info_d), dfree(c.own_d), dfree(c.rows_d);
+    dfree(o_flat), dfree(l_flat), dfree(o1), dfree(l1), dfree(c.o_dec), dfree(c.o2), dfree(c.l2);
+    dfree(c.part);
+    free(tab), free(a), free(b), free(d);
+    /* f32 KV: f32 arithmetic (1e-5); 16-bit KV: the shared level's two
+     * 16-bit parts (tests/gpu/test_gpu_ops.c, TOL_KV16_MMA) */
+    double tol = dt == TS_DT_F32 ? 1e-5 : 1e-4;
+    return agree < tol && agree_dec < 1e-5 ? agree : INFINITY;
 }
 
 typedef struct mm {
@@ -104,47 +184,18 @@ int main(void) {
     ops = ts_cuda_ops(g_cu);
     printf("device: %s\n", ts_cuda_device_name(g_cu));
 
-    /* KV pool: the prefix's blocks, then each sequence's own blocks */
-    int pb = P / BS, ob = OWN / BS, nblocks = pb + B * ob;
-    size_t pool = (size_t)nblocks * NKV * BS * HD;
-    float *k_d = rand_dev_f32(pool, 1.0f), *v_d = rand_dev_f32(pool, 1.0f);
-    int32_t *tab = xmalloc((size_t)(pb + ob) * 4);
-    int32_t *ptab = xmalloc((size_t)pb * 4);
-    for (int i = 0; i < pb; i++) ptab[i] = i;
-    int32_t *ptab_d = dup_dev(ptab, (size_t)pb * 4);
-    casc c;
-    memset(&c, 0, sizeof c);
-    for (int s = 0; s < B; s++) {
-        for (int i = 0; i < pb; i++) tab[i] = i;
-        for (int i = 0; i < ob; i++) tab[pb + i] = pb + s * ob + i;
-        int32_t *tab_d = dup_dev(tab, (size_t)(pb + ob) * 4);
-        c.seqs[s] = (ts_attn_seq){s, 1, P + OWN, tab_d, 0};
-        c.sseqs[s] = (ts_attn_seq){s, 1, P + OWN, tab_d, P};
-    }
-    size_t nq = (size_t)B * NH * HD;
-    float *q_d = rand_dev_f32(nq, 1.0f);
-    float *o_flat = nan_dev(nq), *l_flat = nan_dev((size_t)B * NH);
-    float *o1 = nan_dev(nq), *l1 = nan_dev((size_t)B * NH);
-    c.o2 = nan_dev(nq), c.l2 = nan_dev((size_t)B * NH);
-    int32_t rows[B];
-    for (int i = 0; i < B; i++) rows[i] = i;
-    c.rows_d = dup_dev(rows, sizeof rows);
-    float scale = 1.0f / sqrtf((float)HD);
-    c.flat = (ts_attn){o_flat, l_flat, q_d, k_d, v_d, TS_DT_F32, NH, NKV, HD, BS, scale, true,
-                       B, c.seqs};
-    c.suffix = (ts_attn){c.o2, c.l2, q_d, k_d, v_d, TS_DT_F32, NH, NKV, HD, BS, scale, true,
-                         B, c.sseqs};
-    c.shared = (ts_attn_shared){o1, l1, q_d, c.rows_d, B, k_d, v_d, TS_DT_F32, ptab_d, P, NH,
-                                NKV, HD, BS, scale};
-    float t_flat = time_ms(run_flat, &c, 30);
-    float t_shared = time_ms(run_shared, &c, 30);
-    float t_casc = time_ms(run_cascade, &c, 30); /* last: o1 holds the merged result */
-    float *a = xmalloc(nq * 4), *b = xmalloc(nq * 4);
-    get(a, o_flat, nq * 4);
-    get(b, o1, nq * 4);
-    double agree = rel_err(b, a, nq);
-    double kv_bytes = (double)(P + OWN) * NKV * HD * 4 * 2; /* one sequence's K+V */
-    double prefix_bytes = (double)P * NKV * HD * 4 * 2;
+    size_t cb = (size_t)1 << 30;
+    cp cpy = {ts_cuda_alloc(g_cu, cb), ts_cuda_alloc(g_cu, cb), cb};
+    if (!cpy.dst || !cpy.src) die_cuda("copy buffers");
+    ts_cuda_memset(g_cu, cpy.src, 1, cb);
+    float t_cp = time_ms(run_copy, &cpy, 10);
+    double bw_cp = 2.0 * cb / (t_cp * 1e-3) / 1e9;
+    printf("\n%-58s %12s %s\n", "benchmark", "time", "rate");
+    printf("%-58s %9.1f us %.0f GB/s (read + write)\n", "device-to-device copy 1 GiB",
+           t_cp * 1e3, bw_cp);
+    float *q_d = rand_dev_f32((size_t)B * NH * HD, 1.0f);
+    double agree = bench_cascade(TS_DT_F32, q_d, bw_cp / 2);
+    double agree16 = bench_cascade(TS_DT_BF16, q_d, bw_cp / 2);
 
     /* GEMMs */
     int M = 4096, N = 4096, K = 4096;
@@ -166,29 +217,11 @@ int main(void) {
              TS_PREC_F32};
     float t_v3 = time_ms(run_mm, &v3, 30);
 
-    size_t cb = (size_t)1 << 30;
-    cp cpy = {ts_cuda_alloc(g_cu, cb), ts_cuda_alloc(g_cu, cb), cb};
-    if (!cpy.dst || !cpy.src) die_cuda("copy buffers");
-    ts_cuda_memset(g_cu, cpy.src, 1, cb);
-    float t_cp = time_ms(run_copy, &cpy, 10);
     if (ts_cuda_sync(g_cu, &err) != TS_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }
 
-    double bw_cp = 2.0 * cb / (t_cp * 1e-3) / 1e9;
-    printf("\n%-58s %12s %s\n", "benchmark", "time", "rate");
-    printf("%-58s %9.1f us %.0f GB/s (read + write)\n", "device-to-device copy 1 GiB",
-           t_cp * 1e3, bw_cp);
-    printf("%-58s %9.1f us %.0f GB/s of KV if each sequence read its own\n",
-           "decode attn B=64, prefix 4096 + 32 own: flat paged", t_flat * 1e3,
-           B * kv_bytes / (t_flat * 1e-3) / 1e9);
-    printf("%-58s %9.1f us (prefix %.0f MB read once: floor %.1f us)\n",
-           "decode attn B=64, prefix 4096 + 32 own: cascade", t_casc * 1e3, prefix_bytes / 1e6,
-           prefix_bytes / (bw_cp * 1e9 / 2) * 1e6);
-    printf("%-58s %9.1f us\n", "  of which the shared level (attention_shared)", t_shared * 1e3);
-    printf("%-58s %9.2fx (outputs agree to rel %.2g)\n", "cascade speed-up over flat",
-           t_flat / t_casc, agree);
     printf("%-58s %9.1f us %.1f TFLOP/s\n", "matmul 4096^3 bf16 W, TS_PREC_BF16 (cuBLAS)",
            t_bf16 * 1e3, flops / (t_bf16 * 1e-3) / 1e12);
     printf("%-58s %9.1f us %.1f TFLOP/s (useful)\n",
@@ -201,6 +234,5 @@ int main(void) {
     printf("%-58s %9.1f us %.0f GB/s\n", "GEMV n=8 bf16 8192x8192", t_v3 * 1e3,
            8192.0 * 8192 * 2 / (t_v3 * 1e-3) / 1e9);
     ts_cuda_destroy(g_cu);
-    free(a), free(b), free(tab), free(ptab);
-    return agree < 1e-5 ? 0 : 1;
+    return isfinite(agree) && isfinite(agree16) ? 0 : 1;
 }

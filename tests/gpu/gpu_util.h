@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/half.h"
 #include "ops/cpu/cpu_internal.h"
 #include "ops/cuda/cuda.h"
 
@@ -91,6 +92,40 @@ static inline void get(void *host, const void *dev, size_t bytes) {
     if (ts_cuda_download(g_cu, host, dev, bytes, NULL) != TS_OK) die_cuda("download");
 }
 static inline void dfree(void *d) { ts_cuda_free(g_cu, d); }
+
+/* KV pool elements: bytes of one, and n floats stored as dt (f32 copied,
+ * f16 / bf16 rounded to nearest even) or widened back. */
+static inline size_t kv_es(ts_dtype dt) { return dt == TS_DT_F32 ? 4 : 2; }
+static inline void kv_encode(void *dst, const float *src, size_t n, ts_dtype dt) {
+    uint16_t *h = (uint16_t *)dst;
+    for (size_t i = 0; i < n; i++) {
+        if (dt == TS_DT_F32) ((float *)dst)[i] = src[i];
+        else h[i] = dt == TS_DT_F16 ? ts_f32_to_f16(src[i]) : ts_f32_to_bf16(src[i]);
+    }
+}
+static inline void kv_decode(float *dst, const void *src, size_t n, ts_dtype dt) {
+    const uint16_t *h = (const uint16_t *)src;
+    for (size_t i = 0; i < n; i++) {
+        if (dt == TS_DT_F32) dst[i] = ((const float *)src)[i];
+        else dst[i] = dt == TS_DT_F16 ? ts_f16_to_f32(h[i]) : ts_bf16_to_f32(h[i]);
+    }
+}
+/* A device pool of n elements of dt from random floats (scale s); *host
+ * gets the encoded host copy (the caller frees it). */
+static inline void *kv_dev_rand(size_t n, ts_dtype dt, float s, void **host) {
+    float *f = (float *)xmalloc(n * 4);
+    fill(f, n, s);
+    void *h = xmalloc(n * kv_es(dt));
+    kv_encode(h, f, n, dt);
+    free(f);
+    void *d = dup_dev(h, n * kv_es(dt));
+    if (host) *host = h;
+    else free(h);
+    return d;
+}
+static inline const char *kv_name(ts_dtype dt) {
+    return dt == TS_DT_F32 ? "f32" : dt == TS_DT_F16 ? "f16" : "bf16";
+}
 
 /* ||a - b|| / ||b||; NaN anywhere gives +inf. */
 static inline double rel_err(const float *a, const float *b, size_t n) {

@@ -17,6 +17,7 @@
 
 #define TOL_F32 1e-5
 #define TOL_BF16 1e-2
+#define TOL_KV16 1e-4 /* a 16-bit KV pool written from f32 rows vs the CPU's rounding */
 #define PAD 19 /* poisoned floats after each output */
 
 static const ts_ops *ops;
@@ -127,46 +128,55 @@ static void test_swiglu(ts_dtype dt, int n) {
     free(x), free(g), free(u), free(ref), dfree(x_d), dfree(o_d);
 }
 
-static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm) {
+static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm, ts_dtype dt) {
     int n_blocks = (n + bs - 1) / bs + 3;
     size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n * nh * hd, nk = (size_t)n * nkv * hd;
     float *q = xmalloc(nq * 4), *k = xmalloc(nk * 4), *v = xmalloc(nk * 4);
     float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *gq = xmalloc((size_t)hd * 4);
+    void *kp16 = xmalloc(pool * kv_es(dt)), *vp16 = xmalloc(pool * kv_es(dt));
     float *gk = xmalloc((size_t)hd * 4), *inv = xmalloc((size_t)hd / 2 * 4);
     int32_t *pos = xmalloc((size_t)n * 4), *slot = xmalloc((size_t)n_blocks * bs * 4);
     fill(q, nq, 3.0f), fill(k, nk, 3.0f), fill(v, nk, 1.0f), fill(kp, pool, 1.0f), fill(vp, pool, 1.0f);
+    kv_encode(kp16, kp, pool, dt), kv_encode(vp16, vp, pool, dt);
     for (int j = 0; j < hd; j++) gq[j] = 1.0f + 0.5f * rnd(), gk[j] = 1.0f + 0.5f * rnd();
     for (int j = 0; j < hd / 2; j++) inv[j] = powf(1e6f, -2.0f * (float)j / (float)hd);
     for (int i = 0; i < n; i++) pos[i] = rnd_int(40000);
     for (int i = 0; i < n_blocks * bs; i++) slot[i] = i;
     shuffle(slot, n_blocks * bs); /* the first n: distinct random slots */
     float *q_d = dup_dev(q, nq * 4), *k_d = dup_dev(k, nk * 4), *v_d = dup_dev(v, nk * 4);
-    float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4);
+    void *kp_d = dup_dev(kp16, pool * kv_es(dt)), *vp_d = dup_dev(vp16, pool * kv_es(dt));
     float *gq_d = dup_dev(gq, (size_t)hd * 4), *gk_d = dup_dev(gk, (size_t)hd * 4);
     float *inv_d = dup_dev(inv, (size_t)hd / 2 * 4);
     int32_t *pos_d = dup_dev(pos, (size_t)n * 4), *slot_d = dup_dev(slot, (size_t)n * 4);
     ops->qk_rope_kv(ops->ctx, q_d, k_d, v_d, norm ? gq_d : NULL, norm ? gk_d : NULL, 1e-6f, pos_d,
-                    inv_d, kp_d, vp_d, slot_d, n, nh, nkv, hd, bs);
+                    inv_d, kp_d, vp_d, dt, slot_d, n, nh, nkv, hd, bs);
     if (norm) {
         ts_ref_rmsnorm(NULL, q, q, gq, n * nh, hd, 1e-6f);
         ts_ref_rmsnorm(NULL, k, k, gk, n * nkv, hd, 1e-6f);
     }
     ts_ref_rope(NULL, q, pos, n, nh, hd, inv);
     ts_ref_rope(NULL, k, pos, n, nkv, hd, inv);
-    ts_ref_kv_write(NULL, kp, vp, TS_DT_F32, k, v, slot, n, nkv, hd, bs);
+    ts_ref_kv_write(NULL, kp16, vp16, dt, k, v, slot, n, nkv, hd, bs);
     float *q2 = xmalloc(nq * 4), *k2 = xmalloc(nk * 4), *kp2 = xmalloc(pool * 4), *vp2 = xmalloc(pool * 4);
-    get(q2, q_d, nq * 4), get(k2, k_d, nk * 4), get(kp2, kp_d, pool * 4), get(vp2, vp_d, pool * 4);
+    get(q2, q_d, nq * 4), get(k2, k_d, nk * 4);
+    get(kp, kp_d, pool * kv_es(dt)), get(vp, vp_d, pool * kv_es(dt)); /* raw device pools */
+    kv_decode(kp2, kp, pool, dt), kv_decode(vp2, vp, pool, dt);
+    kv_decode(kp, kp16, pool, dt), kv_decode(vp, vp16, pool, dt); /* the reference's */
     double e = rel_err(q2, q, nq);
     double e2 = rel_err(k2, k, nk);
-    double e3 = rel_err(kp2, kp, pool); /* slots not written must be unchanged */
-    double e4 = rel_err(vp2, vp, pool);
     if (e2 > e) e = e2;
-    if (e3 > e) e = e3;
-    if (e4 > e) e = e4;
+    /* the pools (slots not written must be unchanged): a 16-bit element may
+     * round the other way where the f32 results differ in the last bit, a
+     * rare one-step (2^-9) difference, far under TOL_KV16 in the norm;
+     * rounding that is wrong everywhere gives ~1e-3 */
+    double ep = rel_err(kp2, kp, pool), e4 = rel_err(vp2, vp, pool);
+    if (e4 > ep) ep = e4;
     if (e > worst[2] || isnan(e)) worst[2] = e;
-    CHECKF(e < TOL_F32, "qk_rope_kv heads %d/%d hd %d bs %d n %d norm %d: rel err %g", nh, nkv, hd,
-           bs, n, norm, e);
+    CHECKF(e < TOL_F32 && ep < (dt == TS_DT_F32 ? TOL_F32 : TOL_KV16),
+           "qk_rope_kv %s heads %d/%d hd %d bs %d n %d norm %d: rel err %g, pools %g", kv_name(dt),
+           nh, nkv, hd, bs, n, norm, e, ep);
     free(q), free(k), free(v), free(kp), free(vp), free(gq), free(gk), free(inv), free(pos), free(slot);
+    free(kp16), free(vp16);
     free(q2), free(k2), free(kp2), free(vp2);
     dfree(q_d), dfree(k_d), dfree(v_d), dfree(kp_d), dfree(vp_d), dfree(gq_d), dfree(gk_d);
     dfree(inv_d), dfree(pos_d), dfree(slot_d);
@@ -230,7 +240,7 @@ static void test_ex(ts_dtype dt, int n, bool swi, bool norm, bool acc) {
     free(x), free(g), free(xn), dfree(x_d), dfree(g_d);
 }
 
-static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len) {
+static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len, ts_dtype dt) {
     int32_t *len = xmalloc((size_t)n_seq * 4), *info = xmalloc((size_t)n_seq * 8);
     int total_blocks = 0;
     for (int s = 0; s < n_seq; s++) {
@@ -240,11 +250,12 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
     }
     int n_blocks = total_blocks + 4;
     size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n_seq * nh * hd;
-    float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *q = xmalloc(nq * 4);
-    float *ref = xmalloc(nq * 4), *out = xmalloc(nq * 4);
+    float *q = xmalloc(nq * 4), *ref = xmalloc(nq * 4), *out = xmalloc(nq * 4);
     size_t nl = (size_t)n_seq * nh;
     float *lref = xmalloc(nl * 4), *lse = xmalloc(nl * 4);
-    fill(kp, pool, 1.0f), fill(vp, pool, 1.0f), fill(q, nq, 1.0f);
+    void *kp, *vp;
+    void *kp_d = kv_dev_rand(pool, dt, 1.0f, &kp), *vp_d = kv_dev_rand(pool, dt, 1.0f, &vp);
+    fill(q, nq, 1.0f);
     int32_t *perm = xmalloc((size_t)n_blocks * 4), *tables = xmalloc((size_t)(total_blocks + 1) * 4);
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
     shuffle(perm, n_blocks);
@@ -258,11 +269,11 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
         off += nb;
     }
     float scale = 1.0f / sqrtf((float)hd);
-    ts_attn a = {.out = ref, .lse = lref, .q = q, .k = kp, .v = vp, .n_heads = nh, .n_kv_heads = nkv,
+    ts_attn a = {.out = ref, .lse = lref, .q = q, .k = kp, .v = vp, .kv_dtype = dt, .n_heads = nh, .n_kv_heads = nkv,
                  .head_dim = hd, .block_size = bs, .scale = scale, .causal = true,
                  .n_seq = n_seq, .seqs = seqs};
     ts_ref_attention(NULL, &a);
-    float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4), *q_d = dup_dev(q, nq * 4);
+    float *q_d = dup_dev(q, nq * 4);
     int32_t *tab_d = dup_dev(tables, (size_t)(off + 1) * 4), *info_d = dup_dev(info, (size_t)n_seq * 8);
     float *part_d = nan_dev(TS_ATTN_DECODE_PART(n_seq, nh, hd)), *out_d = nan_dev(nq + PAD);
     float *lse_d = nan_dev(nl);
@@ -275,7 +286,7 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
         size_t nqs = (size_t)ns * nh * hd, nls = (size_t)ns * nh;
         ts_cuda_memset(g_cu, out_d, 0xff, (nq + PAD) * 4);
         ts_cuda_memset(g_cu, lse_d, 0xff, nl * 4);
-        ops->attention_decode(ops->ctx, out_d, rep ? lse_d : NULL, part_d, q_d, kp_d, vp_d,
+        ops->attention_decode(ops->ctx, out_d, rep ? lse_d : NULL, part_d, q_d, kp_d, vp_d, dt,
                               tab_d, info_d, ns, nh, nkv, hd, bs, scale);
         free(out);
         out = get_padded(out_d, nq, "attention_decode");
@@ -287,8 +298,8 @@ static void test_decode(int n_seq, int nh, int nkv, int hd, int bs, int max_len)
         for (size_t i = nqs; i < nq; i++) el += !isnan(out[i]);  /* rows past ns untouched */
         if (e > worst[3] || isnan(e)) worst[3] = e;
         CHECKF(e < TOL_F32 && el < TOL_F32,
-               "attention_decode seqs %d of %d heads %d/%d hd %d bs %d max %d: rel err %g, lse %g",
-               ns, n_seq, nh, nkv, hd, bs, max_len, e, el);
+               "attention_decode %s seqs %d of %d heads %d/%d hd %d bs %d max %d: rel err %g, lse %g",
+               kv_name(dt), ns, n_seq, nh, nkv, hd, bs, max_len, e, el);
     }
     free(len), free(info), free(kp), free(vp), free(q), free(ref), free(out), free(perm);
     free(lref), free(lse);
@@ -310,11 +321,13 @@ int main(void) {
             test_swiglu(dts[di], ns[ni]);
         }
     const int heads[4][2] = {{16, 8}, {4, 4}, {6, 2}, {24, 3}}, hds[3] = {64, 128, 96};
+    const ts_dtype kvt[3] = {TS_DT_F32, TS_DT_F16, TS_DT_BF16};
     for (int h = 0; h < 4; h++)
         for (int d = 0; d < 3; d++)
             for (int ni = 0; ni < 3; ni++)
                 test_qk_rope_kv(heads[h][0], heads[h][1], hds[d], (h + d) & 1 ? 16 : 5,
-                                ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0);
+                                ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0,
+                                kvt[(h + d + ni) % 3]);
     const int ens[5] = {1, 3, 8, 9, 20};
     for (int di = 0; di < 2; di++)
         for (int ni = 0; ni < 5; ni++)
@@ -324,15 +337,18 @@ int main(void) {
     for (int h = 0; h < 4; h++)
         for (int d = 0; d < 3; d++)
             for (int i = 0; i < 4; i++)
-                test_decode(seqs[(h + d + i) % 4], heads[h][0], heads[h][1], hds[d],
-                            (h + i) & 1 ? 16 : 5, lens[i]);
-    test_decode(2, 8, 8, 256, 16, 100); /* group 1, the widest head */
-    test_decode(4, 32, 4, 128, 16, 0);  /* empty ranges give 0 */
-    /* enough (sequence, KV head) pairs for fewer pieces each, down to two */
-    test_decode(70, 16, 8, 128, 16, 300);
-    test_decode(130, 6, 2, 64, 5, 700);
-    test_decode(300, 16, 8, 128, 16, 200);
-    test_decode(300, 8, 8, 96, 16, 0);
+                for (int k = 0; k < 3; k++)
+                    test_decode(seqs[(h + d + i) % 4], heads[h][0], heads[h][1], hds[d],
+                                (h + i) & 1 ? 16 : 5, lens[i], kvt[k]);
+    for (int k = 0; k < 3; k++) {
+        test_decode(2, 8, 8, 256, 16, 100, kvt[k]); /* group 1, the widest head */
+        test_decode(4, 32, 4, 128, 16, 0, kvt[k]);  /* empty ranges give 0 */
+        /* enough (sequence, KV head) pairs for fewer pieces each, down to two */
+        test_decode(70, 16, 8, 128, 16, 300, kvt[k]);
+        test_decode(130, 6, 2, 64, 5, 700, kvt[k]);
+        test_decode(300, 16, 8, 128, 16, 200, kvt[k]);
+        test_decode(300, 8, 8, 96, 16, 0, kvt[k]);
+    }
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
     printf("worst relative errors: matmul_multi %.3g, matmul_swiglu %.3g, qk_rope_kv %.3g, "
            "attention_decode %.3g, matmul_ex %.3g\n", worst[0], worst[1], worst[2], worst[3],

@@ -6,7 +6,8 @@
  * (each of those is checked against the CPU reference by test_gpu_fused).
  * Random bf16 layers of awkward shapes (GQA groups 1-4, head_dim 32/64/128,
  * biases, q/k-norm, block sizes 5 and 16, contexts from the first token to
- * 2000), three consecutive steps on one scratch (its counters must reset),
+ * 2000, KV pools of f32, f16 and bf16), three consecutive steps on one
+ * scratch (its counters must reset),
  * shuffled block tables. Checks the residual stream after every step and
  * the KV pools (the new slot's K and V) to 1e-5 relative L2 error, and that
  * the op declines what it cannot take without queueing anything.
@@ -22,6 +23,7 @@ static double worst;
 typedef struct shape {
     int H, F, nh, nkv, hd, bs, n_kv, n_layers;
     bool bias, qk_norm;
+    ts_dtype dt; /* KV elements */
 } shape;
 
 /* A random bf16 matrix on the device, entries ~ U(-1, 1) / sqrt(cols). */
@@ -54,9 +56,9 @@ static void ref_step(const shape *s, const ts_decode_layers *d, float *part) {
                           .norm_g = L->attn_norm, .norm_eps = d->eps};
         ops->matmul_ex(ops->ctx, &e);
         ops->qk_rope_kv(ops->ctx, d->q, d->k, d->v, L->q_norm, L->k_norm, d->eps, d->pos,
-                        d->inv_freq, L->k_pool, L->v_pool, d->slot, 1, s->nh, s->nkv, s->hd,
+                        d->inv_freq, L->k_pool, L->v_pool, d->kv_dtype, d->slot, 1, s->nh, s->nkv, s->hd,
                         s->bs);
-        ops->attention_decode(ops->ctx, d->att, NULL, part, d->q, L->k_pool, L->v_pool,
+        ops->attention_decode(ops->ctx, d->att, NULL, part, d->q, L->k_pool, L->v_pool, d->kv_dtype,
                               d->tables, d->info, 1, s->nh, s->nkv, s->hd, s->bs, d->scale);
         e = (ts_matmul_ex){.y = xs, .x = d->att, .n = 1, .w = &L->wo, .bias = bo, .n_w = 1,
                            .accumulate = true};
@@ -73,9 +75,8 @@ static void ref_step(const shape *s, const ts_decode_layers *d, float *part) {
 static void test_layers(shape s) {
     const int qd = s.nh * s.hd, kd = s.nkv * s.hd, steps = 3;
     const int max_kv = s.n_kv + steps, nb_seq = (max_kv + s.bs - 1) / s.bs, n_blocks = nb_seq + 3;
-    size_t pool = (size_t)n_blocks * s.nkv * s.bs * s.hd;
+    size_t pool = (size_t)n_blocks * s.nkv * s.bs * s.hd, es = kv_es(s.dt);
     ts_dec_layer *lt = xmalloc((size_t)s.n_layers * sizeof *lt), *lr = xmalloc((size_t)s.n_layers * sizeof *lr);
-    float *pool_h = xmalloc(pool * 4);
     for (int l = 0; l < s.n_layers; l++) {
         ts_dec_layer *L = &lt[l];
         *L = (ts_dec_layer){.wq = rand_w(qd, s.H), .wk = rand_w(kd, s.H), .wv = rand_w(kd, s.H),
@@ -91,14 +92,12 @@ static void test_layers(shape s) {
             L->q_norm = rand_dev((size_t)s.hd, 1.0f, 0.3f);
             L->k_norm = rand_dev((size_t)s.hd, 1.0f, 0.3f);
         }
-        fill(pool_h, pool, 1.0f);
-        L->k_pool = dup_dev(pool_h, pool * 4);
-        fill(pool_h, pool, 1.0f);
-        L->v_pool = dup_dev(pool_h, pool * 4);
+        L->k_pool = kv_dev_rand(pool, s.dt, 1.0f, NULL);
+        L->v_pool = kv_dev_rand(pool, s.dt, 1.0f, NULL);
         lr[l] = *L; /* the reference runs on its own copy of the pools */
-        lr[l].k_pool = ts_cuda_alloc(g_cu, pool * 4), lr[l].v_pool = ts_cuda_alloc(g_cu, pool * 4);
-        ts_cuda_copy(g_cu, lr[l].k_pool, L->k_pool, pool * 4);
-        ts_cuda_copy(g_cu, lr[l].v_pool, L->v_pool, pool * 4);
+        lr[l].k_pool = ts_cuda_alloc(g_cu, pool * es), lr[l].v_pool = ts_cuda_alloc(g_cu, pool * es);
+        ts_cuda_copy(g_cu, lr[l].k_pool, L->k_pool, pool * es);
+        ts_cuda_copy(g_cu, lr[l].v_pool, L->v_pool, pool * es);
     }
     int32_t *perm = xmalloc((size_t)n_blocks * 4);
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
@@ -117,9 +116,9 @@ static void test_layers(shape s) {
     ts_cuda_memset(g_cu, scratch, 0, sc), ts_cuda_memset(g_cu, part, 0, pb);
     int32_t *ib_d = ts_cuda_alloc(g_cu, 16);
     char what[160];
-    snprintf(what, sizeof what, "H %d F %d heads %d/%d hd %d bs %d kv %d layers %d%s%s", s.H,
-             s.F, s.nh, s.nkv, s.hd, s.bs, s.n_kv, s.n_layers, s.bias ? " bias" : "",
-             s.qk_norm ? " qk-norm" : "");
+    snprintf(what, sizeof what, "H %d F %d heads %d/%d hd %d bs %d kv %d layers %d %s KV%s%s", s.H,
+             s.F, s.nh, s.nkv, s.hd, s.bs, s.n_kv, s.n_layers, kv_name(s.dt),
+             s.bias ? " bias" : "", s.qk_norm ? " qk-norm" : "");
     for (int st = 0; st < steps; st++) {
         int n_kv = s.n_kv + st, t = n_kv - 1;
         int32_t ib[4] = {t, perm[t / s.bs] * s.bs + t % s.bs, 0, n_kv}; /* pos, slot, info */
@@ -129,7 +128,7 @@ static void test_layers(shape s) {
                               .h = nan_dev((size_t)s.F), .scratch = scratch,
                               .n_layers = s.n_layers, .hidden = s.H, .ffn = s.F, .n_heads = s.nh,
                               .n_kv_heads = s.nkv, .head_dim = s.hd, .block_size = s.bs,
-                              .kv_dtype = TS_DT_F32, .eps = 1e-6f,
+                              .kv_dtype = s.dt, .eps = 1e-6f,
                               .scale = 1.0f / sqrtf((float)s.hd), .pos = ib_d, .slot = ib_d + 1,
                               .inv_freq = inv_d, .tables = tab_d, .info = ib_d + 2};
         ts_decode_layers r = d;
@@ -146,10 +145,20 @@ static void test_layers(shape s) {
             for (int kvh = 0; kvh < s.nkv; kvh++)
                 for (int w = 0; w < 2; w++) {
                     size_t o = off + (size_t)kvh * s.bs * s.hd;
-                    float a[128], b[128];
-                    get(a, (float *)(w ? lt[l].v_pool : lt[l].k_pool) + o, (size_t)s.hd * 4);
-                    get(b, (float *)(w ? lr[l].v_pool : lr[l].k_pool) + o, (size_t)s.hd * 4);
+                    float a[128], b[128], raw[128];
+                    get(raw, (char *)(w ? lt[l].v_pool : lt[l].k_pool) + o * es, (size_t)s.hd * es);
+                    kv_decode(a, raw, (size_t)s.hd, s.dt);
+                    get(raw, (char *)(w ? lr[l].v_pool : lr[l].k_pool) + o * es, (size_t)s.hd * es);
+                    kv_decode(b, raw, (size_t)s.hd, s.dt);
                     double ek = rel_err(a, b, (size_t)s.hd);
+                    if (s.dt != TS_DT_F32) { /* 16-bit: at most one step of rounding apart
+                                               (f32 results a bit apart may round apart) */
+                        double step = s.dt == TS_DT_BF16 ? 0x1p-7 : 0x1p-10;
+                        ek = 0;
+                        for (int i = 0; i < s.hd; i++)
+                            if (!(fabs((double)a[i] - b[i]) <= step * fabs((double)b[i]) + 0x1p-24))
+                                ek = INFINITY;
+                    }
                     if (ek > e || isnan(ek)) e = ek;
                 }
         if (e > worst || isnan(e)) worst = e;
@@ -165,7 +174,7 @@ static void test_layers(shape s) {
         for (int i = 0; i < 8; i++) dfree((void *)v[i]);
         dfree(lt[l].k_pool), dfree(lt[l].v_pool), dfree(lr[l].k_pool), dfree(lr[l].v_pool);
     }
-    free(lt), free(lr), free(pool_h), free(perm), free(inv), free(x0), free(xt), free(xr);
+    free(lt), free(lr), free(perm), free(inv), free(x0), free(xt), free(xr);
     dfree(tab_d), dfree(inv_d), dfree(xt_d), dfree(xr_d), dfree(scratch), dfree(part), dfree(ib_d);
 }
 
@@ -177,8 +186,8 @@ static void test_declines(void) {
                           .n_heads = 1, .n_kv_heads = 1, .head_dim = 96, .block_size = 16,
                           .kv_dtype = TS_DT_F32};
     CHECKF(!ops->decode_layers(ops->ctx, &d), "head_dim 96 taken");
-    d.head_dim = 64, d.kv_dtype = TS_DT_F16;
-    CHECKF(!ops->decode_layers(ops->ctx, &d), "f16 KV taken");
+    d.head_dim = 64, d.kv_dtype = TS_DT_I64;
+    CHECKF(!ops->decode_layers(ops->ctx, &d), "i64 KV taken");
     d.kv_dtype = TS_DT_F32; /* weights of the wrong shape */
     CHECKF(!ops->decode_layers(ops->ctx, &d), "mismatched weights taken");
     d.n_heads = 8, d.n_kv_heads = 1; /* group 8 */
@@ -195,12 +204,14 @@ int main(void) {
     ops = gpu_start("test_gpu_layers");
     CHECK(ops->decode_layers != NULL);
     const shape shapes[] = {
-        {1024, 3072, 16, 8, 128, 16, 300, 2, false, true}, /* Qwen3-0.6B's layer */
-        {384, 1024, 6, 2, 64, 16, 1, 3, false, true},      /* facts-qwen3-14m, first token */
-        {48, 128, 4, 2, 32, 5, 37, 2, false, true},        /* the golden Qwen3 */
-        {256, 512, 8, 2, 64, 16, 1000, 2, true, false},    /* Qwen2-like: biases, group 4 */
-        {512, 1536, 4, 4, 128, 16, 2000, 1, false, false}, /* group 1, long context */
-        {200, 344, 3, 1, 64, 5, 70, 2, true, true},        /* one KV head, ragged rows */
+        {1024, 3072, 16, 8, 128, 16, 300, 2, false, true, TS_DT_F32}, /* Qwen3-0.6B's layer */
+        {1024, 3072, 16, 8, 128, 16, 300, 2, false, true, TS_DT_BF16},
+        {384, 1024, 6, 2, 64, 16, 1, 3, false, true, TS_DT_F32}, /* facts-qwen3-14m, first token */
+        {384, 1024, 6, 2, 64, 16, 40, 3, false, true, TS_DT_F16},
+        {48, 128, 4, 2, 32, 5, 37, 2, false, true, TS_DT_BF16},  /* the golden Qwen3 */
+        {256, 512, 8, 2, 64, 16, 1000, 2, true, false, TS_DT_F32}, /* Qwen2-like: biases, group 4 */
+        {512, 1536, 4, 4, 128, 16, 2000, 1, false, false, TS_DT_BF16}, /* group 1, long context */
+        {200, 344, 3, 1, 64, 5, 70, 2, true, true, TS_DT_F16},   /* one KV head, ragged rows */
     };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) test_layers(shapes[i]);
     test_declines();

@@ -2,7 +2,9 @@
  * accumulators) on fresh random inputs of awkward shapes: ragged lengths,
  * GQA ratios 1, 2, 3 and 8, head_dim 64 and 128, odd widths. Error is
  * ||out - ref|| / ||ref||: f32 arithmetic must stay under 1e-5, bf16
- * operands under 1e-2 (also checked against the unrounded f64 product);
+ * operands under 1e-2 (also checked against the unrounded f64 product),
+ * attention_shared's tensor-core path on 16-bit KV under TOL_KV16_MMA;
+ * K/V pools are f32, f16 and bf16 (the reference reads the same bits);
  * NaN never passes. Device outputs are poisoned (NaN) before each run, and
  * rows an op must not touch are checked to still be poisoned. Needs a GPU:
  * not part of `make test`; run by tests/gpu/run.sh. */
@@ -13,6 +15,9 @@
 
 #define TOL_F32 1e-5
 #define TOL_BF16 1e-2
+/* attention_shared on f16 / bf16 KV: the tensor cores take q and the
+ * probabilities as two 16-bit parts each (~2^-17 relative left) */
+#define TOL_KV16_MMA 1e-4
 
 static double worst[16];
 static const char *worst_name[16] = {"embed", "rmsnorm", "add_rmsnorm", "rope", "swiglu",
@@ -160,32 +165,36 @@ static void test_swiglu(void) {
     }
 }
 
-static void test_kv_write(void) {
+static void test_kv_write(ts_dtype dt) {
     const int hds[2] = {64, 128};
+    size_t es = kv_es(dt);
     for (int k = 0; k < 4; k++) {
         int hd = hds[k & 1], nkv = 1 + rnd_int(8), bs = k < 2 ? 16 : 5, nb = 6 + rnd_int(6);
         int n_slots = nb * bs, n = 1 + rnd_int(n_slots < 40 ? n_slots : 40);
         size_t pool = (size_t)nb * nkv * bs * hd, rows = (size_t)n * nkv * hd;
-        float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *kk = xmalloc(rows * 4),
-              *vv = xmalloc(rows * 4), *out = xmalloc(pool * 4);
-        fill(kp, pool, 1), fill(vp, pool, 1), fill(kk, rows, 1), fill(vv, rows, 1);
+        float *kk = xmalloc(rows * 4), *vv = xmalloc(rows * 4), *a = xmalloc(pool * 4),
+              *b = xmalloc(pool * 4);
+        void *kp, *vp, *out = xmalloc(pool * es);
+        void *kp_d = kv_dev_rand(pool, dt, 1, &kp), *vp_d = kv_dev_rand(pool, dt, 1, &vp);
+        fill(kk, rows, 1), fill(vv, rows, 1);
         int32_t *slots = xmalloc((size_t)n_slots * 4);
         for (int i = 0; i < n_slots; i++) slots[i] = i;
         shuffle(slots, n_slots);
-        float *kp_d = dup_dev(kp, pool * 4), *vp_d = dup_dev(vp, pool * 4);
         float *k_d = dup_dev(kk, rows * 4), *v_d = dup_dev(vv, rows * 4);
         int32_t *s_d = dup_dev(slots, (size_t)n * 4);
-        ops->kv_write(ops->ctx, kp_d, vp_d, TS_DT_F32, k_d, v_d, s_d, n, nkv, hd, bs);
-        ts_ref_kv_write(NULL, kp, vp, TS_DT_F32, kk, vv, slots, n, nkv, hd, bs);
-        get(out, kp_d, pool * 4);
-        double e = rel_err(out, kp, pool);
-        get(out, vp_d, pool * 4);
-        double e2 = rel_err(out, vp, pool);
-        note(5, e > e2 ? e : e2);
-        CHECKF(e == 0 && e2 == 0, "kv_write n %d kv heads %d hd %d bs %d: rel err %g %g", n, nkv,
-               hd, bs, e, e2);
+        ops->kv_write(ops->ctx, kp_d, vp_d, dt, k_d, v_d, s_d, n, nkv, hd, bs);
+        ts_ref_kv_write(NULL, kp, vp, dt, kk, vv, slots, n, nkv, hd, bs);
+        double e[2];
+        for (int i = 0; i < 2; i++) { /* the same rounding: equal bits */
+            get(out, i ? vp_d : kp_d, pool * es);
+            kv_decode(a, out, pool, dt), kv_decode(b, i ? vp : kp, pool, dt);
+            e[i] = rel_err(a, b, pool);
+        }
+        note(5, e[0] > e[1] ? e[0] : e[1]);
+        CHECKF(e[0] == 0 && e[1] == 0, "kv_write %s n %d kv heads %d hd %d bs %d: rel err %g %g",
+               kv_name(dt), n, nkv, hd, bs, e[0], e[1]);
         dfree(kp_d), dfree(vp_d), dfree(k_d), dfree(v_d), dfree(s_d);
-        free(kp), free(vp), free(kk), free(vv), free(out), free(slots);
+        free(kp), free(vp), free(kk), free(vv), free(out), free(a), free(b), free(slots);
     }
 }
 
@@ -244,17 +253,16 @@ static void test_matmul(void) {
 
 typedef struct kvpool {
     int n_blocks, nkv, bs, hd;
-    float *k, *v, *k_d, *v_d;
+    ts_dtype dt;
+    void *k, *v, *k_d, *v_d; /* host and device pools, elements of dt */
     int next; /* next unused block of the permutation */
     int32_t *perm;
 } kvpool;
 
-static void pool_init(kvpool *p, int n_blocks, int nkv, int bs, int hd) {
-    p->n_blocks = n_blocks, p->nkv = nkv, p->bs = bs, p->hd = hd;
+static void pool_init(kvpool *p, int n_blocks, int nkv, int bs, int hd, ts_dtype dt) {
+    p->n_blocks = n_blocks, p->nkv = nkv, p->bs = bs, p->hd = hd, p->dt = dt;
     size_t n = (size_t)n_blocks * nkv * bs * hd;
-    p->k = xmalloc(n * 4), p->v = xmalloc(n * 4);
-    fill(p->k, n, 1.0f), fill(p->v, n, 1.0f);
-    p->k_d = dup_dev(p->k, n * 4), p->v_d = dup_dev(p->v, n * 4);
+    p->k_d = kv_dev_rand(n, dt, 1.0f, &p->k), p->v_d = kv_dev_rand(n, dt, 1.0f, &p->v);
     p->perm = xmalloc((size_t)n_blocks * 4);
     for (int i = 0; i < n_blocks; i++) p->perm[i] = i;
     shuffle(p->perm, n_blocks);
@@ -271,7 +279,8 @@ static int32_t *pool_take(kvpool *p, int nb) {
     return t;
 }
 
-static void test_attention(int hd, int group, int bs, bool causal, bool with_lse, int long_kv) {
+static void test_attention(int hd, int group, int bs, bool causal, bool with_lse, int long_kv,
+                           ts_dtype dt) {
     int nkv = 1 + rnd_int(3), nh = nkv * group, n_seq = 1 + rnd_int(5);
     ts_attn_seq seqs[8];
     int32_t *tabs[8], *tabs_d[8];
@@ -290,7 +299,7 @@ static void test_attention(int hd, int group, int bs, bool causal, bool with_lse
         total_blocks += (kv + bs - 1) / bs;
     }
     kvpool pool;
-    pool_init(&pool, total_blocks + 3, nkv, bs, hd);
+    pool_init(&pool, total_blocks + 3, nkv, bs, hd, dt);
     int row = rnd_int(2); /* rows no sequence owns (gaps) must stay poisoned */
     for (int s = 0; s < n_seq; s++) {
         int nb = (nkvs[s] + bs - 1) / bs;
@@ -310,12 +319,12 @@ static void test_attention(int hd, int group, int bs, bool causal, bool with_lse
     for (size_t i = 0; i < nqf; i++) ref[i] = NAN;
     for (size_t i = 0; i < nl; i++) lref[i] = NAN;
     float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
-    ts_attn a = {ref, lref, q, pool.k, pool.v, TS_DT_F32, nh, nkv, hd, bs, 1.0f / sqrtf((float)hd),
+    ts_attn a = {ref, lref, q, pool.k, pool.v, dt, nh, nkv, hd, bs, 1.0f / sqrtf((float)hd),
                  causal, n_seq, seqs};
     ts_ref_attention(NULL, &a);
     ts_attn_seq dseqs[8];
     for (int s = 0; s < n_seq; s++) dseqs[s] = seqs[s], dseqs[s].blocks = tabs_d[s];
-    ts_attn ad = {o_d, with_lse ? l_d : NULL, q_d, pool.k_d, pool.v_d, TS_DT_F32, nh, nkv, hd, bs,
+    ts_attn ad = {o_d, with_lse ? l_d : NULL, q_d, pool.k_d, pool.v_d, dt, nh, nkv, hd, bs,
                   a.scale, causal, n_seq, dseqs};
     ops->attention(ops->ctx, &ad);
     get(out, o_d, nqf * 4);
@@ -352,20 +361,20 @@ static void test_attention(int hd, int group, int bs, bool causal, bool with_lse
     note(9, e);
     if (with_lse) note(10, el);
     CHECKF(e < TOL_F32 && el < TOL_F32 && untouched,
-           "attention hd %d group %d bs %d causal %d seqs %d long %d: rel err %g lse %g untouched %d",
-           hd, group, bs, (int)causal, n_seq, long_kv, e, el, untouched);
+           "attention %s hd %d group %d bs %d causal %d seqs %d long %d: rel err %g lse %g "
+           "untouched %d", kv_name(dt), hd, group, bs, (int)causal, n_seq, long_kv, e, el, untouched);
     for (int s = 0; s < n_seq; s++) free(tabs[s]), dfree(tabs_d[s]);
     dfree(q_d), dfree(o_d), dfree(l_d);
     free(q), free(out), free(ref), free(lse), free(lref);
     pool_free(&pool);
 }
 
-static void test_attention_shared(int hd, int group, int bs, int n_kv) {
+static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype dt) {
     int nkv = 1 + rnd_int(3), nh = nkv * group, n_tok = 2 + rnd_int(70);
     int n_rows = 1 + rnd_int(n_tok);
     kvpool pool;
     int nb = (n_kv + bs - 1) / bs;
-    pool_init(&pool, nb + 2, nkv, bs, hd);
+    pool_init(&pool, nb + 2, nkv, bs, hd, dt);
     int32_t *tab = pool_take(&pool, nb), *tab_d = dup_dev(tab, (size_t)(nb ? nb : 1) * 4);
     int32_t *rows = xmalloc((size_t)n_tok * 4);
     for (int i = 0; i < n_tok; i++) rows[i] = i;
@@ -378,7 +387,7 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv) {
     for (size_t i = 0; i < nqf; i++) ref[i] = NAN;
     for (size_t i = 0; i < nl; i++) lref[i] = NAN;
     float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
-    ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, TS_DT_F32, tab, n_kv, nh, nkv, hd, bs,
+    ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, dt, tab, n_kv, nh, nkv, hd, bs,
                         1.0f / sqrtf((float)hd)};
     ts_ref_attention_shared(NULL, &a);
     ts_attn_shared ad = a;
@@ -410,9 +419,10 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv) {
     }
     note(11, e);
     note(12, el);
-    CHECKF(e < TOL_F32 && el < TOL_F32 && untouched,
-           "attention_shared hd %d group %d bs %d n_kv %d rows %d/%d: rel err %g lse %g untouched %d",
-           hd, group, bs, n_kv, n_rows, n_tok, e, el, untouched);
+    double tol = dt == TS_DT_F32 ? TOL_F32 : TOL_KV16_MMA;
+    CHECKF(e < tol && el < tol && untouched,
+           "attention_shared %s hd %d group %d bs %d n_kv %d rows %d/%d: rel err %g lse %g "
+           "untouched %d", kv_name(dt), hd, group, bs, n_kv, n_rows, n_tok, e, el, untouched);
     free(oa), free(ob), free(la), free(lb);
     dfree(q_d), dfree(o_d), dfree(l_d), dfree(tab_d), dfree(rows_d);
     free(tab), free(rows), free(q), free(out), free(ref), free(lse), free(lref);
@@ -511,22 +521,29 @@ int main(void) {
     test_rmsnorm();
     test_rope();
     test_swiglu();
-    test_kv_write();
+    const ts_dtype kvt[3] = {TS_DT_F32, TS_DT_F16, TS_DT_BF16};
+    for (int d = 0; d < 3; d++) test_kv_write(kvt[d]);
     test_matmul();
     const int groups[4] = {1, 2, 3, 8}, hds[2] = {64, 128};
     for (int gi = 0; gi < 4; gi++)
         for (int hi = 0; hi < 2; hi++) {
             int bs = (gi + hi) & 1 ? 16 : 5;
-            test_attention(hds[hi], groups[gi], bs, true, true, 0);
-            test_attention(hds[hi], groups[gi], bs, false, gi & 1, 0);
-            test_attention(hds[hi], groups[gi], 16, true, true, 1500 + rnd_int(1500));
-            test_attention_shared(hds[hi], groups[gi], bs, 1 + rnd_int(400));
-            test_attention_shared(hds[hi], groups[gi], 16, 2000 + rnd_int(2000));
+            for (int d = 0; d < 3; d++) {
+                ts_dtype dt = kvt[(d + gi + hi) % 3];
+                test_attention(hds[hi], groups[gi], bs, true, true, 0, dt);
+                test_attention(hds[hi], groups[gi], bs, false, gi & 1, 0, dt);
+                test_attention(hds[hi], groups[gi], 16, true, true, 1500 + rnd_int(1500), dt);
+                test_attention_shared(hds[hi], groups[gi], bs, 1 + rnd_int(400), dt);
+                test_attention_shared(hds[hi], groups[gi], 16, 2000 + rnd_int(2000), dt);
+            }
         }
-    test_attention(256, 2, 16, true, true, 0);
-    test_attention(96, 3, 7, true, true, 900);
-    test_attention_shared(64, 2, 16, 0);
-    test_attention_shared(128, 8, 16, 0); /* empty prefix on the tensor-core path's widest case */
+    for (int d = 0; d < 3; d++) {
+        test_attention(256, 2, 16, true, true, 0, kvt[d]);
+        test_attention(96, 3, 7, true, true, 900, kvt[d]);
+        test_attention_shared(64, 2, 16, 0, kvt[d]);
+        test_attention_shared(128, 8, 16, 0, kvt[d]); /* empty prefix, the mma path's widest case */
+        test_attention_shared(96, 3, 7, 300, kvt[d]); /* the generic kernel's */
+    }
     test_merge_rows();
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);
     test_errors();

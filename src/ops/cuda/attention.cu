@@ -46,19 +46,22 @@ __global__ void attn_combine_kernel(ts_attn_args a, int S) {
 
 bool ts_cuda_attn_init(ts_cuda *c) {
     int k = 0;
+    int smem;
+#define SMEM(E, T, R)                                                                      \
+    TS_CU(c, cudaFuncSetAttribute(attn_kernel<T, R, E>,                                    \
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem))
 #define X(HD, T, R)                                                                        \
-    if (!TS_CU(c, cudaFuncSetAttribute(attn_kernel<T, R>,                                  \
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,        \
-                                       (int)(ts_attn_smem_floats(HD, T) * sizeof(float))))) \
-        return false;                                                                      \
+    smem = (int)(ts_attn_smem_floats(HD, T) * sizeof(float));                              \
+    if (!SMEM(float, T, R) || !SMEM(__half, T, R) || !SMEM(__nv_bfloat16, T, R)) return false; \
     if (!TS_CU(c, cudaOccupancyMaxActiveBlocksPerMultiprocessor(                           \
-                      &c->att_bps[k], attn_kernel<T, R>, ATT_THREADS,                      \
+                      &c->att_bps[k], attn_kernel<T, R, float>, ATT_THREADS,               \
                       ts_attn_smem_floats(HD, T) * sizeof(float))))                        \
         return false;                                                                      \
     if (c->att_bps[k] < 1) c->att_bps[k] = 1;                                              \
     k++;
     ATT_CLASSES(X)
 #undef X
+#undef SMEM
     return true;
 }
 
@@ -136,8 +139,8 @@ static int pick_splits(const ts_cuda *c, int hd, long blocks, long max_len) {
 }
 
 static bool check_shape(ts_cuda *c, int n_heads, int n_kv_heads, int hd, int bs, ts_dtype dt) {
-    if (dt != TS_DT_F32) {
-        TS_BAD(c, "attention: the cuda backend keeps f32 KV only");
+    if (!ts_kv_dtype_ok(dt) || (dt != TS_DT_F32 && hd % 8)) {
+        TS_BAD(c, "attention: KV dtype f32, f16 or bf16 (head_dim a multiple of 8 for 16-bit KV)");
         return false;
     }
     if (n_kv_heads <= 0 || n_heads <= 0 || n_heads % n_kv_heads || hd <= 0 || hd > 512 ||
@@ -149,7 +152,8 @@ static bool check_shape(ts_cuda *c, int n_heads, int n_kv_heads, int hd, int bs,
 }
 
 /* Stages items (+ host rows when given), launches, combines. */
-static void launch(ts_cuda *c, plan *p, ts_attn_args a, int S, const int32_t *dev_rows) {
+static void launch(ts_cuda *c, plan *p, ts_attn_args a, ts_dtype kv_dtype, int S,
+                   const int32_t *dev_rows) {
     size_t ib = (size_t)p->n_items * sizeof(ts_attn_item);
     size_t rb = p->rows ? (size_t)p->n_list * sizeof(int32_t) : 0;
     char *host = (char *)malloc(ib + rb);
@@ -178,8 +182,10 @@ static void launch(ts_cuda *c, plan *p, ts_attn_args a, int S, const int32_t *de
     int hd = a.head_dim;
 #define X(HD, T, R)                                                                       \
     if (hd <= HD) {                                                                       \
-        attn_kernel<T, R><<<grid, ATT_THREADS, ts_attn_smem_floats(hd, T) * sizeof(float), \
-                            c->stream>>>(a);                                              \
+        TS_KV_SWITCH(kv_dtype, E,                                                         \
+                     attn_kernel<T, R, E><<<grid, ATT_THREADS,                            \
+                                            ts_attn_smem_floats(hd, T) * sizeof(float),   \
+                                            c->stream>>>(a));                             \
         if (!TS_LAUNCHED(c, "attn_kernel")) return;                                       \
     } else
     ATT_CLASSES(X) { TS_BAD(c, "attention: head_dim"); return; }
@@ -225,11 +231,11 @@ void ts_cuda_attention(void *ctx, const ts_attn *at) {
         TS_BAD(c, "attention: out of host memory");
     } else {
         ts_attn_args a = {};
-        a.q = at->q, a.k = (const float *)at->k, a.v = (const float *)at->v, a.out = at->out;
+        a.q = at->q, a.k = at->k, a.v = at->v, a.out = at->out;
         a.lse = at->lse;
         a.n_heads = at->n_heads, a.n_kv_heads = at->n_kv_heads, a.head_dim = at->head_dim;
         a.block_size = at->block_size, a.group = group, a.scale = at->scale;
-        launch(c, &p, a, S, NULL);
+        launch(c, &p, a, at->kv_dtype, S, NULL);
     }
     free(p.rows);
     free(p.items);
@@ -251,11 +257,11 @@ void ts_cuda_attention_shared(void *ctx, const ts_attn_shared *at) {
         TS_BAD(c, "attention_shared: out of host memory");
     } else {
         ts_attn_args a = {};
-        a.q = at->q, a.k = (const float *)at->k, a.v = (const float *)at->v, a.out = at->out;
+        a.q = at->q, a.k = at->k, a.v = at->v, a.out = at->out;
         a.lse = at->lse;
         a.n_heads = at->n_heads, a.n_kv_heads = at->n_kv_heads, a.head_dim = at->head_dim;
         a.block_size = at->block_size, a.group = group, a.scale = at->scale;
-        launch(c, &p, a, S, at->rows);
+        launch(c, &p, a, at->kv_dtype, S, at->rows);
     }
     free(p.items);
 }

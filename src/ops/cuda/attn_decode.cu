@@ -7,8 +7,9 @@
  * alone (up to TS_ATTN_DECODE_SPLITS for a few sequences, 2 when the pairs
  * already fill the GPU); with S > 1 the last block of a pair to finish
  * merges the pieces' (o, lse) states by log-sum-exp (a counter per pair in
- * the scratch, left at zero for the next call). Arithmetic in f32 with
- * expf, as the CPU reference. */
+ * the scratch, left at zero for the next call). K/V elements f32, f16 or
+ * bf16 (kv_elem.cuh), widened; arithmetic in f32 with expf, as the CPU
+ * reference. */
 #include <math.h>
 
 #include "ops/cuda/cuda_internal.cuh"
@@ -20,7 +21,8 @@
 #define DEC_MAXG 8   /* query heads per KV head */
 
 typedef struct dec_args {
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v;        /* the pool, elements E of the kernel */
     float *out, *lse;         /* lse: NULL or [n_seq][n_heads] */
     float *part;              /* a slab per sequence (dec_slab): counters (n_kv_heads
                                  of them, zero between calls), lse [n_heads][SPLITS],
@@ -59,8 +61,9 @@ __device__ void merge_head(const dec_args &a, size_t s, size_t h, int lane) {
                          a.out + w * a.head_dim, a.lse ? a.lse + w : NULL, lane);
 }
 
-/* D: head dims per lane (head_dim = 32 D). Grid (n_seq, n_kv_heads, SPLITS). */
-template <int D>
+/* D: head dims per lane (head_dim = 32 D); E: KV elements. Grid (n_seq,
+ * n_kv_heads, SPLITS). */
+template <int D, typename E>
 __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a) {
     __shared__ float m_s[DEC_WARPS][DEC_MAXG], l_s[DEC_WARPS][DEC_MAXG];
     __shared__ float o_s[DEC_WARPS][DEC_MAXG][32 * D];
@@ -83,7 +86,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
                              : 0.0f;
         }
     }
-    ts_attend_warp<D, DEC_MAXG, DEC_UNROLL>(qv, o, m, l, g, a.k, a.v, tab, 0, a.n_kv_heads, kvh,
+    ts_attend_warp<D, DEC_MAXG, DEC_UNROLL>(qv, o, m, l, g, (const E *)a.k, (const E *)a.v, tab, 0,
+                                            a.n_kv_heads, kvh,
                                             a.block_size, lo, hi, warp * DEC_UNROLL,
                                             DEC_WARPS * DEC_UNROLL, lane);
     /* merge the warps' states */
@@ -117,15 +121,17 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) attn_decode_kernel(dec_args a)
         merge_head(a, (size_t)s, (size_t)kvh * g + h, lane);
 }
 
-void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q, const float *k,
-                              const float *v, const int32_t *tables, const int32_t *info,
+void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q,
+                              const void *k, const void *v, ts_dtype kv_dtype,
+                              const int32_t *tables, const int32_t *info,
                               int n_seq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size, float scale) {
     ts_cuda *c = (ts_cuda *)ctx;
     if (!ts_cuda_live(c) || n_seq <= 0) return;
     if (n_kv_heads <= 0 || n_heads % n_kv_heads || n_heads / n_kv_heads > DEC_MAXG ||
-        block_size <= 0 || head_dim % 32 || head_dim < 32 || head_dim > 256 || n_seq > 65535) {
-        TS_BAD(c, "attention_decode: heads (group <= 8), head_dim (32..256, multiple of 32)");
+        block_size <= 0 || head_dim % 32 || head_dim < 32 || head_dim > 256 || n_seq > 65535 ||
+        !ts_kv_dtype_ok(kv_dtype)) {
+        TS_BAD(c, "attention_decode: heads (group <= 8), head_dim (32..256, multiple of 32), KV dtype");
         return;
     }
     /* pieces: about two blocks an SM in all, 2 .. 32 a pair (measured on the
@@ -137,14 +143,19 @@ void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, co
     dec_args a = {q, k, v, out, lse, part, tables, info, n_seq, n_heads, n_kv_heads, head_dim,
                   block_size, n_heads / n_kv_heads, splits, scale};
     dim3 grid((unsigned)n_seq, (unsigned)n_kv_heads, (unsigned)splits);
+    dim3 block(DEC_WARPS * 32);
+#define DEC_LAUNCH(D)                                                                      \
+    TS_KV_SWITCH(kv_dtype, E,                                                              \
+                 ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<D, E>, grid, block, 0, a))
     switch (head_dim / 32) {
-    case 1: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<1>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 2: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<2>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 3: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<3>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 4: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<4>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 5: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<5>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 6: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<6>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    case 7: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<7>, grid, dim3(DEC_WARPS * 32), 0, a); break;
-    default: ts_cuda_launch(c, "attn_decode_kernel", attn_decode_kernel<8>, grid, dim3(DEC_WARPS * 32), 0, a); break;
+    case 1: DEC_LAUNCH(1); break;
+    case 2: DEC_LAUNCH(2); break;
+    case 3: DEC_LAUNCH(3); break;
+    case 4: DEC_LAUNCH(4); break;
+    case 5: DEC_LAUNCH(5); break;
+    case 6: DEC_LAUNCH(6); break;
+    case 7: DEC_LAUNCH(7); break;
+    default: DEC_LAUNCH(8); break;
     }
+#undef DEC_LAUNCH
 }

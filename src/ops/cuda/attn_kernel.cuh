@@ -5,7 +5,9 @@
  * query vectors (query rows x the heads of that KV head's group) against one
  * range of KV slots. K and V are streamed through shared memory in chunks of
  * T slots, each chunk read once for all the block's query vectors (GQA-native),
- * with an online softmax in f32. Long ranges are split over several items
+ * with an online softmax in f32; K/V elements E are f32, f16 or bf16
+ * (kv_elem.cuh), kept in their dtype in shared memory and widened where
+ * read. Long ranges are split over several items
  * (flash-decoding); the partial (o, lse) states are then combined by
  * log-sum-exp in attn_combine_kernel. */
 #ifndef TS_OPS_CUDA_ATTN_KERNEL_CUH
@@ -14,6 +16,7 @@
 #include <math.h>
 
 #include "ops/cuda/cuda_internal.cuh"
+#include "ops/cuda/kv_elem.cuh"
 
 #define ATT_M 16
 #define ATT_THREADS 256
@@ -29,7 +32,8 @@ typedef struct ts_attn_item {
 } ts_attn_item;
 
 typedef struct ts_attn_args {
-    const float *q, *k, *v;
+    const float *q;
+    const void *k, *v;      /* the pool, elements E of the kernel */
     float *out, *lse;       /* final outputs by actual row (lse may be NULL) */
     float *p_out, *p_lse;   /* partials [S][n_list][n_heads](hd) or NULL when unsplit */
     const int32_t *rows;    /* [n_list] list position -> actual row */
@@ -38,22 +42,25 @@ typedef struct ts_attn_args {
     float scale;
 } ts_attn_args;
 
-/* Dynamic shared memory (floats) for head_dim hd and chunk T. */
+/* Dynamic shared memory (floats) for head_dim hd and chunk T, f32 KV (an
+ * upper bound for f16 / bf16, whose K/V stages take half of it). */
 static inline size_t ts_attn_smem_floats(int hd, int T) {
     return (size_t)ATT_M * hd + 2 * ((size_t)T * (hd + 4) + (size_t)T * hd) +
            (size_t)ATT_M * T + 3 * ATT_M + ATT_M;
 }
 
-template <int T, int R>
+template <int T, int R, typename E>
 __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
-    extern __shared__ float sm[];
-    const int hd = a.head_dim, tid = threadIdx.x;
+    extern __shared__ __align__(16) float sm[];
+    constexpr int VE = 16 / sizeof(E); /* elements a 16-byte copy */
+    const int hd = a.head_dim, tid = threadIdx.x, ks_str = hd + VE;
     const ts_attn_item it = a.items[blockIdx.x];
     const int kvh = blockIdx.y;
+    const E *kpool = (const E *)a.k, *vpool = (const E *)a.v;
     float *q_s = sm;                          /* [M][hd] */
-    float *k_s = q_s + ATT_M * hd;            /* [2][T][hd + 4]: 16-byte rows, no bank conflicts */
-    float *v_s = k_s + 2 * T * (hd + 4);      /* [2][T][hd] */
-    float *p_s = v_s + 2 * T * hd;            /* [M][T] */
+    E *k_s = (E *)(q_s + ATT_M * hd);         /* [2][T][hd + VE]: padded rows, no bank conflicts */
+    E *v_s = k_s + 2 * T * ks_str;            /* [2][T][hd] */
+    float *p_s = (float *)(v_s + 2 * T * hd); /* [M][T] */
     float *m_s = p_s + ATT_M * T, *l_s = m_s + ATT_M, *al_s = l_s + ATT_M;
     int *last_s = (int *)(al_s + ATT_M);
     const int m_used = it.nr * it.nh;
@@ -87,12 +94,12 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
 
     /* K, V chunks stream through two shared-memory stages with cp.async: the
      * next chunk is in flight while the current one is computed on. */
-    const int hd4 = hd / 4;
+    const int hdv = hd / VE; /* 16-byte vectors a row */
     /* slot -> (block, row): shifts when block_size is a power of two */
     const int bs = a.block_size, bs_shift = (bs & (bs - 1)) == 0 ? __ffs(bs) - 1 : -1;
-    auto load_one = [&](int t, int c, int c0, float *kd, float *vd) {
+    auto load_one = [&](int t, int c, int c0, E *kd, E *vd) {
         int slot = c0 + t;
-        float *kp = kd + t * (hd + 4) + c, *vp = vd + t * hd + c;
+        E *kp = kd + t * ks_str + c, *vp = vd + t * hd + c;
         if (slot < end) {
             int bi = bs_shift >= 0 ? slot >> bs_shift : slot / bs;
             int row = bs_shift >= 0 ? slot & (bs - 1) : slot % bs;
@@ -100,23 +107,23 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             size_t off = ((b * a.n_kv_heads + kvh) * bs + row) * (size_t)hd + c;
             unsigned ks = (unsigned)__cvta_generic_to_shared(kp);
             unsigned vs = (unsigned)__cvta_generic_to_shared(vp);
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(ks), "l"(a.k + off));
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(vs), "l"(a.v + off));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(ks), "l"(kpool + off));
+            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(vs), "l"(vpool + off));
         } else { /* past the range: zeros (masked anyway, but never garbage) */
             *(float4 *)kp = make_float4(0.f, 0.f, 0.f, 0.f);
             *(float4 *)vp = make_float4(0.f, 0.f, 0.f, 0.f);
         }
     };
-    /* when hd / 4 divides the block, each thread keeps one column c */
-    const bool fixed_c = (ATT_THREADS % hd4) == 0;
-    const int c_f = (tid % hd4) * 4, t_f = tid / hd4, t_step = ATT_THREADS / hd4;
+    /* when hd / VE divides the block, each thread keeps one column c */
+    const bool fixed_c = (ATT_THREADS % hdv) == 0;
+    const int c_f = (tid % hdv) * VE, t_f = tid / hdv, t_step = ATT_THREADS / hdv;
     auto issue = [&](int c0, int stage) {
-        float *kd = k_s + stage * T * (hd + 4), *vd = v_s + stage * T * hd;
+        E *kd = k_s + stage * T * ks_str, *vd = v_s + stage * T * hd;
         if (fixed_c) {
             for (int t = t_f; t < T; t += t_step) load_one(t, c_f, c0, kd, vd);
         } else {
-            for (int e = tid; e < T * hd4; e += ATT_THREADS)
-                load_one(e / hd4, (e % hd4) * 4, c0, kd, vd);
+            for (int e = tid; e < T * hdv; e += ATT_THREADS)
+                load_one(e / hdv, (e % hdv) * VE, c0, kd, vd);
         }
         asm volatile("cp.async.commit_group;\n" ::);
     };
@@ -130,7 +137,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             asm volatile("cp.async.wait_group 0;\n" ::);
         }
         __syncthreads();
-        const float *kst = k_s + stage * T * (hd + 4), *vst = v_s + stage * T * hd;
+        const E *kst = k_s + stage * T * ks_str, *vst = v_s + stage * T * hd;
         /* scores: thread -> slot t, query vectors m = mg + j * (256 / T) */
         {
             constexpr int G = ATT_THREADS / T, MJ = ATT_M / G;
@@ -138,9 +145,9 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             float s[MJ];
 #pragma unroll
             for (int j = 0; j < MJ; j++) s[j] = 0.0f;
-            const float *kr = kst + t * (hd + 4);
+            const E *kr = kst + t * ks_str;
             for (int c = 0; c < hd; c += 4) {
-                float4 kc = *(const float4 *)(kr + c);
+                float4 kc = ts_kv_ld4(kr + c);
 #pragma unroll
                 for (int j = 0; j < MJ; j++) {
                     if (mg + j * G < m_used) { /* uniform per warp for T >= 32 */
@@ -197,8 +204,8 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
 #pragma unroll
             for (int r = 0; r < R; r++) acc[r] = 0.0f;
             for (int t = 0; t < T; t += 4) {
-                float v0 = vst[t * hd + c], v1 = vst[(t + 1) * hd + c];
-                float v2 = vst[(t + 2) * hd + c], v3 = vst[(t + 3) * hd + c];
+                float v0 = ts_kvf(vst[t * hd + c]), v1 = ts_kvf(vst[(t + 1) * hd + c]);
+                float v2 = ts_kvf(vst[(t + 2) * hd + c]), v3 = ts_kvf(vst[(t + 3) * hd + c]);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
                     int m = m0 + r * step;
@@ -221,7 +228,7 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
                 if (e < m_used * hd) {
                     int m = e / hd, c = e % hd;
                     float acc = 0.0f;
-                    for (int t = 0; t < T; t++) acc = fmaf(p_s[m * T + t], vst[t * hd + c], acc);
+                    for (int t = 0; t < T; t++) acc = fmaf(p_s[m * T + t], ts_kvf(vst[t * hd + c]), acc);
                     o[r] = o[r] * al_s[m] + acc;
                 }
             }

@@ -10,26 +10,14 @@
  * hi*hi + hi*lo + lo*hi ("3xTF32"), which keeps f32 accuracy (the dropped
  * lo*lo term is ~2^-22 relative). The prefix ranges' partial results merge
  * by log-sum-exp in a second kernel. head_dim 64 or 128; other shapes take
- * the generic kernel (attention.cu). */
+ * the generic kernel (attention.cu). f16 / bf16 pools take the 16-bit
+ * kernel of attn_shared_mma16.cu, planned and merged here. */
 #include <math.h>
 
-#include "ops/cuda/cuda_internal.cuh"
+#include "ops/cuda/attn_shared.cuh"
 
-#define SHM_WARPS 4
-#define SHM_ROWS 64 /* query rows a CTA: 16 a warp */
 #define SHM_KEYS 32 /* keys a tile */
 #define SHM_PSTR (SHM_KEYS + 4)
-
-typedef struct shm_args {
-    const float *q;
-    const int32_t *rows, *blocks;
-    const float *k, *v;
-    int n_rows, n_kv, n_heads, n_kv_heads, block_size, group, per; /* per: keys a range */
-    float scale;
-    float *p_o, *p_lse; /* [range][n_rows * n_heads][hd], [range][n_rows * n_heads] */
-    float *out, *lse;
-    int ranges;
-} shm_args;
 
 /* Shared memory strides (floats) that keep each fragment load free of bank
  * conflicts: K and Q rows are read as [g][t], V rows as [t][g]. */
@@ -82,8 +70,8 @@ __device__ void shm_load_tile(const shm_args &a, int kvh, int t0, int hi, float 
         if (ok)
             off = (((size_t)a.blocks[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
                    (size_t)(t % a.block_size)) * HD + c;
-        shm_cp16(ks + r * L::KS + c, a.k + off, ok);
-        shm_cp16(vs + r * L::VS + c, a.v + off, ok);
+        shm_cp16(ks + r * L::KS + c, (const float *)a.k + off, ok);
+        shm_cp16(vs + r * L::VS + c, (const float *)a.v + off, ok);
     }
     asm volatile("cp.async.commit_group;");
 }
@@ -221,55 +209,61 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
     }
 }
 
-/* Merges the ranges of (listed row i, head h) = w into out and lse; a warp each. */
+/* Merges the ranges of (listed row i, head h) = blockIdx.x into out and
+ * lse: a block of HD threads, a dimension each (every thread forms the
+ * weights itself from the ranges' lse: a handful of cached loads), so that
+ * many loads are in flight (a warp a pair left the SMs nearly idle: 13 us
+ * for 8 MB of partial results). */
 template <int HD>
-__global__ void shm_merge_kernel(shm_args a) {
+__global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
     ts_pdl_wait();
     ts_pdl_trigger();
-    size_t w = ((size_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    const size_t plane = (size_t)a.n_rows * a.n_heads;
-    if (w >= plane) return;
+    const size_t w = blockIdx.x, plane = (size_t)a.n_rows * a.n_heads;
+    const int c = threadIdx.x;
     size_t i = w / a.n_heads, h = w % a.n_heads;
     size_t row = (size_t)a.rows[i] * a.n_heads + h;
     float mx = -INFINITY;
     for (int r = 0; r < a.ranges; r++) mx = fmaxf(mx, a.p_lse[r * plane + w]);
     float *out = a.out + row * HD;
     if (mx == -INFINITY) {
-        for (int c = lane; c < HD; c += 32) out[c] = 0.0f;
-        if (lane == 0) a.lse[row] = -INFINITY;
+        out[c] = 0.0f;
+        if (c == 0) a.lse[row] = -INFINITY;
         return;
     }
-    float den = 0.0f, acc[HD / 32];
+    float den = 0.0f, acc = 0.0f;
+    const float *po = a.p_o + w * HD + c;
+    int r = 0;
+    for (; r + 4 <= a.ranges; r += 4) { /* four ranges' loads in flight */
+        float l[4], v[4];
 #pragma unroll
-    for (int k = 0; k < HD / 32; k++) acc[k] = 0.0f;
-    for (int r = 0; r < a.ranges; r++) {
-        float l = a.p_lse[r * plane + w];
-        if (l == -INFINITY) continue;
-        float e = expf(l - mx);
-        den += e;
-        const float *po = a.p_o + (r * plane + w) * HD;
+        for (int u = 0; u < 4; u++) l[u] = a.p_lse[(r + u) * plane + w], v[u] = po[(r + u) * plane * HD];
 #pragma unroll
-        for (int k = 0; k < HD / 32; k++) acc[k] = fmaf(e, po[k * 32 + lane], acc[k]);
+        for (int u = 0; u < 4; u++) {
+            float e = l[u] == -INFINITY ? 0.0f : expf(l[u] - mx);
+            den += e, acc = fmaf(e, v[u], acc);
+        }
     }
-    float inv = 1.0f / den;
-#pragma unroll
-    for (int k = 0; k < HD / 32; k++) out[k * 32 + lane] = acc[k] * inv;
-    if (lane == 0) a.lse[row] = mx + logf(den);
+    for (; r < a.ranges; r++) {
+        float l = a.p_lse[r * plane + w];
+        float e = l == -INFINITY ? 0.0f : expf(l - mx);
+        den += e, acc = fmaf(e, po[r * plane * HD], acc);
+    }
+    out[c] = acc / den;
+    if (c == 0) a.lse[row] = mx + logf(den);
 }
 
 bool ts_cuda_shm_init(ts_cuda *c) {
     return TS_CU(c, cudaFuncSetAttribute(shm_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)(shm_layout<64>::floats * sizeof(float)))) &&
            TS_CU(c, cudaFuncSetAttribute(shm_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)(shm_layout<128>::floats * sizeof(float))));
+                                         (int)(shm_layout<128>::floats * sizeof(float)))) &&
+           ts_cuda_shm16_init(c);
 }
 
 template <int HD>
 static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt) {
     shm_args a = {};
-    a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = (const float *)at->k;
-    a.v = (const float *)at->v;
+    a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = at->k, a.v = at->v;
     a.n_rows = at->n_rows, a.n_kv = at->n_kv > 0 ? at->n_kv : 0, a.n_heads = at->n_heads;
     a.n_kv_heads = at->n_kv_heads, a.block_size = at->block_size;
     a.group = at->n_heads / at->n_kv_heads, a.per = per, a.scale = at->scale;
@@ -278,12 +272,14 @@ static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per
     float *part = (float *)ts_cuda_scratch_get(c, &c->part, (size_t)ranges * plane * (HD + 1) * 4);
     if (!part) return; /* the sticky error says why */
     a.p_o = part, a.p_lse = part + (size_t)ranges * plane * HD;
-    ts_cuda_launch(c, "shm_kernel", shm_kernel<HD>,
-                   dim3((unsigned)mt, (unsigned)at->n_kv_heads, (unsigned)ranges),
-                   dim3(SHM_WARPS * 32), shm_layout<HD>::floats * sizeof(float), a);
-    unsigned warps = (unsigned)plane, per_block = 8;
-    ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD>,
-                   dim3((warps + per_block - 1) / per_block), dim3(per_block * 32), 0, a);
+    dim3 grid((unsigned)mt, (unsigned)at->n_kv_heads, (unsigned)ranges);
+    if (at->kv_dtype == TS_DT_F32)
+        ts_cuda_launch(c, "shm_kernel", shm_kernel<HD>, grid, dim3(SHM_WARPS * 32),
+                       shm_layout<HD>::floats * sizeof(float), a);
+    else
+        ts_cuda_shm16_launch(c, a, at->kv_dtype, HD, grid);
+    ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD>, dim3((unsigned)plane), dim3(HD), 0,
+                   a);
 }
 
 bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
@@ -295,7 +291,8 @@ bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
     long M = (long)at->n_rows * (at->n_heads / at->n_kv_heads);
     long mt = (M + SHM_ROWS - 1) / SHM_ROWS;
     int n_kv = at->n_kv > 0 ? at->n_kv : 0;
-    long tiles = (n_kv + SHM_KEYS - 1) / SHM_KEYS;
+    int keys = at->kv_dtype == TS_DT_F32 ? SHM_KEYS : SHM16_KEYS; /* a tile */
+    long tiles = (n_kv + keys - 1) / keys;
     if (mt > 65535 || tiles > 65535) return false;
     /* prefix ranges: about two CTAs an SM in all, whole tiles each */
     long ctas = mt * at->n_kv_heads, want = 2L * (c->n_sm > 0 ? c->n_sm : 132);
@@ -304,7 +301,7 @@ bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
     if (ranges < 1) ranges = 1;
     long per_tiles = (tiles + ranges - 1) / ranges;
     ranges = tiles ? (tiles + per_tiles - 1) / per_tiles : 1;
-    int per = (int)(per_tiles * SHM_KEYS);
+    int per = (int)(per_tiles * keys);
     if (hd == 64) shm_launch<64>(c, at, (int)ranges, per, (int)mt);
     else shm_launch<128>(c, at, (int)ranges, per, (int)mt);
     return true;

@@ -1,4 +1,4 @@
-/* Warp-level pieces of decode attention over paged f32 KV, shared by
+/* Warp-level pieces of decode attention over paged KV, shared by
  * attention_decode (attn_decode.cu) and the persistent decode kernel
  * (decode_layers.cu): one query row, the G query heads of one KV head. */
 #ifndef TS_OPS_CUDA_ATTN_WARP_CUH
@@ -7,16 +7,18 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "ops/cuda/kv_elem.cuh"
+
 /* Online softmax of one warp over the slots t0 .. t0 + U - 1 for t0 = lo +
  * first, lo + first + step, ... below hi, U slots' K and V loaded before any
  * is used. Lane holds dims [lane D, lane D + D) of head_dim = 32 D; qv are
  * the g (<= MG) query heads, pre-scaled; (o, m, l) the running state. Pools
  * [n_blocks][n_kv][bs][hd], slot t in block tab[t / bs - blk0] (blk0: the
- * first block tab holds; 0 for a whole table). */
-template <int D, int MG, int U>
+ * first block tab holds; 0 for a whole table); elements E (kv_elem.cuh). */
+template <int D, int MG, int U, typename E>
 __device__ __forceinline__ void ts_attend_warp(const float (&qv)[MG][D], float (&o)[MG][D],
                                                float (&m)[MG], float (&l)[MG], int g,
-                                               const float *kp, const float *vp,
+                                               const E *kp, const E *vp,
                                                const int32_t *tab, int blk0, int n_kv, int kvh,
                                                int bs, int lo, int hi, int first, int step,
                                                int lane) {
@@ -28,16 +30,16 @@ __device__ __forceinline__ void ts_attend_warp(const float (&qv)[MG][D], float (
             int t = t0 + u < hi ? t0 + u : t0;
             size_t base = (((size_t)tab[t / bs - blk0] * n_kv + kvh) * bs + (size_t)(t % bs)) * hd +
                           (size_t)lane * D;
-            if (D % 4 == 0) { /* 16-byte loads: base is a multiple of 4 floats */
+            if (D % 4 == 0) { /* vector loads: base is a multiple of 4 elements */
 #pragma unroll
                 for (int i = 0; i < D; i += 4) {
-                    float4 k4 = *(const float4 *)(kp + base + i), v4 = *(const float4 *)(vp + base + i);
+                    float4 k4 = ts_kv_ld4(kp + base + i), v4 = ts_kv_ld4(vp + base + i);
                     kv[u][i] = k4.x, kv[u][i + 1] = k4.y, kv[u][i + 2] = k4.z, kv[u][i + 3] = k4.w;
                     vv[u][i] = v4.x, vv[u][i + 1] = v4.y, vv[u][i + 2] = v4.z, vv[u][i + 3] = v4.w;
                 }
             } else {
 #pragma unroll
-                for (int i = 0; i < D; i++) kv[u][i] = kp[base + i], vv[u][i] = vp[base + i];
+                for (int i = 0; i < D; i++) kv[u][i] = ts_kvf(kp[base + i]), vv[u][i] = ts_kvf(vp[base + i]);
             }
         }
 #pragma unroll

@@ -179,6 +179,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     }
     ts_ops *o = &c->ops;
     o->name = "cuda";
+    o->kv_half = true;
     o->ctx = c;
     o->matmul = ts_cuda_matmul;
     o->embed = ts_cuda_embed;

@@ -136,10 +136,11 @@ void ts_cuda_sample(void *ctx, int32_t *ids, const float *logits, int n, int voc
                     const ts_sample_row *rows);
 void ts_cuda_qk_rope_kv(void *ctx, float *q, float *k, const float *v, const float *q_norm,
                         const float *k_norm, float eps, const int32_t *pos, const float *inv_freq,
-                        float *k_pool, float *v_pool, const int32_t *slot, int n, int n_heads,
-                        int n_kv_heads, int head_dim, int block_size);
-void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q, const float *k,
-                              const float *v, const int32_t *tables, const int32_t *info,
+                        void *k_pool, void *v_pool, ts_dtype kv_dtype, const int32_t *slot, int n,
+                        int n_heads, int n_kv_heads, int head_dim, int block_size);
+void ts_cuda_attention_decode(void *ctx, float *out, float *lse, float *part, const float *q,
+                              const void *k, const void *v, ts_dtype kv_dtype,
+                              const int32_t *tables, const int32_t *info,
                               int n_seq, int n_heads, int n_kv_heads, int head_dim,
                               int block_size, float scale);
 void ts_cuda_embed(void *ctx, float *out, const ts_wmat *table, const int32_t *ids, int n);

@@ -25,7 +25,7 @@
  *
  * Arithmetic: products on the tensor cores with the input split into three
  * bf16 parts (f32-exact products, f32 sums; see gemv_tc), softmax with expf,
- * RoPE as norm_rope.cuh. Needs BF16 weights, f32 KV, head_dim 32/64/128,
+ * RoPE as norm_rope.cuh. Needs BF16 weights, KV of f32, f16 or bf16, head_dim 32/64/128,
  * group <= 4, at most DL_MAXROWS rows a block and phase, and every block's
  * rows fitting in shared memory (Qwen3-0.6B: ~196 KB of 227); otherwise it
  * declines and the forward runs the ops one by one.
@@ -68,7 +68,7 @@ typedef __nv_bfloat16 bf16;
 typedef struct dl_layer {
     const bf16 *wq, *wk, *wv, *wo, *wg, *wu, *wd;
     const float *bq, *bk, *bv, *bo, *an, *fn, *qn, *kn;
-    float *kp, *vp;
+    void *kp, *vp; /* the KV pool, elements E of the kernel (f32, f16, bf16) */
 } dl_layer;
 
 typedef struct dl_args {
@@ -85,6 +85,7 @@ typedef struct dl_args {
     int act_floats;          /* floats of the activation area (xres follows it) */
     int xres_floats;         /* floats of xres (a multiple of 4; xp follows) */
     bool kv_prefetch;        /* the streaming warp moves the next phase B's KV into L2 */
+    int kv_es;               /* bytes of a KV element */
 #ifdef DL_PROF
     bool nofill;             /* TS_DL_NOFILL=1: no weight copies (results wrong; timing only) */
 #endif
@@ -314,9 +315,10 @@ __device__ void prefetch_kv(const dl_args &a, const dl_layer &L, int kvh, int P,
     for (int blk = b0 + (int)(threadIdx.x & 31); blk <= b1; blk += 32) {
         int t0 = max(lo, blk * bs), t1 = min(hi, (blk + 1) * bs);
         size_t off = (((size_t)tab[blk - blk0] * a.n_kv + kvh) * bs + (size_t)(t0 % bs)) * a.hd;
-        unsigned bytes = (unsigned)((t1 - t0) * a.hd * 4);
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.kp + off), "r"(bytes) : "memory");
-        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(L.vp + off), "r"(bytes) : "memory");
+        unsigned bytes = (unsigned)((t1 - t0) * a.hd * a.kv_es);
+        const char *kb = (const char *)L.kp + off * a.kv_es, *vb = (const char *)L.vp + off * a.kv_es;
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(kb), "r"(bytes) : "memory");
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(vb), "r"(bytes) : "memory");
     }
 }
 
@@ -409,8 +411,8 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
  * (q heads, then the warps' states); st: the staged RoPE and (first item)
  * block table. D = head_dim / 32 dims per lane. With P == 1 the piece
  * is the head's whole range and writes att itself; otherwise the last piece
- * of a head to finish merges the pieces. */
-template <int D>
+ * of a head to finish merges the pieces. E: the pool's elements. */
+template <int D, typename E>
 __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kvh, int P, int p,
                           float *sm, const dl_stage *st, bool first) {
     (void)layer; /* DL_STAMP's */
@@ -454,12 +456,12 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
             }
         } else {
             const int s = a.slot[0];
-            float *dst = (is_k ? L.kp : L.vp) +
-                         (((size_t)(s / a.bs) * a.n_kv + kvh) * a.bs + (size_t)(s % a.bs)) * hd;
+            E *dst = (E *)(is_k ? L.kp : L.vp) +
+                     (((size_t)(s / a.bs) * a.n_kv + kvh) * a.bs + (size_t)(s % a.bs)) * hd;
 #pragma unroll
             for (int i = 0; i < NP; i++) {
                 int j = lane + 32 * i;
-                if (j < half) dst[j] = x0[i], dst[j + half] = x1[i];
+                if (j < half) dst[j] = ts_kv_cvt<E>(x0[i]), dst[j + half] = ts_kv_cvt<E>(x1[i]);
             }
         }
     }
@@ -472,7 +474,8 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
 #pragma unroll
         for (int i = 0; i < D; i++) o[h][i] = 0.0f, qv[h][i] = h < g ? q_s[h * hd + lane * D + i] : 0.0f;
     }
-    ts_attend_warp<D, DL_MAXG, DL_U>(qv, o, m, l, g, L.kp, L.vp, tab, blk0, a.n_kv, kvh, a.bs, lo,
+    ts_attend_warp<D, DL_MAXG, DL_U>(qv, o, m, l, g, (const E *)L.kp, (const E *)L.vp, tab, blk0,
+                                     a.n_kv, kvh, a.bs, lo,
                                      hi, warp * DL_U, DL_WARPS * DL_U, lane);
 #pragma unroll
     for (int h = 0; h < DL_MAXG; h++) {
@@ -512,7 +515,7 @@ __device__ void attn_item(const dl_args &a, const dl_layer &L, int layer, int kv
     }
 }
 
-template <int D>
+template <int D, typename E>
 __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const __grid_constant__ dl_args a) {
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ float red[DL_WARPS];
@@ -608,7 +611,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         DL_STAMP(l, 4);
         /* B: attention */
         for (int it = b; it < a.n_kv * P; it += G) {
-            attn_item<D>(a, L, l, it / P, P, it % P, act, &st, it == b);
+            attn_item<D, E>(a, L, l, it / P, P, it % P, act, &st, it == b);
             dl_sync();
         }
         DL_STAMP(l, 5);
@@ -685,7 +688,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     const int H = d->hidden, F = d->ffn, hd = d->head_dim, nh = d->n_heads, nkv = d->n_kv_heads;
     if (d->n_layers < 1 || d->n_layers > DL_MAXL || H <= 0 || F <= 0 || nkv <= 0 ||
         nh % nkv || nh / nkv > DL_MAXG || (hd != 32 && hd != 64 && hd != 128) ||
-        H % 8 || F % 8 || d->block_size <= 0 || d->kv_dtype != TS_DT_F32)
+        H % 8 || F % 8 || d->block_size <= 0 || !ts_kv_dtype_ok(d->kv_dtype))
         return false;
     const int qd = nh * hd, kd = nkv * hd;
     const int G = c->n_sm;
@@ -723,7 +726,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
                              (const bf16 *)s->wo.data, (const bf16 *)s->w_gate.data,
                              (const bf16 *)s->w_up.data, (const bf16 *)s->w_down.data,
                              s->bq, s->bk, s->bv, s->bo, s->attn_norm, s->ffn_norm, s->q_norm,
-                             s->k_norm, (float *)s->k_pool, (float *)s->v_pool};
+                             s->k_norm, s->k_pool, s->v_pool};
     }
     float *sc = (float *)d->scratch;
     /* layout: barrier [2] (a line of its own), counters [n_kv] padded to 32
@@ -743,6 +746,7 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     a->xres_floats = (int)xres;
     a->eps = d->eps, a->scale = d->scale;
     a->kv_prefetch = c->dec_layers != 2;
+    a->kv_es = d->kv_dtype == TS_DT_F32 ? 4 : 2;
 #ifdef DL_PROF
     a->nofill = getenv("TS_DL_NOFILL") && atoi(getenv("TS_DL_NOFILL"));
 #endif
@@ -758,11 +762,11 @@ bool ts_cuda_decode_layers(void *ctx, const ts_decode_layers *d) {
     cfg.attrs = at;
     cfg.numAttrs = 1;
     cudaError_t e;
-    switch (hd) {
-    case 32: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<1>, *a); break;
-    case 64: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<2>, *a); break;
-    default: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<4>, *a); break;
-    }
+    TS_KV_SWITCH(d->kv_dtype, E, switch (hd) {
+        case 32: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<1, E>, *a); break;
+        case 64: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<2, E>, *a); break;
+        default: e = cudaLaunchKernelEx(&cfg, decode_layers_kernel<4, E>, *a); break;
+    });
 #ifdef DL_PROF
     dl_prof_layers = a->n_layers, dl_prof_blocks = G < DL_PROF_G ? G : DL_PROF_G;
 #endif
@@ -777,8 +781,11 @@ bool ts_cuda_decode_layers_init(ts_cuda *c) {
         return false;
     /* the kernel's static shared memory comes out of the same budget */
     c->dl_smem_max = dev_max - 8192;
-    void (*ks[3])(dl_args) = {decode_layers_kernel<1>, decode_layers_kernel<2>, decode_layers_kernel<4>};
-    for (int i = 0; i < 3; i++)
+    void (*ks[9])(dl_args) = {
+        decode_layers_kernel<1, float>,  decode_layers_kernel<2, float>,  decode_layers_kernel<4, float>,
+        decode_layers_kernel<1, __half>, decode_layers_kernel<2, __half>, decode_layers_kernel<4, __half>,
+        decode_layers_kernel<1, bf16>,   decode_layers_kernel<2, bf16>,   decode_layers_kernel<4, bf16>};
+    for (int i = 0; i < 9; i++)
         if (!TS_CU(c, cudaFuncSetAttribute(ks[i], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           c->dl_smem_max)))
             return false;

@@ -1,0 +1,258 @@
+/* Cascade attention's shared level over an f16 or bf16 KV pool, on the
+ * tensor cores with mma.sync m16n8k16 (the f32 pool's kernel is
+ * attn_shared_mma.cu, which plans the launch and merges the ranges).
+ *
+ * A CTA takes 64 query rows of one KV head (16 a warp) and a range of the
+ * prefix, streamed in 64-key tiles gathered through the block table with
+ * cp.async into two shared-memory stages, K and V kept in their 16-bit
+ * format (exact: they are stored so). Per tile and warp:
+ *   S = Q K^T: q is f32, so it enters as two 16-bit parts, q = hi + lo
+ *     (hi = q rounded, lo = the rest rounded: q to ~2^-17), two products;
+ *     the parts stay in registers for the whole range;
+ *   online softmax on S in f32 (expf), as the other kernels;
+ *   O += P V: P in two 16-bit parts as q (one part alone, rounded to bf16,
+ *     left ~1.5e-3 relative error in the output); V's fragments come from
+ *     ldmatrix.trans.
+ * So only the dropped lo*K and lo*V remainders (~2^-17 relative) separate
+ * the result from an f32 computation over the same K/V. head_dim 64 or 128. */
+#include <math.h>
+
+#include "ops/cuda/attn_shared.cuh"
+#include "ops/cuda/kv_elem.cuh"
+
+/* 16-bit element types: packing two floats and the product instruction. */
+template <typename E> struct shm16_t;
+template <> struct shm16_t<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b); /* .x = a: the low half */
+        return *(uint32_t *)&h;
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) {
+        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+    }
+    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,
+                                               uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+template <> struct shm16_t<__half> {
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        __half2 h = __floats2half2_rn(a, b);
+        return *(uint32_t *)&h;
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) {
+        return __half22float2(*(const __half2 *)&u);
+    }
+    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,
+                                               uint32_t b1) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
+            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+/* Shared memory: K and V tiles [2 stages][SHM16_KEYS][HD + 8] elements; the
+ * 16-byte pad makes the K fragment loads and V's ldmatrix rows conflict-free. */
+template <int HD> struct shm16_layout {
+    static constexpr int STR = HD + 8;
+    static constexpr size_t bytes = 2 * 2 * (size_t)SHM16_KEYS * STR * 2;
+};
+
+/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi). */
+template <int HD, typename E>
+__device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E *vs) {
+    constexpr int CH = HD / 8; /* 16-byte chunks a row */
+    const E *kp = (const E *)a.k, *vp = (const E *)a.v;
+    for (int i = threadIdx.x; i < SHM16_KEYS * CH; i += SHM_WARPS * 32) {
+        int r = i / CH, c = (i % CH) * 8, t = t0 + r;
+        bool ok = t < hi;
+        size_t off = 0;
+        if (ok)
+            off = (((size_t)a.blocks[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
+                   (size_t)(t % a.block_size)) * HD + c;
+        uint32_t dk = (uint32_t)__cvta_generic_to_shared(ks + r * shm16_layout<HD>::STR + c);
+        uint32_t dv = (uint32_t)__cvta_generic_to_shared(vs + r * shm16_layout<HD>::STR + c);
+        int n = ok ? 16 : 0; /* 0: zero-filled */
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dk), "l"(kp + off), "r"(n));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dv), "l"(vp + off), "r"(n));
+    }
+    asm volatile("cp.async.commit_group;");
+}
+
+/* Grid (M tiles, KV heads, ranges); 128 threads. */
+template <int HD, typename E>
+__global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
+    typedef shm16_t<E> T16;
+    constexpr int STR = shm16_layout<HD>::STR, KT = SHM16_KEYS / 8, KK = HD / 16;
+    extern __shared__ __align__(16) unsigned char shm16[];
+    E *ks = (E *)shm16, *vs = ks + 2 * SHM16_KEYS * STR;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y, gs = a.group, M = a.n_rows * gs;
+    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs);
+    /* this warp's 16 query rows, scaled, as A fragments of two 16-bit parts:
+     * qh/ql[kk] = rows g, g + 8, dims kk*16 + 2t (+1) and + 8 */
+    uint32_t qh[KK][4], ql[KK][4];
+    {
+        const int m0 = blockIdx.x * SHM_ROWS + warp * 16;
+        const float *qr[2] = {NULL, NULL};
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            int m = m0 + g + 8 * h;
+            if (m < M)
+                qr[h] = a.q + ((size_t)a.rows[m / gs] * a.n_heads + (size_t)kvh * gs + m % gs) * HD;
+        }
+#pragma unroll
+        for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) { /* r: (row g, row g + 8) x (dims +0, +8) */
+                const float *p = qr[r & 1];
+                float2 x = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
+                             : make_float2(0.0f, 0.0f);
+                x.x *= a.scale, x.y *= a.scale;
+                qh[kk][r] = T16::pack(x.x, x.y);
+                float2 h = T16::unpack(qh[kk][r]);
+                ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
+            }
+    }
+    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    /* ldmatrix.trans rows for V: lanes 0-7 keys 0-7, 8-15 keys 8-15 (dims +0),
+     * 16-31 the same keys at dims +8 */
+    const int v_key = (lane & 7) + ((lane >> 3) & 1) * 8, v_dim = (lane >> 4) * 8;
+    int buf = 0;
+    for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1) {
+        const bool more = t0 + SHM16_KEYS < hi;
+        if (more) /* the next tile into the other stage (freed by the last sync) */
+            shm16_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * SHM16_KEYS * STR,
+                              vs + (buf ^ 1) * SHM16_KEYS * STR);
+        if (more) asm volatile("cp.async.wait_group 1;");
+        else asm volatile("cp.async.wait_group 0;");
+        __syncthreads();
+        const E *kt = ks + buf * SHM16_KEYS * STR, *vt = vs + buf * SHM16_KEYS * STR;
+        /* S = Q K^T: 16 rows x 64 keys a warp; B fragment = key j*8 + g, dims 2t (+1), +8 */
+        float s[KT][4];
+#pragma unroll
+        for (int j = 0; j < KT; j++) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            const E *kr = kt + (j * 8 + g) * STR + 2 * t;
+#pragma unroll
+            for (int kk = 0; kk < KK; kk++) {
+                uint32_t b0 = *(const uint32_t *)(kr + kk * 16), b1 = *(const uint32_t *)(kr + kk * 16 + 8);
+                T16::mma(s[j], ql[kk], b0, b1);
+                T16::mma(s[j], qh[kk], b0, b1);
+            }
+        }
+        /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int j = 0; j < KT; j++) {
+            int key = t0 + j * 8 + 2 * t;
+            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
+            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
+            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+        }
+        float corr[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            float mn = fmaxf(mrow[h], mx[h]); /* > -inf: each tile has a valid key */
+            corr[h] = expf(mrow[h] - mn);      /* 0 on the first tile */
+            mrow[h] = mn;
+            lrow[h] *= corr[h];
+        }
+        /* P as A fragments of two parts: ph/pl[kk2] = keys kk2*16 + 2t (+1)
+         * and + 8 of rows g, g + 8 */
+        uint32_t ph[KT / 2][4], pl[KT / 2][4];
+#pragma unroll
+        for (int j = 0; j < KT; j++) {
+#pragma unroll
+            for (int h = 0; h < 2; h++) {
+                float p0 = expf(s[j][2 * h] - mrow[h]), p1 = expf(s[j][2 * h + 1] - mrow[h]);
+                lrow[h] += p0 + p1;
+                uint32_t hi = T16::pack(p0, p1);
+                float2 f = T16::unpack(hi);
+                ph[j / 2][(j & 1) * 2 + h] = hi;
+                pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++) {
+            o[n][0] *= corr[0], o[n][1] *= corr[0];
+            o[n][2] *= corr[1], o[n][3] *= corr[1];
+        }
+        /* O += P V: B fragments of two 8-dim column tiles a ldmatrix.x4.trans */
+#pragma unroll
+        for (int kk = 0; kk < KT / 2; kk++) {
+            const E *vr = vt + (kk * 16 + v_key) * STR + v_dim;
+#pragma unroll
+            for (int n = 0; n < HD / 8; n += 2) {
+                uint32_t b0, b1, b2, b3;
+                uint32_t addr = (uint32_t)__cvta_generic_to_shared(vr + n * 8);
+                asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                             : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+                             : "r"(addr));
+                T16::mma(o[n], pl[kk], b0, b1);
+                T16::mma(o[n + 1], pl[kk], b2, b3);
+                T16::mma(o[n], ph[kk], b0, b1);
+                T16::mma(o[n + 1], ph[kk], b2, b3);
+            }
+        }
+        __syncthreads(); /* both stages' readers are done before the next load */
+    }
+    /* this range's (o / l, lse) per row */
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
+        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
+    }
+    const size_t plane = (size_t)a.n_rows * a.n_heads;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int m = blockIdx.x * SHM_ROWS + warp * 16 + g + 8 * h;
+        if (m >= M) continue;
+        size_t w = (size_t)(m / gs) * a.n_heads + (size_t)kvh * gs + m % gs;
+        size_t pi = (size_t)blockIdx.z * plane + w;
+        bool empty = !(lrow[h] > 0.0f);
+        float inv = empty ? 0.0f : 1.0f / lrow[h];
+        float *po = a.p_o + pi * HD;
+#pragma unroll
+        for (int n = 0; n < HD / 8; n++)
+            *(float2 *)(po + n * 8 + 2 * t) = make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
+        if (t == 0) a.p_lse[pi] = empty ? -INFINITY : mrow[h] + logf(lrow[h]);
+    }
+}
+
+bool ts_cuda_shm16_init(ts_cuda *c) {
+#define SET(HD, E)                                                                          \
+    TS_CU(c, cudaFuncSetAttribute(shm16_kernel<HD, E>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
+                                  (int)shm16_layout<HD>::bytes))
+    return SET(64, __half) && SET(128, __half) && SET(64, __nv_bfloat16) &&
+           SET(128, __nv_bfloat16);
+#undef SET
+}
+
+void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
+    dim3 block(SHM_WARPS * 32);
+#define GO(HD, E)                                                                           \
+    ts_cuda_launch(c, "shm16_kernel", shm16_kernel<HD, E>, grid, block, shm16_layout<HD>::bytes, a)
+    if (dt == TS_DT_F16) {
+        if (hd == 64) GO(64, __half);
+        else GO(128, __half);
+    } else {
+        if (hd == 64) GO(64, __nv_bfloat16);
+        else GO(128, __nv_bfloat16);
+    }
+#undef GO
+}
