@@ -27,7 +27,7 @@ static const char SERVE_USAGE[] =
     "                         in your prompts, e.g. your system prompt and a document\n"
     "                         header (default: the chat template's user-message start)\n"
     "  --chunk-dir DIR        persistent chunk store    --chunk-redis HOST:PORT\n"
-    "  --cascade auto|on|off  --exact    --kv-dtype f32|f16|bf16 (KV cache, CPU)\n"
+    "  --cascade auto|on|off  --exact    --kv-dtype f32|f16|bf16 (KV cache)\n"
     "  --device cpu|cuda|cuda:N   where the model runs (cuda needs a make CUDA=1 build)\n";
 
 static void log_line(void *ctx, const char *msg) {

@@ -29,8 +29,7 @@ static const char USAGE[] =
     "common options: --threads N, --kv-mem SIZE (e.g. 2G), --block-size 16,\n"
     "  --exact (f32 activations everywhere; default uses bf16 dot products for prefill),\n"
     "  --isa auto|scalar|avx2|avx512, --cascade auto|on|off (generate -f: shared-prefix attention),\n"
-    "  --kv-dtype f32|f16|bf16 (KV cache elements; f16 and bf16 halve its memory and reads;\n"
-    "    CPU only)\n";
+    "  --kv-dtype f32|f16|bf16 (KV cache elements; f16 and bf16 halve its memory and reads)\n";
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {

@@ -32,7 +32,7 @@ typedef struct ts_runtime_opts {
     void *progress_ctx;
     const char *device;     /* "cpu", "cuda" or "cuda:N"; NULL: $TS_DEVICE, else "cpu"
                                (ts_engine_opts.device passes one) */
-    const char *kv_dtype;   /* KV pool elements, "f32", "f16" or "bf16" (CPU only); NULL:
+    const char *kv_dtype;   /* KV pool elements, "f32", "f16" or "bf16"; NULL:
                                $TS_KV_DTYPE, else f32 */
 } ts_runtime_opts;
 
