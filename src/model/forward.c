@@ -77,6 +77,7 @@ struct ts_fwd {
     const int32_t *info_d;    /* device [n_seq][2]: block table offset in ib_d, n_kv */
     const int32_t *own_d;     /* cascade steps: the same from each sequence's kv_start
                                  (a block boundary): its own slots only */
+    int own_max;              /* the most own slots of a sequence this step */
     bool graphs_on;
     uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
 };
@@ -343,6 +344,7 @@ static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n,
      * in the descriptors as device pointers */
     size_t off = 3 * (size_t)n, info = off, own = off + 2 * (size_t)n_seqs;
     off += 4 * (size_t)n_seqs;
+    f->own_max = 0;
     for (int s = 0; s < n_seqs; s++) {
         size_t nb = (size_t)(seqs[s].n_past + seqs[s].n + bs - 1) / bs;
         int n_kv = seqs[s].n_past + seqs[s].n, ks = f->aseq[s].kv_start; /* ks % bs == 0 */
@@ -352,6 +354,7 @@ static ts_status stage_dev(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, int n,
         f->ib[info + 2 * (size_t)s + 1] = n_kv;
         f->ib[own + 2 * (size_t)s] = (int32_t)off + ks / bs;
         f->ib[own + 2 * (size_t)s + 1] = n_kv > ks ? n_kv - ks : 0;
+        if (n_kv - ks > f->own_max) f->own_max = n_kv - ks;
         off += nb;
     }
     f->info_d = f->ib_d + info;
@@ -475,6 +478,28 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
                 c->n_kv_heads, hd, f->kv->block_size);
 }
 
+/* Own slots a sequence may have for a decode step's cascade to run as one
+ * attention_cascade op (which attends them in a block a row and head). */
+#define TS_CASCADE_OWN_MAX 256
+
+/* A decode step whose one cascade level holds every sequence, as one
+ * attention_cascade op; false (nothing queued) where it does not apply. */
+static bool cascade_fused(ts_fwd *f, int l, int n_seqs, float scale) {
+    const ts_model_config *c = &f->m->cfg;
+    const ts_ops *o = f->ops;
+    if (!o->attention_cascade || !f->all_decode || !f->dev || f->plan.n_levels != 1 ||
+        f->plan.levels[0].n_rows != n_seqs || f->own_max > TS_CASCADE_OWN_MAX)
+        return false;
+    const ts_cascade_level *L = &f->plan.levels[0];
+    ts_attn_shared sh = {.out = f->att, .lse = f->lse, .q = f->q, .rows = f->rows_d + L->row_start,
+                         .n_rows = L->n_rows, .k = f->kv->k[l], .v = f->kv->v[l],
+                         .kv_dtype = f->kv->dtype, .blocks = f->lvl_blocks[0], .n_kv = L->n_kv,
+                         .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                         .head_dim = c->head_dim, .block_size = f->kv->block_size, .scale = scale,
+                         .own_tables = f->ib_d, .own_info = f->own_d};
+    return o->attention_cascade(o->ctx, &sh);
+}
+
 /* Layer l's attention over the paged KV (cascade levels merged in). */
 static void layer_attention(ts_fwd *f, int l, int n_seqs) {
     const ts_model_config *c = &f->m->cfg;
@@ -487,6 +512,10 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
                  .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .head_dim = hd,
                  .block_size = f->kv->block_size, .scale = scale, .causal = true,
                  .n_seq = n_seqs, .seqs = f->aseq};
+    if (f->used_cascade && cascade_fused(f, l, n_seqs, scale)) {
+        f->times.attention_ms += now_ms() - t_attn;
+        return;
+    }
     if (f->used_cascade) a.lse = f->lse; /* own slots (from kv_start) first */
     if (f->all_decode && f->dec_big) /* one query row a sequence: split KV, no planning */
         o->attention_decode(o->ctx, f->att, a.lse, f->dec_big, f->q, a.k, a.v, a.kv_dtype, f->ib_d,

@@ -85,6 +85,11 @@ typedef struct ts_attn_shared {
     int n_kv;                /* prefix slots; 0 gives every listed row out = 0, lse = -inf */
     int n_heads, n_kv_heads, head_dim, block_size; /* as ts_attn */
     float scale;
+    /* attention_cascade only (attention_shared ignores them): listed row r is
+     * sequence r's single query row, whose own slots (after the prefix) are
+     * own_info[2 r] = offset of their block table in own_tables, own_info[2 r
+     * + 1] = their count (as attention_decode's tables / info; device). */
+    const int32_t *own_tables, *own_info;
 } ts_attn_shared;
 
 /* attention_decode's pieces per (sequence, KV head) and its scratch size. */
@@ -233,6 +238,13 @@ typedef struct ts_ops {
      * streamed once for all rows and q heads. Writes out and lse of the listed
      * rows only. */
     void (*attention_shared)(void *ctx, const ts_attn_shared *a);
+    /* attention_cascade (optional): a decode step's whole cascade attention
+     * in one op: for each listed row, attention over the shared prefix and
+     * its own slots (own_tables / own_info) together, in out and lse; equal
+     * to attention_shared, attention_decode over the own slots and
+     * attn_merge_rows, to rounding. Returns false, having queued nothing,
+     * when the backend cannot take the shape; the caller then runs those. */
+    bool (*attention_cascade)(void *ctx, const ts_attn_shared *a);
 
     /* ---- device memory (added for the GPU engine; all NULL on host backends,
      * whose tensors are ordinary host memory). On a device backend every

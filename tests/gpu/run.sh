@@ -84,6 +84,13 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
     "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --cascade on --device cuda >"$tmp/bg.txt" 2>"$tmp/bg.err"
     if cmp -s "$tmp/bc.txt" "$tmp/bg.txt" && [ -s "$tmp/bg.txt" ]; then ok "generate -f (engine batch): GPU = CPU"
     else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
+    # every sequence behind one shared document: a decode step's cascade runs
+    # as one attention_cascade op on the GPU (the CPU runs the levels apart)
+    grep -F "$doc" "$tmp/batch.txt" >"$tmp/shared.txt"
+    "$T" generate -m "$F" -f "$tmp/shared.txt" -n 32 --exact --cascade on --device cpu >"$tmp/sc.txt" 2>/dev/null
+    "$T" generate -m "$F" -f "$tmp/shared.txt" -n 32 --cascade on --device cuda >"$tmp/sg.txt" 2>"$tmp/sg.err"
+    if cmp -s "$tmp/sc.txt" "$tmp/sg.txt" && [ -s "$tmp/sg.txt" ]; then ok "generate -f, one shared prefix (attention_cascade): GPU = CPU" "$(wc -l <"$tmp/sg.txt") prompts"
+    else bad "generate -f, one shared prefix (attention_cascade): GPU = CPU"; cat "$tmp/sg.err"; diff "$tmp/sc.txt" "$tmp/sg.txt" | head; fi
     # sampling on the device: greedy batch = CPU, seeded sampling = host sampling
     sc=$(bash "$(dirname "$0")/sample_check.sh" "$T" "$F" 2>&1); echo "$sc"
     [ "$(echo "$sc" | grep -c -e '= CPU' -e '= host sampling')" -eq 3 ] && ok "device sampling (greedy, seeded t=0.7, top-k/top-p/min-p)" \

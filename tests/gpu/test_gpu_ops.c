@@ -24,7 +24,8 @@ static const char *worst_name[16] = {"embed", "rmsnorm", "add_rmsnorm", "rope", 
                                      "kv_write", "matmul f32", "matmul bf16 (vs rounded ref)",
                                      "matmul bf16 (vs f64 exact)", "attention out",
                                      "attention lse", "attention_shared out",
-                                     "attention_shared lse", "merge_rows", NULL, NULL};
+                                     "attention_shared lse", "merge_rows", "attention_cascade",
+                                     NULL};
 static void note(int k, double e) {
     if (e > worst[k] || isnan(e)) worst[k] = e;
 }
@@ -388,7 +389,7 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype 
     for (size_t i = 0; i < nl; i++) lref[i] = NAN;
     float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
     ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, dt, tab, n_kv, nh, nkv, hd, bs,
-                        1.0f / sqrtf((float)hd)};
+                        1.0f / sqrtf((float)hd), NULL, NULL};
     ts_ref_attention_shared(NULL, &a);
     ts_attn_shared ad = a;
     ad.out = o_d, ad.lse = l_d, ad.q = q_d, ad.rows = rows_d, ad.k = pool.k_d,
@@ -426,6 +427,81 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype 
     free(oa), free(ob), free(la), free(lb);
     dfree(q_d), dfree(o_d), dfree(l_d), dfree(tab_d), dfree(rows_d);
     free(tab), free(rows), free(q), free(out), free(ref), free(lse), free(lref);
+    pool_free(&pool);
+}
+
+/* attention_cascade: n_seq decode rows (row s = sequence s) over a shared
+ * prefix and each sequence's own slots, against the CPU's shared level,
+ * attention over the own slots and merge_rows; rows not listed stay NaN. */
+static void test_attention_cascade(int hd, int group, int bs, int n_kv, ts_dtype dt) {
+    int nkv = 1 + rnd_int(3), nh = nkv * group, n_seq = 2 + rnd_int(40);
+    int n_rows = 1 + rnd_int(n_seq), pb = (n_kv + bs - 1) / bs;
+    int own[48], own_blocks = 0;
+    for (int s = 0; s < n_seq; s++) {
+        own[s] = rnd_int(4) == 0 ? 0 : rnd_int(5) == 0 ? 100 + rnd_int(200) : 1 + rnd_int(40);
+        own_blocks += (own[s] + bs - 1) / bs;
+    }
+    kvpool pool;
+    pool_init(&pool, pb + own_blocks + 2, nkv, bs, hd, dt);
+    int32_t *ptab = pool_take(&pool, pb), *ptab_d = dup_dev(ptab, (size_t)(pb ? pb : 1) * 4);
+    int32_t *otab = xmalloc((size_t)(own_blocks + 1) * 4), info[96];
+    ts_attn_seq seqs[48];
+    for (int s = 0, off = 0; s < n_seq; s++) {
+        int nb = (own[s] + bs - 1) / bs;
+        int32_t *t = pool_take(&pool, nb);
+        memcpy(otab + off, t, (size_t)nb * 4);
+        free(t);
+        info[2 * s] = off, info[2 * s + 1] = own[s];
+        seqs[s] = (ts_attn_seq){s, 1, own[s], otab + off, 0};
+        off += nb;
+    }
+    int32_t *otab_d = dup_dev(otab, (size_t)(own_blocks + 1) * 4), *info_d = dup_dev(info, (size_t)n_seq * 8);
+    int32_t rows[48];
+    for (int i = 0; i < n_seq; i++) rows[i] = i;
+    shuffle(rows, n_seq); /* the first n_rows are listed */
+    int32_t *rows_d = dup_dev(rows, (size_t)n_rows * 4);
+    size_t nqf = (size_t)n_seq * nh * hd, nl = (size_t)n_seq * nh;
+    float *q = xmalloc(nqf * 4), *out = xmalloc(nqf * 4), *ref = xmalloc(nqf * 4), *ref2 = xmalloc(nqf * 4);
+    float *lse = xmalloc(nl * 4), *lref = xmalloc(nl * 4), *lref2 = xmalloc(nl * 4);
+    fill(q, nqf, 2.0f);
+    float scale = 1.0f / sqrtf((float)hd);
+    ts_attn_shared a = {ref, lref, q, rows, n_rows, pool.k, pool.v, dt, ptab, n_kv, nh, nkv, hd, bs,
+                        scale, NULL, NULL};
+    ts_ref_attention_shared(NULL, &a);
+    ts_attn own_a = {ref2, lref2, q, pool.k, pool.v, dt, nh, nkv, hd, bs, scale, true, n_seq, seqs};
+    ts_ref_attention(NULL, &own_a);
+    ts_attn_merge_rows(ref, lref, ref2, lref2, rows, n_rows, nh, hd);
+    float *q_d = dup_dev(q, nqf * 4), *o_d = nan_dev(nqf), *l_d = nan_dev(nl);
+    ts_attn_shared ad = a;
+    ad.out = o_d, ad.lse = l_d, ad.q = q_d, ad.rows = rows_d, ad.k = pool.k_d, ad.v = pool.v_d;
+    ad.blocks = ptab_d, ad.own_tables = otab_d, ad.own_info = info_d;
+    bool took = ops->attention_cascade(ops->ctx, &ad);
+    int untouched = 1;
+    double e = INFINITY, el = INFINITY;
+    if (took) {
+        get(out, o_d, nqf * 4);
+        get(lse, l_d, nl * 4);
+        size_t rw = (size_t)nh * hd;
+        float *oa = xmalloc(nqf * 4), *ob = xmalloc(nqf * 4), *la = xmalloc(nl * 4), *lb = xmalloc(nl * 4);
+        for (int i = 0; i < n_rows; i++) {
+            memcpy(oa + i * rw, out + rows[i] * rw, rw * 4), memcpy(ob + i * rw, ref + rows[i] * rw, rw * 4);
+            memcpy(la + i * nh, lse + rows[i] * nh, (size_t)nh * 4);
+            memcpy(lb + i * nh, lref + rows[i] * nh, (size_t)nh * 4);
+        }
+        e = rel_err(oa, ob, (size_t)n_rows * rw), el = lse_err(la, lb, (size_t)n_rows * nh);
+        for (int i = n_rows; i < n_seq; i++) {
+            for (size_t c = 0; c < rw; c++) untouched &= isnan(out[rows[i] * rw + c]);
+            for (int c = 0; c < nh; c++) untouched &= isnan(lse[rows[i] * nh + c]);
+        }
+        free(oa), free(ob), free(la), free(lb);
+    }
+    note(14, e > el ? e : el);
+    double tol = dt == TS_DT_F32 ? TOL_F32 : TOL_KV16_MMA;
+    CHECKF(took && e < tol && el < tol && untouched,
+           "attention_cascade %s hd %d group %d bs %d prefix %d rows %d/%d: took %d rel err %g lse %g "
+           "untouched %d", kv_name(dt), hd, group, bs, n_kv, n_rows, n_seq, took, e, el, untouched);
+    dfree(q_d), dfree(o_d), dfree(l_d), dfree(ptab_d), dfree(otab_d), dfree(info_d), dfree(rows_d);
+    free(ptab), free(otab), free(q), free(out), free(ref), free(ref2), free(lse), free(lref), free(lref2);
     pool_free(&pool);
 }
 
@@ -543,6 +619,11 @@ int main(void) {
         test_attention_shared(64, 2, 16, 0, kvt[d]);
         test_attention_shared(128, 8, 16, 0, kvt[d]); /* empty prefix, the mma path's widest case */
         test_attention_shared(96, 3, 7, 300, kvt[d]); /* the generic kernel's */
+        for (int gi = 0; gi < 4; gi++) {
+            test_attention_cascade(128, groups[gi], 16, 1 + rnd_int(3000), kvt[d]);
+            test_attention_cascade(64, groups[gi], 5, rnd_int(300), kvt[d]);
+        }
+        test_attention_cascade(128, 2, 16, 0, kvt[d]); /* no prefix: own slots only */
     }
     test_merge_rows();
     if (ts_cuda_sync(g_cu, &err) != TS_OK) CHECKF(0, "sticky error: %s", err.msg);

@@ -20,6 +20,7 @@ typedef struct shm_args {
     float *p_o, *p_lse; /* [range][n_rows * n_heads][hd], [range][n_rows * n_heads] */
     float *out, *lse;
     int ranges;
+    const int32_t *own_tables, *own_info; /* attention_cascade: each row's own slots, or NULL */
 } shm_args;
 
 /* The 16-bit KV kernel (attn_shared_mma16.cu): grid (M tiles, KV heads,

@@ -14,7 +14,10 @@
  * kernel of attn_shared_mma16.cu, planned and merged here. */
 #include <math.h>
 
+#include <limits.h>
+
 #include "ops/cuda/attn_shared.cuh"
+#include "ops/cuda/kv_elem.cuh"
 
 #define SHM_KEYS 32 /* keys a tile */
 #define SHM_PSTR (SHM_KEYS + 4)
@@ -213,27 +216,29 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
  * lse: a block of HD threads, a dimension each (every thread forms the
  * weights itself from the ranges' lse: a handful of cached loads), so that
  * many loads are in flight (a warp a pair left the SMs nearly idle: 13 us
- * for 8 MB of partial results). */
-template <int HD>
+ * for 8 MB of partial results). With own_info (attention_cascade) the block
+ * then attends the row's own slots, SHM_OWN slots at a time (scores a warp a
+ * slot into shared memory, then each thread its dimension of P V), in the
+ * same running state, so that out holds prefix and own slots merged. E: the
+ * pool's elements. */
+#define SHM_OWN 64
+template <int HD, typename E>
 __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
+    __shared__ float sc[SHM_OWN];
+    __shared__ size_t so[SHM_OWN];
     ts_pdl_wait();
     ts_pdl_trigger();
+    constexpr int NW = HD / 32;
     const size_t w = blockIdx.x, plane = (size_t)a.n_rows * a.n_heads;
-    const int c = threadIdx.x;
-    size_t i = w / a.n_heads, h = w % a.n_heads;
-    size_t row = (size_t)a.rows[i] * a.n_heads + h;
-    float mx = -INFINITY;
+    const int c = threadIdx.x, lane = c & 31, warp = c >> 5;
+    size_t i = w / a.n_heads, h = w % a.n_heads, rq = (size_t)a.rows[i];
+    size_t row = rq * a.n_heads + h;
+    /* running state relative to mx: out = acc / den, lse = mx + log(den) */
+    float mx = -INFINITY, den = 0.0f, acc = 0.0f;
     for (int r = 0; r < a.ranges; r++) mx = fmaxf(mx, a.p_lse[r * plane + w]);
-    float *out = a.out + row * HD;
-    if (mx == -INFINITY) {
-        out[c] = 0.0f;
-        if (c == 0) a.lse[row] = -INFINITY;
-        return;
-    }
-    float den = 0.0f, acc = 0.0f;
     const float *po = a.p_o + w * HD + c;
     int r = 0;
-    for (; r + 4 <= a.ranges; r += 4) { /* four ranges' loads in flight */
+    for (; mx > -INFINITY && r + 4 <= a.ranges; r += 4) { /* four ranges' loads in flight */
         float l[4], v[4];
 #pragma unroll
         for (int u = 0; u < 4; u++) l[u] = a.p_lse[(r + u) * plane + w], v[u] = po[(r + u) * plane * HD];
@@ -243,10 +248,74 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
             den += e, acc = fmaf(e, v[u], acc);
         }
     }
-    for (; r < a.ranges; r++) {
+    for (; mx > -INFINITY && r < a.ranges; r++) {
         float l = a.p_lse[r * plane + w];
         float e = l == -INFINITY ? 0.0f : expf(l - mx);
         den += e, acc = fmaf(e, po[r * plane * HD], acc);
+    }
+    if (a.own_info) {
+        const int n_own = a.own_info[2 * rq + 1], kvh = (int)h / a.group, bs = a.block_size;
+        const int32_t *tab = a.own_tables + a.own_info[2 * rq];
+        const E *kp = (const E *)a.k, *vp = (const E *)a.v;
+        float qv[NW];
+#pragma unroll
+        for (int k = 0; k < NW; k++) qv[k] = a.q[row * HD + lane + 32 * k] * a.scale;
+        for (int t0 = 0; t0 < n_own; t0 += SHM_OWN) {
+            const int nt = min(SHM_OWN, n_own - t0);
+            /* scores: warp w takes slots w, w + NW, ..., four at a time (their
+             * loads in flight together: one after another, each waited for
+             * its L2 round trip) */
+            for (int tb = warp; tb < nt; tb += 4 * NW) {
+                float d[4];
+                size_t base[4];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    int t = tb + u * NW, s = t0 + t;
+                    d[u] = 0.0f, base[u] = 0;
+                    if (t < nt) {
+                        base[u] = (((size_t)tab[s / bs] * a.n_kv_heads + kvh) * bs + (size_t)(s % bs)) * HD;
+#pragma unroll
+                        for (int k = 0; k < NW; k++)
+                            d[u] = fmaf(qv[k], ts_kvf(kp[base[u] + lane + 32 * k]), d[u]);
+                    }
+                }
+#pragma unroll
+                for (int off = 16; off > 0; off >>= 1)
+#pragma unroll
+                    for (int u = 0; u < 4; u++) d[u] += __shfl_xor_sync(0xffffffffu, d[u], off);
+                if (lane == 0)
+#pragma unroll
+                    for (int u = 0; u < 4; u++)
+                        if (tb + u * NW < nt) sc[tb + u * NW] = d[u], so[tb + u * NW] = base[u];
+            }
+            __syncthreads();
+            float cm = -INFINITY;
+            for (int t = 0; t < nt; t++) cm = fmaxf(cm, sc[t]);
+            float mn = fmaxf(mx, cm), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
+            den *= corr, acc *= corr, mx = mn;
+            int t = 0;
+            for (; t + 8 <= nt; t += 8) { /* P V: eight slots' loads in flight */
+                float v[8];
+#pragma unroll
+                for (int u = 0; u < 8; u++) v[u] = ts_kvf(vp[so[t + u] + c]);
+#pragma unroll
+                for (int u = 0; u < 8; u++) {
+                    float p = expf(sc[t + u] - mn);
+                    den += p, acc = fmaf(p, v[u], acc);
+                }
+            }
+            for (; t < nt; t++) {
+                float p = expf(sc[t] - mn);
+                den += p, acc = fmaf(p, ts_kvf(vp[so[t] + c]), acc);
+            }
+            __syncthreads(); /* sc, so reused by the next chunk */
+        }
+    }
+    float *out = a.out + row * HD;
+    if (mx == -INFINITY) { /* nothing seen: the merge's neutral state */
+        out[c] = 0.0f;
+        if (c == 0) a.lse[row] = -INFINITY;
+        return;
     }
     out[c] = acc / den;
     if (c == 0) a.lse[row] = mx + logf(den);
@@ -260,14 +329,15 @@ bool ts_cuda_shm_init(ts_cuda *c) {
            ts_cuda_shm16_init(c);
 }
 
-template <int HD>
-static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt) {
+template <int HD, typename E>
+static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt, bool own) {
     shm_args a = {};
     a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = at->k, a.v = at->v;
     a.n_rows = at->n_rows, a.n_kv = at->n_kv > 0 ? at->n_kv : 0, a.n_heads = at->n_heads;
     a.n_kv_heads = at->n_kv_heads, a.block_size = at->block_size;
     a.group = at->n_heads / at->n_kv_heads, a.per = per, a.scale = at->scale;
     a.out = at->out, a.lse = at->lse, a.ranges = ranges;
+    if (own) a.own_tables = at->own_tables, a.own_info = at->own_info;
     size_t plane = (size_t)at->n_rows * at->n_heads;
     float *part = (float *)ts_cuda_scratch_get(c, &c->part, (size_t)ranges * plane * (HD + 1) * 4);
     if (!part) return; /* the sticky error says why */
@@ -278,15 +348,17 @@ static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per
                        shm_layout<HD>::floats * sizeof(float), a);
     else
         ts_cuda_shm16_launch(c, a, at->kv_dtype, HD, grid);
-    ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD>, dim3((unsigned)plane), dim3(HD), 0,
-                   a);
+    ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD, E>, dim3((unsigned)plane), dim3(HD),
+                   0, a);
 }
 
-bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
-    if (!c->cascade_mma) return false;
+/* Plans and launches the shared level (own: with each row's own slots, for
+ * attention_cascade); false, queueing nothing, for shapes it does not take. */
+static bool shm_run(ts_cuda *c, const ts_attn_shared *at, bool own) {
+    if (!c->cascade_mma || !ts_kv_dtype_ok(at->kv_dtype)) return false;
     int hd = at->head_dim;
     if ((hd != 64 && hd != 128) || at->n_kv_heads <= 0 || at->n_heads % at->n_kv_heads ||
-        at->block_size <= 0 || at->n_kv_heads > 65535)
+        at->block_size <= 0 || at->n_kv_heads > 65535 || (long)at->n_rows * at->n_heads > INT_MAX)
         return false;
     long M = (long)at->n_rows * (at->n_heads / at->n_kv_heads);
     long mt = (M + SHM_ROWS - 1) / SHM_ROWS;
@@ -302,7 +374,15 @@ bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) {
     long per_tiles = (tiles + ranges - 1) / ranges;
     ranges = tiles ? (tiles + per_tiles - 1) / per_tiles : 1;
     int per = (int)(per_tiles * keys);
-    if (hd == 64) shm_launch<64>(c, at, (int)ranges, per, (int)mt);
-    else shm_launch<128>(c, at, (int)ranges, per, (int)mt);
+    TS_KV_SWITCH(at->kv_dtype, E, if (hd == 64) shm_launch<64, E>(c, at, (int)ranges, per, (int)mt, own);
+                 else shm_launch<128, E>(c, at, (int)ranges, per, (int)mt, own));
     return true;
+}
+
+bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at) { return shm_run(c, at, false); }
+
+bool ts_cuda_attention_cascade(void *ctx, const ts_attn_shared *at) {
+    ts_cuda *c = (ts_cuda *)ctx;
+    if (!ts_cuda_live(c) || !at->own_tables || !at->own_info || at->n_rows < 0) return false;
+    return at->n_rows == 0 || shm_run(c, at, true);
 }

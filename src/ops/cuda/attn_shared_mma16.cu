@@ -64,18 +64,24 @@ template <int HD> struct shm16_layout {
     static constexpr size_t bytes = 2 * 2 * (size_t)SHM16_KEYS * STR * 2;
 };
 
-/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi). */
+/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi).
+ * A thread keeps one 16-byte column of every RS-th row; bs_shift: log2 of
+ * the block size when a power of two (no division per row), else -1. */
 template <int HD, typename E>
-__device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E *vs) {
-    constexpr int CH = HD / 8; /* 16-byte chunks a row */
+__device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E *vs, int bs_shift) {
+    constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
     const E *kp = (const E *)a.k, *vp = (const E *)a.v;
-    for (int i = threadIdx.x; i < SHM16_KEYS * CH; i += SHM_WARPS * 32) {
-        int r = i / CH, c = (i % CH) * 8, t = t0 + r;
+    const int c = (threadIdx.x % CH) * 8, bs = a.block_size;
+#pragma unroll 2
+    for (int r = threadIdx.x / CH; r < SHM16_KEYS; r += RS) {
+        int t = t0 + r;
         bool ok = t < hi;
         size_t off = 0;
-        if (ok)
-            off = (((size_t)a.blocks[t / a.block_size] * a.n_kv_heads + kvh) * a.block_size +
-                   (size_t)(t % a.block_size)) * HD + c;
+        if (ok) {
+            int blk = bs_shift >= 0 ? t >> bs_shift : t / bs;
+            int in = bs_shift >= 0 ? t & (bs - 1) : t % bs;
+            off = (((size_t)a.blocks[blk] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + c;
+        }
         uint32_t dk = (uint32_t)__cvta_generic_to_shared(ks + r * shm16_layout<HD>::STR + c);
         uint32_t dv = (uint32_t)__cvta_generic_to_shared(vs + r * shm16_layout<HD>::STR + c);
         int n = ok ? 16 : 0; /* 0: zero-filled */
@@ -95,9 +101,10 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int kvh = blockIdx.y, gs = a.group, M = a.n_rows * gs;
     const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
     ts_pdl_wait();
     ts_pdl_trigger();
-    if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs);
+    if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs, bs_shift);
     /* this warp's 16 query rows, scaled, as A fragments of two 16-bit parts:
      * qh/ql[kk] = rows g, g + 8, dims kk*16 + 2t (+1) and + 8 */
     uint32_t qh[KK][4], ql[KK][4];
@@ -134,7 +141,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
         const bool more = t0 + SHM16_KEYS < hi;
         if (more) /* the next tile into the other stage (freed by the last sync) */
             shm16_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * SHM16_KEYS * STR,
-                              vs + (buf ^ 1) * SHM16_KEYS * STR);
+                              vs + (buf ^ 1) * SHM16_KEYS * STR, bs_shift);
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
         __syncthreads();
@@ -154,11 +161,15 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
         }
         /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
         float mx[2] = {-INFINITY, -INFINITY};
+        if (!more) /* the last tile: keys past hi out */
+#pragma unroll
+            for (int j = 0; j < KT; j++) {
+                int key = t0 + j * 8 + 2 * t;
+                if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
+                if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
+            }
 #pragma unroll
         for (int j = 0; j < KT; j++) {
-            int key = t0 + j * 8 + 2 * t;
-            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
-            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
             mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
             mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
         }

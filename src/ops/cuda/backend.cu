@@ -198,6 +198,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     /* TS_CUDA_LAYERS=0: left NULL, the forward allocates nothing for it */
     o->decode_layers = c->dec_layers ? ts_cuda_decode_layers : NULL;
     o->attention_shared = ts_cuda_attention_shared;
+    o->attention_cascade = ts_cuda_attention_cascade;
     o->dev_alloc = op_dev_alloc;
     o->dev_free = op_dev_free;
     o->upload = op_upload;
@@ -223,6 +224,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->host_ops.kv_write = host_kv_write;
     c->host_ops.qk_rope_kv = NULL;
     c->host_ops.attention_decode = NULL;
+    c->host_ops.attention_cascade = NULL;
     c->host_ops.decode_layers = NULL;
     c->host_ops.matmul_ex = NULL;
     c->host_ops.sample = NULL; /* host arrays: rope and kv_write above */

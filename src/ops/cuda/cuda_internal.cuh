@@ -165,6 +165,7 @@ bool ts_cuda_attn_init(ts_cuda *c);
  * and returns true when the shape suits (head_dim 64 or 128), else false
  * without doing anything. _init lets its kernel use its shared memory. */
 bool ts_cuda_attn_shared_mma(ts_cuda *c, const ts_attn_shared *at);
+bool ts_cuda_attention_cascade(void *ctx, const ts_attn_shared *at);
 bool ts_cuda_shm_init(ts_cuda *c);
 /* decode_layers: its shared-memory limit and TS_CUDA_LAYERS (decode_layers.cu);
  * before the op table is filled (it decides whether the op is set). */
