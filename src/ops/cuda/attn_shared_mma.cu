@@ -138,25 +138,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
             }
         }
         /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
-        float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int j = 0; j < SHM_KEYS / 8; j++) {
-            int key = t0 + j * 8 + 2 * t;
-            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
-            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-        float corr[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            float mn = fmaxf(mrow[h], mx[h]); /* > -inf: each tile has a valid key */
-            corr[h] = expf(mrow[h] - mn);      /* 0 on the first tile */
-            mrow[h] = mn;
-            lrow[h] *= corr[h];
-        }
+        shm_softmax_step<SHM_KEYS / 8, HD / 8>(s, o, mrow, lrow, true, t0 + 2 * t, hi);
 #pragma unroll
         for (int j = 0; j < SHM_KEYS / 8; j++) {
             float p0 = expf(s[j][0] - mrow[0]), p1 = expf(s[j][1] - mrow[0]);
@@ -164,11 +146,6 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
             lrow[0] += p0 + p1, lrow[1] += p2 + p3;
             *(float2 *)(ps + g * SHM_PSTR + j * 8 + 2 * t) = make_float2(p0, p1);
             *(float2 *)(ps + (g + 8) * SHM_PSTR + j * 8 + 2 * t) = make_float2(p2, p3);
-        }
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            o[n][0] *= corr[0], o[n][1] *= corr[0];
-            o[n][2] *= corr[1], o[n][3] *= corr[1];
         }
         __syncwarp();
         /* O += P V: P (16 x 64) from this warp's shared tile */
@@ -189,27 +166,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
         }
         __syncthreads(); /* both buffers' readers are done before the next load */
     }
-    /* this range's (o / l, lse) per row */
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
-        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
-    }
-    const size_t plane = (size_t)a.n_rows * a.n_heads;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int m = m0 + warp * 16 + g + 8 * h;
-        if (m >= M) continue;
-        size_t w = (size_t)(m / gs) * a.n_heads + (size_t)kvh * gs + m % gs;
-        size_t pi = (size_t)blockIdx.z * plane + w;
-        bool empty = !(lrow[h] > 0.0f);
-        float inv = empty ? 0.0f : 1.0f / lrow[h];
-        float *po = a.p_o + pi * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++)
-            *(float2 *)(po + n * 8 + 2 * t) = make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
-        if (t == 0) a.p_lse[pi] = empty ? -INFINITY : mrow[h] + logf(lrow[h]);
-    }
+    shm_store_partial<HD>(a, o, mrow, lrow, m0 + warp * 16, kvh, g, t);
 }
 
 /* Merges the ranges of (listed row i, head h) = blockIdx.x into out and

@@ -20,24 +20,28 @@
 #include "ops/cuda/attn_shared.cuh"
 #include "ops/cuda/kv_elem.cuh"
 
-/* 16-bit element types: packing two floats and the product instruction. */
+/* c += a b on the tensor cores, m16n8k16, f32 accumulators; T: bf16 or f16 */
+#define SHM16_MMA(T)                                                                    \
+    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,  \
+                                               uint32_t b1) {                            \
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, " \
+                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                            \
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                    \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));     \
+    }
+
+/* 16-bit element types: packing two floats (the first in the low half),
+ * unpacking, and the product instruction. */
 template <typename E> struct shm16_t;
 template <> struct shm16_t<__nv_bfloat16> {
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b); /* .x = a: the low half */
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
         return *(uint32_t *)&h;
     }
     static __device__ __forceinline__ float2 unpack(uint32_t u) {
         return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
     }
-    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,
-                                               uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
+    SHM16_MMA("bf16")
 };
 template <> struct shm16_t<__half> {
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
@@ -47,15 +51,9 @@ template <> struct shm16_t<__half> {
     static __device__ __forceinline__ float2 unpack(uint32_t u) {
         return __half22float2(*(const __half2 *)&u);
     }
-    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,
-                                               uint32_t b1) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, "
-            "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
+    SHM16_MMA("f16")
 };
+#undef SHM16_MMA
 
 /* Shared memory: K and V tiles [2 stages][SHM16_KEYS][HD + 8] elements; the
  * 16-byte pad makes the K fragment loads and V's ldmatrix rows conflict-free. */
@@ -160,29 +158,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
             }
         }
         /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
-        float mx[2] = {-INFINITY, -INFINITY};
-        if (!more) /* the last tile: keys past hi out */
-#pragma unroll
-            for (int j = 0; j < KT; j++) {
-                int key = t0 + j * 8 + 2 * t;
-                if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
-                if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
-            }
-#pragma unroll
-        for (int j = 0; j < KT; j++) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-        float corr[2];
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-            float mn = fmaxf(mrow[h], mx[h]); /* > -inf: each tile has a valid key */
-            corr[h] = expf(mrow[h] - mn);      /* 0 on the first tile */
-            mrow[h] = mn;
-            lrow[h] *= corr[h];
-        }
+        shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, !more, t0 + 2 * t, hi);
         /* P as A fragments of two parts: ph/pl[kk2] = keys kk2*16 + 2t (+1)
          * and + 8 of rows g, g + 8 */
         uint32_t ph[KT / 2][4], pl[KT / 2][4];
@@ -197,11 +173,6 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
                 ph[j / 2][(j & 1) * 2 + h] = hi;
                 pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
             }
-        }
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++) {
-            o[n][0] *= corr[0], o[n][1] *= corr[0];
-            o[n][2] *= corr[1], o[n][3] *= corr[1];
         }
         /* O += P V: B fragments of two 8-dim column tiles a ldmatrix.x4.trans */
 #pragma unroll
@@ -222,27 +193,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
         }
         __syncthreads(); /* both stages' readers are done before the next load */
     }
-    /* this range's (o / l, lse) per row */
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 1);
-        lrow[h] += __shfl_xor_sync(0xffffffffu, lrow[h], 2);
-    }
-    const size_t plane = (size_t)a.n_rows * a.n_heads;
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        int m = blockIdx.x * SHM_ROWS + warp * 16 + g + 8 * h;
-        if (m >= M) continue;
-        size_t w = (size_t)(m / gs) * a.n_heads + (size_t)kvh * gs + m % gs;
-        size_t pi = (size_t)blockIdx.z * plane + w;
-        bool empty = !(lrow[h] > 0.0f);
-        float inv = empty ? 0.0f : 1.0f / lrow[h];
-        float *po = a.p_o + pi * HD;
-#pragma unroll
-        for (int n = 0; n < HD / 8; n++)
-            *(float2 *)(po + n * 8 + 2 * t) = make_float2(o[n][2 * h] * inv, o[n][2 * h + 1] * inv);
-        if (t == 0) a.p_lse[pi] = empty ? -INFINITY : mrow[h] + logf(lrow[h]);
-    }
+    shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
 }
 
 bool ts_cuda_shm16_init(ts_cuda *c) {
