@@ -450,8 +450,8 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
     if (o->qk_rope_kv && !capture) { /* norm, RoPE and the KV write in one op */
         o->qk_rope_kv(o->ctx, f->q, f->k, f->v, c->qk_norm ? L->q_norm : NULL,
                       c->qk_norm ? L->k_norm : NULL, c->rms_eps, f->pos, m->inv_freq,
-                      f->kv->k[l], f->kv->v[l], f->kv->dtype, f->slot, n, c->n_heads, c->n_kv_heads, hd,
-                      f->kv->block_size);
+                      f->kv->k[l], f->kv->v[l], f->kv->dtype, f->slot, n, c->n_heads,
+                      c->n_kv_heads, hd, f->kv->block_size);
         return;
     }
     if (c->qk_norm) { /* RMSNorm over each head's vector */
@@ -518,8 +518,8 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
     }
     if (f->used_cascade) a.lse = f->lse; /* own slots (from kv_start) first */
     if (f->all_decode && f->dec_big) /* one query row a sequence: split KV, no planning */
-        o->attention_decode(o->ctx, f->att, a.lse, f->dec_big, f->q, a.k, a.v, a.kv_dtype, f->ib_d,
-                            f->used_cascade ? f->own_d : f->info_d, n_seqs, c->n_heads,
+        o->attention_decode(o->ctx, f->att, a.lse, f->dec_big, f->q, a.k, a.v, a.kv_dtype,
+                            f->ib_d, f->used_cascade ? f->own_d : f->info_d, n_seqs, c->n_heads,
                             c->n_kv_heads, hd, f->kv->block_size, scale);
     else
         o->attention(o->ctx, &a);
@@ -601,8 +601,8 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
         for (int l = 0; l < c->n_layers; l++) {
             layer_pre(f, l, n, prec);
             o->attention_decode(o->ctx, f->att, NULL, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
-                                f->kv->dtype, f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
-                                f->kv->block_size, scale);
+                                f->kv->dtype, f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads,
+                                c->head_dim, f->kv->block_size, scale);
             layer_post(f, l, n, prec);
         }
         o->add_rmsnorm(o->ctx, f->xb, f->x, f->tmp, m->final_norm, n, c->hidden, c->rms_eps);
@@ -618,11 +618,11 @@ static void decode_step(ts_fwd *f, int n, ts_prec prec) {
             o->matmul_ex(o->ctx, &e);
             o->qk_rope_kv(o->ctx, f->q, f->k, f->v, c->qk_norm ? L->q_norm : NULL,
                           c->qk_norm ? L->k_norm : NULL, c->rms_eps, f->pos, m->inv_freq,
-                          f->kv->k[l], f->kv->v[l], f->kv->dtype, f->slot, n, c->n_heads, c->n_kv_heads,
-                          c->head_dim, f->kv->block_size);
+                          f->kv->k[l], f->kv->v[l], f->kv->dtype, f->slot, n, c->n_heads,
+                          c->n_kv_heads, c->head_dim, f->kv->block_size);
             o->attention_decode(o->ctx, f->att, NULL, f->dec_part, f->q, f->kv->k[l], f->kv->v[l],
-                                f->kv->dtype, f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads, c->head_dim,
-                                f->kv->block_size, scale);
+                                f->kv->dtype, f->ib_d, f->info_d, n, c->n_heads, c->n_kv_heads,
+                                c->head_dim, f->kv->block_size, scale);
             e = (ts_matmul_ex){.y = xs, .x = f->att, .n = n, .w = &L->wo, .bias = bo, .n_w = 1,
                                .accumulate = true, .prec = prec};
             o->matmul_ex(o->ctx, &e);
