@@ -478,25 +478,35 @@ static void layer_pre(ts_fwd *f, int l, int n, ts_prec prec) {
                 c->n_kv_heads, hd, f->kv->block_size);
 }
 
+/* Level i of layer l's cascade as attention_shared's arguments, writing
+ * att2 / lse2 (device tables and rows on a device backend). */
+static ts_attn_shared level_args(const ts_fwd *f, int l, int i, float scale) {
+    const ts_model_config *c = &f->m->cfg;
+    const ts_cascade_level *L = &f->plan.levels[i];
+    return (ts_attn_shared){.out = f->att2, .lse = f->lse2, .q = f->q,
+                            .rows = (f->dev ? f->rows_d : f->plan.rows) + L->row_start,
+                            .n_rows = L->n_rows, .k = f->kv->k[l], .v = f->kv->v[l],
+                            .kv_dtype = f->kv->dtype,
+                            .blocks = f->dev ? f->lvl_blocks[i] : L->blocks, .n_kv = L->n_kv,
+                            .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
+                            .head_dim = c->head_dim, .block_size = f->kv->block_size,
+                            .scale = scale};
+}
+
 /* Own slots a sequence may have for a decode step's cascade to run as one
  * attention_cascade op (which attends them in a block a row and head). */
 #define TS_CASCADE_OWN_MAX 256
 
 /* A decode step whose one cascade level holds every sequence, as one
- * attention_cascade op; false (nothing queued) where it does not apply. */
+ * attention_cascade op straight into att / lse; false (nothing queued)
+ * where it does not apply. */
 static bool cascade_fused(ts_fwd *f, int l, int n_seqs, float scale) {
-    const ts_model_config *c = &f->m->cfg;
     const ts_ops *o = f->ops;
     if (!o->attention_cascade || !f->all_decode || !f->dev || f->plan.n_levels != 1 ||
         f->plan.levels[0].n_rows != n_seqs || f->own_max > TS_CASCADE_OWN_MAX)
         return false;
-    const ts_cascade_level *L = &f->plan.levels[0];
-    ts_attn_shared sh = {.out = f->att, .lse = f->lse, .q = f->q, .rows = f->rows_d + L->row_start,
-                         .n_rows = L->n_rows, .k = f->kv->k[l], .v = f->kv->v[l],
-                         .kv_dtype = f->kv->dtype, .blocks = f->lvl_blocks[0], .n_kv = L->n_kv,
-                         .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                         .head_dim = c->head_dim, .block_size = f->kv->block_size, .scale = scale,
-                         .own_tables = f->ib_d, .own_info = f->own_d};
+    ts_attn_shared sh = level_args(f, l, 0, scale);
+    sh.out = f->att, sh.lse = f->lse, sh.own_tables = f->ib_d, sh.own_info = f->own_d;
     return o->attention_cascade(o->ctx, &sh);
 }
 
@@ -525,20 +535,14 @@ static void layer_attention(ts_fwd *f, int l, int n_seqs) {
         o->attention(o->ctx, &a);
     for (int i = 0; f->used_cascade && i < f->plan.n_levels; i++) {
         /* each shared prefix once for every query row that sees it */
-        const ts_cascade_level *L = &f->plan.levels[i];
-        const int32_t *rows = (f->dev ? f->rows_d : f->plan.rows) + L->row_start;
-        ts_attn_shared sh = {.out = f->att2, .lse = f->lse2, .q = f->q, .rows = rows,
-                             .n_rows = L->n_rows, .k = a.k, .v = a.v, .kv_dtype = a.kv_dtype,
-                             .blocks = f->dev ? f->lvl_blocks[i] : L->blocks,
-                             .n_kv = L->n_kv, .n_heads = c->n_heads,
-                             .n_kv_heads = c->n_kv_heads, .head_dim = hd,
-                             .block_size = f->kv->block_size, .scale = scale};
+        ts_attn_shared sh = level_args(f, l, i, scale);
         o->attention_shared(o->ctx, &sh);
         if (o->attn_merge_rows)
-            o->attn_merge_rows(o->ctx, f->att, f->lse, f->att2, f->lse2, rows, L->n_rows,
+            o->attn_merge_rows(o->ctx, f->att, f->lse, f->att2, f->lse2, sh.rows, sh.n_rows,
                                c->n_heads, hd);
         else
-            ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, rows, L->n_rows, c->n_heads, hd);
+            ts_attn_merge_rows(f->att, f->lse, f->att2, f->lse2, sh.rows, sh.n_rows, c->n_heads,
+                               hd);
     }
     f->times.attention_ms += now_ms() - t_attn;
 }

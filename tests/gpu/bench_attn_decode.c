@@ -24,9 +24,10 @@ int main(void) {
         ts_dtype dt = cj < nc ? TS_DT_F32 : TS_DT_BF16;
         int B = cases[ci].b, ctx = cases[ci].ctx, nbs = (ctx + BS - 1) / BS, nb = B * nbs;
         size_t pool = (size_t)nb * NKV * BS * HD;
-        void *kp = ts_cuda_alloc(g_cu, pool * kv_es(dt)), *vp = ts_cuda_alloc(g_cu, pool * kv_es(dt));
+        size_t pb = pool * ts_kv_elem_bytes(dt);
+        void *kp = ts_cuda_alloc(g_cu, pb), *vp = ts_cuda_alloc(g_cu, pb);
         if (!kp || !vp) die_cuda("pool");
-        ts_cuda_memset(g_cu, kp, 0, pool * kv_es(dt)), ts_cuda_memset(g_cu, vp, 0, pool * kv_es(dt));
+        ts_cuda_memset(g_cu, kp, 0, pb), ts_cuda_memset(g_cu, vp, 0, pb);
         int32_t *perm = xmalloc((size_t)nb * 4), *info = xmalloc((size_t)B * 8);
         for (int i = 0; i < nb; i++) perm[i] = i;
         shuffle(perm, nb);
@@ -50,7 +51,7 @@ int main(void) {
         }
         if (ts_cuda_last_error(g_cu)) die_cuda("attention_decode");
         qsort(t, 9, sizeof t[0], cmpf);
-        double bytes = (double)B * ctx * NKV * HD * kv_es(dt) * 2;
+        double bytes = (double)B * ctx * NKV * HD * ts_kv_elem_bytes(dt) * 2;
         char name[64];
         snprintf(name, sizeof name, "%s batch %d, context %d", kv_name(dt), B, ctx);
         printf("%-28s %10.1f %10.0f %7.0f%%\n", name, t[4], bytes / (t[4] * 1e3),

@@ -119,7 +119,7 @@ static double bench_cascade(ts_dtype dt, const float *q_d, double bw) {
     get(a, o_flat, nq * 4), get(b, o1, nq * 4), get(d, c.o_dec, nq * 4), get(f, o3, nq * 4);
     double agree = rel_err(b, a, nq), agree_dec = rel_err(d, a, nq), agree_f = rel_err(f, a, nq);
     if (agree_f > agree) agree = agree_f;
-    double es = (double)kv_es(dt);
+    double es = (double)ts_kv_elem_bytes(dt);
     double kv_bytes = (double)(P + OWN) * NKV * HD * es * 2; /* one sequence's K+V */
     double prefix_bytes = (double)P * NKV * HD * es * 2;
     float t_best = t_flat < t_dec ? t_flat : t_dec;

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "base/half.h"
+#include "kv/kv.h"
 #include "ops/cpu/cpu_internal.h"
 #include "ops/cuda/cuda.h"
 
@@ -93,9 +94,8 @@ static inline void get(void *host, const void *dev, size_t bytes) {
 }
 static inline void dfree(void *d) { ts_cuda_free(g_cu, d); }
 
-/* KV pool elements: bytes of one, and n floats stored as dt (f32 copied,
- * f16 / bf16 rounded to nearest even) or widened back. */
-static inline size_t kv_es(ts_dtype dt) { return dt == TS_DT_F32 ? 4 : 2; }
+/* KV pool elements (ts_kv_elem_bytes gives their size): n floats stored
+ * as dt (f32 copied, f16 / bf16 rounded to nearest even) or widened back. */
 static inline void kv_encode(void *dst, const float *src, size_t n, ts_dtype dt) {
     uint16_t *h = (uint16_t *)dst;
     for (size_t i = 0; i < n; i++) {
@@ -115,10 +115,10 @@ static inline void kv_decode(float *dst, const void *src, size_t n, ts_dtype dt)
 static inline void *kv_dev_rand(size_t n, ts_dtype dt, float s, void **host) {
     float *f = (float *)xmalloc(n * 4);
     fill(f, n, s);
-    void *h = xmalloc(n * kv_es(dt));
+    void *h = xmalloc(n * ts_kv_elem_bytes(dt));
     kv_encode(h, f, n, dt);
     free(f);
-    void *d = dup_dev(h, n * kv_es(dt));
+    void *d = dup_dev(h, n * ts_kv_elem_bytes(dt));
     if (host) *host = h;
     else free(h);
     return d;

@@ -133,7 +133,8 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm, t
     size_t pool = (size_t)n_blocks * nkv * bs * hd, nq = (size_t)n * nh * hd, nk = (size_t)n * nkv * hd;
     float *q = xmalloc(nq * 4), *k = xmalloc(nk * 4), *v = xmalloc(nk * 4);
     float *kp = xmalloc(pool * 4), *vp = xmalloc(pool * 4), *gq = xmalloc((size_t)hd * 4);
-    void *kp16 = xmalloc(pool * kv_es(dt)), *vp16 = xmalloc(pool * kv_es(dt));
+    size_t pb = pool * ts_kv_elem_bytes(dt); /* a pool's bytes */
+    void *kp16 = xmalloc(pb), *vp16 = xmalloc(pb);
     float *gk = xmalloc((size_t)hd * 4), *inv = xmalloc((size_t)hd / 2 * 4);
     int32_t *pos = xmalloc((size_t)n * 4), *slot = xmalloc((size_t)n_blocks * bs * 4);
     fill(q, nq, 3.0f), fill(k, nk, 3.0f), fill(v, nk, 1.0f), fill(kp, pool, 1.0f), fill(vp, pool, 1.0f);
@@ -144,7 +145,7 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm, t
     for (int i = 0; i < n_blocks * bs; i++) slot[i] = i;
     shuffle(slot, n_blocks * bs); /* the first n: distinct random slots */
     float *q_d = dup_dev(q, nq * 4), *k_d = dup_dev(k, nk * 4), *v_d = dup_dev(v, nk * 4);
-    void *kp_d = dup_dev(kp16, pool * kv_es(dt)), *vp_d = dup_dev(vp16, pool * kv_es(dt));
+    void *kp_d = dup_dev(kp16, pb), *vp_d = dup_dev(vp16, pb);
     float *gq_d = dup_dev(gq, (size_t)hd * 4), *gk_d = dup_dev(gk, (size_t)hd * 4);
     float *inv_d = dup_dev(inv, (size_t)hd / 2 * 4);
     int32_t *pos_d = dup_dev(pos, (size_t)n * 4), *slot_d = dup_dev(slot, (size_t)n * 4);
@@ -159,7 +160,7 @@ static void test_qk_rope_kv(int nh, int nkv, int hd, int bs, int n, bool norm, t
     ts_ref_kv_write(NULL, kp16, vp16, dt, k, v, slot, n, nkv, hd, bs);
     float *q2 = xmalloc(nq * 4), *k2 = xmalloc(nk * 4), *kp2 = xmalloc(pool * 4), *vp2 = xmalloc(pool * 4);
     get(q2, q_d, nq * 4), get(k2, k_d, nk * 4);
-    get(kp, kp_d, pool * kv_es(dt)), get(vp, vp_d, pool * kv_es(dt)); /* raw device pools */
+    get(kp, kp_d, pb), get(vp, vp_d, pb); /* raw device pools */
     kv_decode(kp2, kp, pool, dt), kv_decode(vp2, vp, pool, dt);
     kv_decode(kp, kp16, pool, dt), kv_decode(vp, vp16, pool, dt); /* the reference's */
     double e = rel_err(q2, q, nq);

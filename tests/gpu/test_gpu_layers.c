@@ -75,7 +75,7 @@ static void ref_step(const shape *s, const ts_decode_layers *d, float *part) {
 static void test_layers(shape s) {
     const int qd = s.nh * s.hd, kd = s.nkv * s.hd, steps = 3;
     const int max_kv = s.n_kv + steps, nb_seq = (max_kv + s.bs - 1) / s.bs, n_blocks = nb_seq + 3;
-    size_t pool = (size_t)n_blocks * s.nkv * s.bs * s.hd, es = kv_es(s.dt);
+    size_t pool = (size_t)n_blocks * s.nkv * s.bs * s.hd, es = ts_kv_elem_bytes(s.dt);
     ts_dec_layer *lt = xmalloc((size_t)s.n_layers * sizeof *lt), *lr = xmalloc((size_t)s.n_layers * sizeof *lr);
     for (int l = 0; l < s.n_layers; l++) {
         ts_dec_layer *L = &lt[l];

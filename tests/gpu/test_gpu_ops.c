@@ -168,7 +168,7 @@ static void test_swiglu(void) {
 
 static void test_kv_write(ts_dtype dt) {
     const int hds[2] = {64, 128};
-    size_t es = kv_es(dt);
+    size_t es = ts_kv_elem_bytes(dt);
     for (int k = 0; k < 4; k++) {
         int hd = hds[k & 1], nkv = 1 + rnd_int(8), bs = k < 2 ? 16 : 5, nb = 6 + rnd_int(6);
         int n_slots = nb * bs, n = 1 + rnd_int(n_slots < 40 ? n_slots : 40);
@@ -370,6 +370,31 @@ static void test_attention(int hd, int group, int bs, bool causal, bool with_lse
     pool_free(&pool);
 }
 
+/* Compares the listed rows rows[0..n_rows) of out / lse with ref / lref
+ * ([*][nh * hd], [*][nh]): *e, *el their errors (rel_err, lse_err); returns whether the unlisted rows
+ * rows[n_rows..n_all) are still NaN in out and lse. */
+static int cmp_listed(const float *out, const float *lse, const float *ref, const float *lref,
+                      const int32_t *rows, int n_rows, int n_all, int nh, int hd, double *e,
+                      double *el) {
+    size_t rw = (size_t)nh * hd;
+    float *oa = xmalloc((size_t)n_rows * rw * 4), *ob = xmalloc((size_t)n_rows * rw * 4);
+    float *la = xmalloc((size_t)n_rows * nh * 4), *lb = xmalloc((size_t)n_rows * nh * 4);
+    for (int i = 0; i < n_rows; i++) {
+        memcpy(oa + i * rw, out + rows[i] * rw, rw * 4), memcpy(ob + i * rw, ref + rows[i] * rw, rw * 4);
+        memcpy(la + (size_t)i * nh, lse + (size_t)rows[i] * nh, (size_t)nh * 4);
+        memcpy(lb + (size_t)i * nh, lref + (size_t)rows[i] * nh, (size_t)nh * 4);
+    }
+    *e = rel_err(oa, ob, (size_t)n_rows * rw); /* an all-zero ref needs out exactly 0 */
+    *el = lse_err(la, lb, (size_t)n_rows * nh);
+    int untouched = 1;
+    for (int i = n_rows; i < n_all; i++) {
+        for (size_t c = 0; c < rw; c++) untouched &= isnan(out[rows[i] * rw + c]);
+        for (int c = 0; c < nh; c++) untouched &= isnan(lse[(size_t)rows[i] * nh + c]);
+    }
+    free(oa), free(ob), free(la), free(lb);
+    return untouched;
+}
+
 static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype dt) {
     int nkv = 1 + rnd_int(3), nh = nkv * group, n_tok = 2 + rnd_int(70);
     int n_rows = 1 + rnd_int(n_tok);
@@ -398,33 +423,14 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype 
     get(out, o_d, nqf * 4);
     get(lse, l_d, nl * 4);
     /* listed rows match; unlisted rows are still NaN in both */
-    double e = 0, el = 0;
-    int untouched = 1;
-    float *oa = xmalloc((size_t)n_rows * nh * hd * 4), *ob = xmalloc((size_t)n_rows * nh * hd * 4);
-    float *la = xmalloc((size_t)n_rows * nh * 4), *lb = xmalloc((size_t)n_rows * nh * 4);
-    for (int i = 0; i < n_rows; i++) {
-        memcpy(oa + (size_t)i * nh * hd, out + (size_t)rows[i] * nh * hd, (size_t)nh * hd * 4);
-        memcpy(ob + (size_t)i * nh * hd, ref + (size_t)rows[i] * nh * hd, (size_t)nh * hd * 4);
-        memcpy(la + (size_t)i * nh, lse + (size_t)rows[i] * nh, (size_t)nh * 4);
-        memcpy(lb + (size_t)i * nh, lref + (size_t)rows[i] * nh, (size_t)nh * 4);
-    }
-    e = rel_err(oa, ob, (size_t)n_rows * nh * hd);
-    if (n_kv == 0) { /* rel_err of all-zero ref: out must be exactly 0 */
-        for (size_t i = 0; i < (size_t)n_rows * nh * hd; i++)
-            if (oa[i] != 0) e = INFINITY;
-    }
-    el = lse_err(la, lb, (size_t)n_rows * nh);
-    for (int i = n_rows; i < n_tok; i++) {
-        for (int c = 0; c < nh * hd; c++) untouched &= isnan(out[(size_t)rows[i] * nh * hd + c]);
-        for (int c = 0; c < nh; c++) untouched &= isnan(lse[(size_t)rows[i] * nh + c]);
-    }
+    double e, el;
+    int untouched = cmp_listed(out, lse, ref, lref, rows, n_rows, n_tok, nh, hd, &e, &el);
     note(11, e);
     note(12, el);
     double tol = dt == TS_DT_F32 ? TOL_F32 : TOL_KV16_MMA;
     CHECKF(e < tol && el < tol && untouched,
            "attention_shared %s hd %d group %d bs %d n_kv %d rows %d/%d: rel err %g lse %g "
            "untouched %d", kv_name(dt), hd, group, bs, n_kv, n_rows, n_tok, e, el, untouched);
-    free(oa), free(ob), free(la), free(lb);
     dfree(q_d), dfree(o_d), dfree(l_d), dfree(tab_d), dfree(rows_d);
     free(tab), free(rows), free(q), free(out), free(ref), free(lse), free(lref);
     pool_free(&pool);
@@ -481,19 +487,7 @@ static void test_attention_cascade(int hd, int group, int bs, int n_kv, ts_dtype
     if (took) {
         get(out, o_d, nqf * 4);
         get(lse, l_d, nl * 4);
-        size_t rw = (size_t)nh * hd;
-        float *oa = xmalloc(nqf * 4), *ob = xmalloc(nqf * 4), *la = xmalloc(nl * 4), *lb = xmalloc(nl * 4);
-        for (int i = 0; i < n_rows; i++) {
-            memcpy(oa + i * rw, out + rows[i] * rw, rw * 4), memcpy(ob + i * rw, ref + rows[i] * rw, rw * 4);
-            memcpy(la + i * nh, lse + rows[i] * nh, (size_t)nh * 4);
-            memcpy(lb + i * nh, lref + rows[i] * nh, (size_t)nh * 4);
-        }
-        e = rel_err(oa, ob, (size_t)n_rows * rw), el = lse_err(la, lb, (size_t)n_rows * nh);
-        for (int i = n_rows; i < n_seq; i++) {
-            for (size_t c = 0; c < rw; c++) untouched &= isnan(out[rows[i] * rw + c]);
-            for (int c = 0; c < nh; c++) untouched &= isnan(lse[rows[i] * nh + c]);
-        }
-        free(oa), free(ob), free(la), free(lb);
+        untouched = cmp_listed(out, lse, ref, lref, rows, n_rows, n_seq, nh, hd, &e, &el);
     }
     note(14, e > el ? e : el);
     double tol = dt == TS_DT_F32 ? TOL_F32 : TOL_KV16_MMA;
