@@ -171,101 +171,90 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
 
 /* Merges the ranges of (listed row i, head h) = blockIdx.x into out and
  * lse: a block of HD threads, a dimension each (every thread forms the
- * weights itself from the ranges' lse: a handful of cached loads), so that
- * many loads are in flight (a warp a pair left the SMs nearly idle: 13 us
- * for 8 MB of partial results). With own_info (attention_cascade) the block
- * then attends the row's own slots, SHM_OWN slots at a time (scores a warp a
- * slot into shared memory, then each thread its dimension of P V), in the
- * same running state, so that out holds prefix and own slots merged. E: the
- * pool's elements. */
-#define SHM_OWN 64
+ * weights itself from the ranges' lse), all ranges' loads in flight at once.
+ * With own_info (attention_cascade) the block first attends the row's own
+ * slots, SHM_OWN at a time: their K and V rows copied into shared memory
+ * together (cp.async, one round trip), scores a warp a slot, then each
+ * thread its dimension of P V. The own slots, q and the tables were all
+ * written before the shared-level kernel's wait (which it passes before it
+ * triggers this one), so that part runs before this kernel's wait, beside
+ * the shared level, reading through L2 only; the ranges come after it, in
+ * the same running state. E: the pool's elements. */
+#define SHM_OWN 32
 template <int HD, typename E>
 __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
+    constexpr int NW = HD / 32, CH = HD * (int)sizeof(E) / 16; /* 16-byte pieces a row */
+    __shared__ __align__(16) E ks[SHM_OWN * HD], vs[SHM_OWN * HD];
     __shared__ float sc[SHM_OWN];
-    __shared__ size_t so[SHM_OWN];
-    ts_pdl_wait();
-    ts_pdl_trigger();
-    constexpr int NW = HD / 32;
     const size_t w = blockIdx.x, plane = (size_t)a.n_rows * a.n_heads;
     const int c = threadIdx.x, lane = c & 31, warp = c >> 5;
     size_t i = w / a.n_heads, h = w % a.n_heads, rq = (size_t)a.rows[i];
     size_t row = rq * a.n_heads + h;
     /* running state relative to mx: out = acc / den, lse = mx + log(den) */
     float mx = -INFINITY, den = 0.0f, acc = 0.0f;
-    for (int r = 0; r < a.ranges; r++) mx = fmaxf(mx, a.p_lse[r * plane + w]);
-    const float *po = a.p_o + w * HD + c;
-    int r = 0;
-    for (; mx > -INFINITY && r + 4 <= a.ranges; r += 4) { /* four ranges' loads in flight */
-        float l[4], v[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) l[u] = a.p_lse[(r + u) * plane + w], v[u] = po[(r + u) * plane * HD];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            float e = l[u] == -INFINITY ? 0.0f : expf(l[u] - mx);
-            den += e, acc = fmaf(e, v[u], acc);
-        }
-    }
-    for (; mx > -INFINITY && r < a.ranges; r++) {
-        float l = a.p_lse[r * plane + w];
-        float e = l == -INFINITY ? 0.0f : expf(l - mx);
-        den += e, acc = fmaf(e, po[r * plane * HD], acc);
-    }
     if (a.own_info) {
         const int n_own = a.own_info[2 * rq + 1], kvh = (int)h / a.group, bs = a.block_size;
         const int32_t *tab = a.own_tables + a.own_info[2 * rq];
-        const E *kp = (const E *)a.k, *vp = (const E *)a.v;
         float qv[NW];
 #pragma unroll
-        for (int k = 0; k < NW; k++) qv[k] = a.q[row * HD + lane + 32 * k] * a.scale;
+        for (int k = 0; k < NW; k++) qv[k] = __ldcg(a.q + row * HD + lane + 32 * k) * a.scale;
         for (int t0 = 0; t0 < n_own; t0 += SHM_OWN) {
             const int nt = min(SHM_OWN, n_own - t0);
-            /* scores: warp w takes slots w, w + NW, ..., four at a time (their
-             * loads in flight together: one after another, each waited for
-             * its L2 round trip) */
-            for (int tb = warp; tb < nt; tb += 4 * NW) {
-                float d[4];
-                size_t base[4];
+            for (int p = c; p < nt * CH; p += HD) { /* slot p / CH, piece p % CH */
+                int s = t0 + p / CH, e = (p % CH) * (16 / (int)sizeof(E));
+                size_t off = (((size_t)tab[s / bs] * a.n_kv_heads + kvh) * bs + (size_t)(s % bs)) * HD + e;
+                uint32_t dk = (uint32_t)__cvta_generic_to_shared(ks + (p / CH) * HD + e);
+                uint32_t dv = (uint32_t)__cvta_generic_to_shared(vs + (p / CH) * HD + e);
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dk), "l"((const E *)a.k + off));
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dv), "l"((const E *)a.v + off));
+            }
+            asm volatile("cp.async.commit_group;");
+            asm volatile("cp.async.wait_group 0;");
+            __syncthreads();
+            for (int t = warp; t < nt; t += NW) { /* scores: a warp a slot */
+                float d = 0.0f;
 #pragma unroll
-                for (int u = 0; u < 4; u++) {
-                    int t = tb + u * NW, s = t0 + t;
-                    d[u] = 0.0f, base[u] = 0;
-                    if (t < nt) {
-                        base[u] = (((size_t)tab[s / bs] * a.n_kv_heads + kvh) * bs + (size_t)(s % bs)) * HD;
+                for (int k = 0; k < NW; k++) d = fmaf(qv[k], ts_kvf(ks[t * HD + lane + 32 * k]), d);
 #pragma unroll
-                        for (int k = 0; k < NW; k++)
-                            d[u] = fmaf(qv[k], ts_kvf(kp[base[u] + lane + 32 * k]), d[u]);
-                    }
-                }
-#pragma unroll
-                for (int off = 16; off > 0; off >>= 1)
-#pragma unroll
-                    for (int u = 0; u < 4; u++) d[u] += __shfl_xor_sync(0xffffffffu, d[u], off);
-                if (lane == 0)
-#pragma unroll
-                    for (int u = 0; u < 4; u++)
-                        if (tb + u * NW < nt) sc[tb + u * NW] = d[u], so[tb + u * NW] = base[u];
+                for (int off = 16; off > 0; off >>= 1) d += __shfl_xor_sync(0xffffffffu, d, off);
+                if (lane == 0) sc[t] = d;
             }
             __syncthreads();
             float cm = -INFINITY;
             for (int t = 0; t < nt; t++) cm = fmaxf(cm, sc[t]);
             float mn = fmaxf(mx, cm), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
             den *= corr, acc *= corr, mx = mn;
-            int t = 0;
-            for (; t + 8 <= nt; t += 8) { /* P V: eight slots' loads in flight */
-                float v[8];
-#pragma unroll
-                for (int u = 0; u < 8; u++) v[u] = ts_kvf(vp[so[t + u] + c]);
-#pragma unroll
-                for (int u = 0; u < 8; u++) {
-                    float p = expf(sc[t + u] - mn);
-                    den += p, acc = fmaf(p, v[u], acc);
-                }
-            }
-            for (; t < nt; t++) {
+            for (int t = 0; t < nt; t++) {
                 float p = expf(sc[t] - mn);
-                den += p, acc = fmaf(p, ts_kvf(vp[so[t] + c]), acc);
+                den += p, acc = fmaf(p, ts_kvf(vs[t * HD + c]), acc);
             }
-            __syncthreads(); /* sc, so reused by the next chunk */
+            __syncthreads(); /* ks, vs, sc reused by the next chunk */
+        }
+    }
+    ts_pdl_wait();
+    ts_pdl_trigger();
+    /* the ranges: their lse (the same for every thread) and this dimension */
+    float mr = -INFINITY;
+    for (int r = 0; r < a.ranges; r++) mr = fmaxf(mr, a.p_lse[r * plane + w]);
+    if (mr > -INFINITY) {
+        float mn = fmaxf(mx, mr), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
+        den *= corr, acc *= corr, mx = mn;
+        const float *po = a.p_o + w * HD + c;
+        int r = 0;
+        for (; r + 8 <= a.ranges; r += 8) { /* eight ranges' loads in flight */
+            float l[8], v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) l[u] = a.p_lse[(r + u) * plane + w], v[u] = po[(r + u) * plane * HD];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                float e = l[u] == -INFINITY ? 0.0f : expf(l[u] - mx);
+                den += e, acc = fmaf(e, v[u], acc);
+            }
+        }
+        for (; r < a.ranges; r++) {
+            float l = a.p_lse[r * plane + w];
+            float e = l == -INFINITY ? 0.0f : expf(l - mx);
+            den += e, acc = fmaf(e, po[r * plane * HD], acc);
         }
     }
     float *out = a.out + row * HD;

@@ -10,11 +10,13 @@
  *     (hi = q rounded, lo = the rest rounded: q to ~2^-17), two products;
  *     the parts stay in registers for the whole range;
  *   online softmax on S in f32 (expf), as the other kernels;
- *   O += P V: P in two 16-bit parts as q (one part alone, rounded to bf16,
- *     left ~1.5e-3 relative error in the output); V's fragments come from
+ *   O += P V: P in two 16-bit parts as q; V's fragments come from
  *     ldmatrix.trans.
  * So only the dropped lo*K and lo*V remainders (~2^-17 relative) separate
- * the result from an f32 computation over the same K/V. head_dim 64 or 128. */
+ * the result from an f32 computation over the same K/V. With PARTS = 1 q
+ * and P enter as one 16-bit part each, as FlashAttention computes over a
+ * 16-bit cache: half the products, ~2e-3 relative error in the output (the
+ * order of the pool's own rounding of K and V). head_dim 64 or 128. */
 #include <math.h>
 
 #include "ops/cuda/attn_shared.cuh"
@@ -34,6 +36,7 @@
  * unpacking, and the product instruction. */
 template <typename E> struct shm16_t;
 template <> struct shm16_t<__nv_bfloat16> {
+    static constexpr ts_dtype dt = TS_DT_BF16;
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
         __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
         return *(uint32_t *)&h;
@@ -44,6 +47,7 @@ template <> struct shm16_t<__nv_bfloat16> {
     SHM16_MMA("bf16")
 };
 template <> struct shm16_t<__half> {
+    static constexpr ts_dtype dt = TS_DT_F16;
     static __device__ __forceinline__ uint32_t pack(float a, float b) {
         __half2 h = __floats2half2_rn(a, b);
         return *(uint32_t *)&h;
@@ -89,8 +93,11 @@ __device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E 
     asm volatile("cp.async.commit_group;");
 }
 
-/* Grid (M tiles, KV heads, ranges); 128 threads. */
-template <int HD, typename E>
+/* Grid (M tiles, KV heads, ranges); 128 threads; PARTS: 16-bit parts of q
+ * and P (1 or 2). It triggers the next kernel only after its own wait, so
+ * that kernel may read (through L2) what the kernels before this one
+ * wrote. */
+template <int HD, typename E, int PARTS>
 __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     typedef shm16_t<E> T16;
     constexpr int STR = shm16_layout<HD>::STR, KT = SHM16_KEYS / 8, KK = HD / 16;
@@ -124,8 +131,10 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
                              : make_float2(0.0f, 0.0f);
                 x.x *= a.scale, x.y *= a.scale;
                 qh[kk][r] = T16::pack(x.x, x.y);
-                float2 h = T16::unpack(qh[kk][r]);
-                ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
+                if (PARTS == 2) {
+                    float2 h = T16::unpack(qh[kk][r]);
+                    ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
+                }
             }
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
@@ -153,7 +162,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
 #pragma unroll
             for (int kk = 0; kk < KK; kk++) {
                 uint32_t b0 = *(const uint32_t *)(kr + kk * 16), b1 = *(const uint32_t *)(kr + kk * 16 + 8);
-                T16::mma(s[j], ql[kk], b0, b1);
+                if (PARTS == 2) T16::mma(s[j], ql[kk], b0, b1);
                 T16::mma(s[j], qh[kk], b0, b1);
             }
         }
@@ -169,9 +178,11 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
                 float p0 = expf(s[j][2 * h] - mrow[h]), p1 = expf(s[j][2 * h + 1] - mrow[h]);
                 lrow[h] += p0 + p1;
                 uint32_t hi = T16::pack(p0, p1);
-                float2 f = T16::unpack(hi);
                 ph[j / 2][(j & 1) * 2 + h] = hi;
-                pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
+                if (PARTS == 2) {
+                    float2 f = T16::unpack(hi);
+                    pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
+                }
             }
         }
         /* O += P V: B fragments of two 8-dim column tiles a ldmatrix.x4.trans */
@@ -185,8 +196,10 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
                 asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
                              : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
                              : "r"(addr));
-                T16::mma(o[n], pl[kk], b0, b1);
-                T16::mma(o[n + 1], pl[kk], b2, b3);
+                if (PARTS == 2) {
+                    T16::mma(o[n], pl[kk], b0, b1);
+                    T16::mma(o[n + 1], pl[kk], b2, b3);
+                }
                 T16::mma(o[n], ph[kk], b0, b1);
                 T16::mma(o[n + 1], ph[kk], b2, b3);
             }
@@ -196,25 +209,26 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
 }
 
+/* The instances: head_dim x element type x parts. */
+#define SHM16_EACH(X)                                                                          \
+    X(64, __half, 1) X(128, __half, 1) X(64, __nv_bfloat16, 1) X(128, __nv_bfloat16, 1)         \
+    X(64, __half, 2) X(128, __half, 2) X(64, __nv_bfloat16, 2) X(128, __nv_bfloat16, 2)
+
 bool ts_cuda_shm16_init(ts_cuda *c) {
-#define SET(HD, E)                                                                          \
-    TS_CU(c, cudaFuncSetAttribute(shm16_kernel<HD, E>, cudaFuncAttributeMaxDynamicSharedMemorySize, \
-                                  (int)shm16_layout<HD>::bytes))
-    return SET(64, __half) && SET(128, __half) && SET(64, __nv_bfloat16) &&
-           SET(128, __nv_bfloat16);
+#define SET(HD, E, P)                                                                       \
+    &&TS_CU(c, cudaFuncSetAttribute(shm16_kernel<HD, E, P>,                                   \
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
+                                    (int)shm16_layout<HD>::bytes))
+    return true SHM16_EACH(SET);
 #undef SET
 }
 
 void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
-    dim3 block(SHM_WARPS * 32);
-#define GO(HD, E)                                                                           \
-    ts_cuda_launch(c, "shm16_kernel", shm16_kernel<HD, E>, grid, block, shm16_layout<HD>::bytes, a)
-    if (dt == TS_DT_F16) {
-        if (hd == 64) GO(64, __half);
-        else GO(128, __half);
-    } else {
-        if (hd == 64) GO(64, __nv_bfloat16);
-        else GO(128, __nv_bfloat16);
-    }
+    const int parts = c->shm16_parts == 1 ? 1 : 2;
+#define GO(HD, E, P)                                                                         \
+    if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
+        return (void)ts_cuda_launch(c, "shm16_kernel", shm16_kernel<HD, E, P>, grid,           \
+                                    dim3(SHM_WARPS * 32), shm16_layout<HD>::bytes, a);
+    SHM16_EACH(GO)
 #undef GO
 }

@@ -218,6 +218,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->wmv_rw1 = rw && !strcmp(rw, "2") ? 2 : 1;
     const char *mma = getenv("TS_CASCADE_MMA");
     c->cascade_mma = !(mma && !strcmp(mma, "0"));
+    const char *parts = getenv("TS_CASCADE_PARTS");
+    c->shm16_parts = parts && !strcmp(parts, "1") ? 1 : 2;
     c->meta.cache = true; /* attention items: read-only on the device */
     c->host_ops = *o;
     c->host_ops.rope = host_rope;

@@ -50,6 +50,8 @@ struct ts_cuda {
     bool pdl;               /* launch with programmatic dependence (TS_CUDA_PDL=0: off) */
     int wmv_rw1;            /* weight rows per warp of 1-2 token products (TS_WMV_RW: 1 or 2) */
     bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
+    int shm16_parts;        /* its 16-bit KV kernel: q and P in 1 or 2 16-bit parts
+                               (TS_CASCADE_PARTS) */
     int dec_layers;         /* decode_layers: 1 on (default), 0 off, 2 on without its KV
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
