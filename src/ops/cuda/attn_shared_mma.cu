@@ -171,8 +171,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
 
 /* Merges the ranges of (listed row i, head h) = blockIdx.x into out and
  * lse: a block of HD threads, a dimension each (every thread forms the
- * weights itself from the ranges' lse), all ranges' loads in flight at once.
- * With own_info (attention_cascade) the block first attends the row's own
+ * weights itself from the ranges' lse), eight ranges' loads in flight at a
+ * time. With own_info (attention_cascade) the block first attends the row's own
  * slots, SHM_OWN at a time: their K and V rows copied into shared memory
  * together (cp.async, one round trip), scores a warp a slot, then each
  * thread its dimension of P V. The own slots, q and the tables were all
