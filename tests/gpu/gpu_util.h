@@ -46,6 +46,15 @@ static inline void *xmalloc(size_t n) {
     return p;
 }
 
+/* The error bound of the 16-bit KV shared level (attention_shared,
+ * attention_cascade): q and the probabilities go to the tensor cores as two
+ * 16-bit parts each (~2^-17 relative left), or with TS_CASCADE_PARTS=1 as
+ * one (16-bit operands: the bf16 bound, 1e-2). */
+static inline double tol_kv16_mma(void) {
+    const char *p = getenv("TS_CASCADE_PARTS");
+    return p && !strcmp(p, "1") ? 1e-2 : 1e-4;
+}
+
 static ts_cuda *g_cu;
 
 static inline void die_cuda(const char *where) {

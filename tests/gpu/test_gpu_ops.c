@@ -3,7 +3,8 @@
  * GQA ratios 1, 2, 3 and 8, head_dim 64 and 128, odd widths. Error is
  * ||out - ref|| / ||ref||: f32 arithmetic must stay under 1e-5, bf16
  * operands under 1e-2 (also checked against the unrounded f64 product),
- * attention_shared's tensor-core path on 16-bit KV under tol_kv16_mma();
+ * attention_shared's tensor-core path on 16-bit KV under tol_kv16_mma()
+ * (gpu_util.h);
  * K/V pools are f32, f16 and bf16 (the reference reads the same bits);
  * NaN never passes. Device outputs are poisoned (NaN) before each run, and
  * rows an op must not touch are checked to still be poisoned. Needs a GPU:
@@ -15,13 +16,6 @@
 
 #define TOL_F32 1e-5
 #define TOL_BF16 1e-2
-/* attention_shared on f16 / bf16 KV: the tensor cores take q and the
- * probabilities as two 16-bit parts each (~2^-17 relative left), or with
- * TS_CASCADE_PARTS=1 as one (16-bit operands: the bf16 bound) */
-static double tol_kv16_mma(void) {
-    const char *p = getenv("TS_CASCADE_PARTS");
-    return p && !strcmp(p, "1") ? TOL_BF16 : 1e-4;
-}
 
 static double worst[16];
 static const char *worst_name[16] = {"embed", "rmsnorm", "add_rmsnorm", "rope", "swiglu",
