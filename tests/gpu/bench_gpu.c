@@ -20,29 +20,14 @@ static int cmpf(const void *a, const void *b) {
 
 typedef void (*bench_fn)(void *arg);
 
-/* Median milliseconds of `reps` timed runs of fn (each timed alone). */
-static float time_ms(bench_fn fn, void *arg, int reps) {
+/* Median milliseconds a call of fn takes over `reps` timed samples of
+ * `per` calls back to back (per = 1: each call alone; more: as a decode
+ * step's kernels run, launch gaps hidden). */
+static float time_calls(bench_fn fn, void *arg, int reps, int per) {
     for (int i = 0; i < 3; i++) fn(arg);
     float t[64];
     if (reps > 64) reps = 64;
     for (int i = 0; i < reps; i++) {
-        ts_cuda_event *a = ts_cuda_event_record(g_cu);
-        fn(arg);
-        ts_cuda_event *b = ts_cuda_event_record(g_cu);
-        t[i] = ts_cuda_event_ms(g_cu, a, b);
-        ts_cuda_event_free(a), ts_cuda_event_free(b);
-    }
-    if (ts_cuda_last_error(g_cu)) die_cuda("timed run");
-    qsort(t, (size_t)reps, sizeof t[0], cmpf);
-    return t[reps / 2];
-}
-
-/* Median milliseconds a call of fn takes when `per` calls run back to back
- * (as a decode step's kernels do: launch gaps hidden), over 9 samples. */
-static float time_ms_stream(bench_fn fn, void *arg, int per) {
-    for (int i = 0; i < 3; i++) fn(arg);
-    float t[9];
-    for (int i = 0; i < 9; i++) {
         ts_cuda_event *a = ts_cuda_event_record(g_cu);
         for (int j = 0; j < per; j++) fn(arg);
         ts_cuda_event *b = ts_cuda_event_record(g_cu);
@@ -50,9 +35,10 @@ static float time_ms_stream(bench_fn fn, void *arg, int per) {
         ts_cuda_event_free(a), ts_cuda_event_free(b);
     }
     if (ts_cuda_last_error(g_cu)) die_cuda("timed run");
-    qsort(t, 9, sizeof t[0], cmpf);
-    return t[4];
+    qsort(t, (size_t)reps, sizeof t[0], cmpf);
+    return t[reps / 2];
 }
+static float time_ms(bench_fn fn, void *arg, int reps) { return time_calls(fn, arg, reps, 1); }
 
 /* ---- cascade vs flat ---- */
 
@@ -131,7 +117,7 @@ static double bench_cascade(ts_dtype dt, const float *q_d, double bw) {
     float t_flat = time_ms(run_flat, &c, 30);
     float t_dec = time_ms(run_flat_dec, &c, 30);
     float t_shared = time_ms(run_shared, &c, 30);
-    float s_fused = time_ms_stream(run_fused, &c, 20), s_dec = time_ms_stream(run_flat_dec, &c, 5);
+    float s_fused = time_calls(run_fused, &c, 9, 20), s_dec = time_calls(run_flat_dec, &c, 9, 5);
     float t_casc = time_ms(run_cascade, &c, 30); /* last: o1 holds the merged result */
     float *a = xmalloc(nq * 4), *b = xmalloc(nq * 4), *d = xmalloc(nq * 4), *f = xmalloc(nq * 4);
     get(a, o_flat, nq * 4), get(b, o1, nq * 4), get(d, c.o_dec, nq * 4), get(f, o3, nq * 4);

@@ -181,6 +181,14 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
  * the shared level, reading through L2 only; the ranges come after it, in
  * the same running state. E: the pool's elements. */
 #define SHM_OWN 32
+
+/* Raises a running softmax state (out = acc / den relative to max mx) to
+ * the maximum of mx and m, rescaling den and acc. */
+__device__ __forceinline__ void shm_raise(float m, float &mx, float &den, float &acc) {
+    float mn = fmaxf(mx, m), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
+    den *= corr, acc *= corr, mx = mn;
+}
+
 template <int HD, typename E>
 __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
     constexpr int NW = HD / 32, CH = HD * (int)sizeof(E) / 16; /* 16-byte pieces a row */
@@ -203,10 +211,8 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
             for (int p = c; p < nt * CH; p += HD) { /* slot p / CH, piece p % CH */
                 int s = t0 + p / CH, e = (p % CH) * (16 / (int)sizeof(E));
                 size_t off = (((size_t)tab[s / bs] * a.n_kv_heads + kvh) * bs + (size_t)(s % bs)) * HD + e;
-                uint32_t dk = (uint32_t)__cvta_generic_to_shared(ks + (p / CH) * HD + e);
-                uint32_t dv = (uint32_t)__cvta_generic_to_shared(vs + (p / CH) * HD + e);
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dk), "l"((const E *)a.k + off));
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dv), "l"((const E *)a.v + off));
+                shm_cp16((float *)(ks + (p / CH) * HD + e), (const float *)((const E *)a.k + off), true);
+                shm_cp16((float *)(vs + (p / CH) * HD + e), (const float *)((const E *)a.v + off), true);
             }
             asm volatile("cp.async.commit_group;");
             asm volatile("cp.async.wait_group 0;");
@@ -222,10 +228,9 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
             __syncthreads();
             float cm = -INFINITY;
             for (int t = 0; t < nt; t++) cm = fmaxf(cm, sc[t]);
-            float mn = fmaxf(mx, cm), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
-            den *= corr, acc *= corr, mx = mn;
+            shm_raise(cm, mx, den, acc);
             for (int t = 0; t < nt; t++) {
-                float p = expf(sc[t] - mn);
+                float p = expf(sc[t] - mx);
                 den += p, acc = fmaf(p, ts_kvf(vs[t * HD + c]), acc);
             }
             __syncthreads(); /* ks, vs, sc reused by the next chunk */
@@ -237,8 +242,7 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
     float mr = -INFINITY;
     for (int r = 0; r < a.ranges; r++) mr = fmaxf(mr, a.p_lse[r * plane + w]);
     if (mr > -INFINITY) {
-        float mn = fmaxf(mx, mr), corr = mx == -INFINITY ? 0.0f : expf(mx - mn);
-        den *= corr, acc *= corr, mx = mn;
+        shm_raise(mr, mx, den, acc);
         const float *po = a.p_o + w * HD + c;
         int r = 0;
         for (; r + 8 <= a.ranges; r += 8) { /* eight ranges' loads in flight */
