@@ -170,9 +170,9 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
 }
 
 /* Merges the ranges of (listed row i, head h) = blockIdx.x into out and
- * lse: a block of HD threads, a dimension each (every thread forms the
- * weights itself from the ranges' lse), eight ranges' loads in flight at a
- * time. With own_info (attention_cascade) the block first attends the row's own
+ * lse: a block of HD threads, a dimension each; SHM_MR ranges at a time,
+ * each warp's lanes loading their lse and every thread its dimension of the
+ * SHM_MR partials, all at once (one L2 round trip for them). With own_info (attention_cascade) the block first attends the row's own
  * slots, SHM_OWN at a time: their K and V rows copied into shared memory
  * together (cp.async, one round trip), scores a warp a slot, then each
  * thread its dimension of P V. The own slots, q and the tables were all
@@ -181,6 +181,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
  * the shared level, reading through L2 only; the ranges come after it, in
  * the same running state. E: the pool's elements. */
 #define SHM_OWN 32
+#define SHM_MR 16 /* ranges merged at a time (<= 32) */
 
 /* Raises a running softmax state (out = acc / den relative to max mx) to
  * the maximum of mx and m, rescaling den and acc. */
@@ -238,28 +239,25 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
     }
     ts_pdl_wait();
     ts_pdl_trigger();
-    /* the ranges: their lse (the same for every thread) and this dimension */
-    float mr = -INFINITY;
-    for (int r = 0; r < a.ranges; r++) mr = fmaxf(mr, a.p_lse[r * plane + w]);
-    if (mr > -INFINITY) {
-        shm_raise(mr, mx, den, acc);
-        const float *po = a.p_o + w * HD + c;
-        int r = 0;
-        for (; r + 8 <= a.ranges; r += 8) { /* eight ranges' loads in flight */
-            float l[8], v[8];
+    /* the ranges, SHM_MR at a time: lane r loads range r's lse, every
+     * thread loads its dimension of the SHM_MR partials at once (none waits
+     * on another), then the weights go round by shuffles */
+    const float *po = a.p_o + w * HD + c;
+    for (int r0 = 0; r0 < a.ranges; r0 += SHM_MR) {
+        const int nr = min(SHM_MR, a.ranges - r0);
+        float l = lane < nr ? a.p_lse[(size_t)(r0 + lane) * plane + w] : -INFINITY, v[SHM_MR];
 #pragma unroll
-            for (int u = 0; u < 8; u++) l[u] = a.p_lse[(r + u) * plane + w], v[u] = po[(r + u) * plane * HD];
+        for (int u = 0; u < SHM_MR; u++) v[u] = u < nr ? po[(size_t)(r0 + u) * plane * HD] : 0.0f;
+        float m = l;
 #pragma unroll
-            for (int u = 0; u < 8; u++) {
-                float e = l[u] == -INFINITY ? 0.0f : expf(l[u] - mx);
-                den += e, acc = fmaf(e, v[u], acc);
-            }
-        }
-        for (; r < a.ranges; r++) {
-            float l = a.p_lse[r * plane + w];
-            float e = l == -INFINITY ? 0.0f : expf(l - mx);
-            den += e, acc = fmaf(e, po[r * plane * HD], acc);
-        }
+        for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+        shm_raise(m, mx, den, acc);
+        float e = l == -INFINITY ? 0.0f : expf(l - mx), es = e;
+#pragma unroll
+        for (int off = 16; off > 0; off >>= 1) es += __shfl_xor_sync(0xffffffffu, es, off);
+        den += es;
+#pragma unroll
+        for (int u = 0; u < SHM_MR; u++) acc = fmaf(__shfl_sync(0xffffffffu, e, u), v[u], acc);
     }
     float *out = a.out + row * HD;
     if (mx == -INFINITY) { /* nothing seen: the merge's neutral state */

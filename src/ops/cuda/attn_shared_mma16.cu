@@ -66,14 +66,37 @@ template <int HD> struct shm16_layout {
     static constexpr size_t bytes = 2 * 2 * (size_t)SHM16_KEYS * STR * 2;
 };
 
-/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi).
+/* Block ids a tile spans at most (block size 1), rounded up; the kernel
+ * keeps two tiles' ids in shared memory (bt[2][SHM16_BT]). */
+#define SHM16_BT (SHM16_KEYS + 8)
+
+/* The first block and the number of blocks of keys [t0, min(t0 + SHM16_KEYS, hi)). */
+__device__ __forceinline__ void shm16_span(int t0, int hi, int bs, int bs_shift, int &first, int &n) {
+    int last = min(t0 + SHM16_KEYS, hi) - 1;
+    first = bs_shift >= 0 ? t0 >> bs_shift : t0 / bs;
+    n = t0 < hi ? (bs_shift >= 0 ? last >> bs_shift : last / bs) - first + 1 : 0;
+}
+
+/* This thread's entry of the block ids of the tile at t0 (0 past the tile's
+ * blocks), loaded from global memory; the kernel stores it into shared
+ * memory a tile later, so the load's latency hides behind that tile. */
+__device__ __forceinline__ int32_t shm16_get(const shm_args &a, int t0, int hi, int bs_shift) {
+    int first, n;
+    shm16_span(t0, hi, a.block_size, bs_shift, first, n);
+    return (int)threadIdx.x < n ? a.blocks[first + threadIdx.x] : 0;
+}
+
+/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi);
+ * bt: the tile's block ids (from its first block on), in shared memory.
  * A thread keeps one 16-byte column of every RS-th row; bs_shift: log2 of
  * the block size when a power of two (no division per row), else -1. */
 template <int HD, typename E>
-__device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E *vs, int bs_shift) {
+__device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E *vs,
+                           const int32_t *bt, int bs_shift) {
     constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
     const E *kp = (const E *)a.k, *vp = (const E *)a.v;
     const int c = (threadIdx.x % CH) * 8, bs = a.block_size;
+    const int first = bs_shift >= 0 ? t0 >> bs_shift : t0 / bs;
 #pragma unroll 2
     for (int r = threadIdx.x / CH; r < SHM16_KEYS; r += RS) {
         int t = t0 + r;
@@ -82,7 +105,7 @@ __device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E 
         if (ok) {
             int blk = bs_shift >= 0 ? t >> bs_shift : t / bs;
             int in = bs_shift >= 0 ? t & (bs - 1) : t % bs;
-            off = (((size_t)a.blocks[blk] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + c;
+            off = (((size_t)bt[blk - first] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + c;
         }
         uint32_t dk = (uint32_t)__cvta_generic_to_shared(ks + r * shm16_layout<HD>::STR + c);
         uint32_t dv = (uint32_t)__cvta_generic_to_shared(vs + r * shm16_layout<HD>::STR + c);
@@ -96,7 +119,13 @@ __device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E 
 /* Grid (M tiles, KV heads, ranges); 128 threads; PARTS: 16-bit parts of q
  * and P (1 or 2). It triggers the next kernel only after its own wait, so
  * that kernel may read (through L2) what the kernels before this one
- * wrote. */
+ * wrote.
+ * Before its own wait it reads only the block table and the row list: the
+ * host uploads them (a copy, which every later kernel in the stream starts
+ * after), and no kernel writes them. So the first two tiles' block ids and
+ * the q rows' addresses are ready when the wait returns; each later tile's
+ * ids are loaded two tiles ahead and stored at the end of the tile between,
+ * so no cp.async waits on a block-table load. */
 template <int HD, typename E, int PARTS>
 __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     typedef shm16_t<E> T16;
@@ -107,9 +136,11 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     const int kvh = blockIdx.y, gs = a.group, M = a.n_rows * gs;
     const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
     const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
-    ts_pdl_wait();
-    ts_pdl_trigger();
-    if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs, bs_shift);
+    __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
+    if (threadIdx.x < SHM16_BT) {
+        bt[0][threadIdx.x] = shm16_get(a, lo, hi, bs_shift);
+        bt[1][threadIdx.x] = shm16_get(a, lo + SHM16_KEYS, hi, bs_shift);
+    }
     /* this warp's 16 query rows, scaled, as A fragments of two 16-bit parts:
      * qh/ql[kk] = rows g, g + 8, dims kk*16 + 2t (+1) and + 8 */
     uint32_t qh[KK][4], ql[KK][4];
@@ -122,6 +153,10 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
             if (m < M)
                 qr[h] = a.q + ((size_t)a.rows[m / gs] * a.n_heads + (size_t)kvh * gs + m % gs) * HD;
         }
+        __syncthreads(); /* bt */
+        ts_pdl_wait();
+        ts_pdl_trigger();
+        if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
 #pragma unroll
         for (int kk = 0; kk < KK; kk++)
 #pragma unroll
@@ -148,7 +183,9 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
         const bool more = t0 + SHM16_KEYS < hi;
         if (more) /* the next tile into the other stage (freed by the last sync) */
             shm16_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * SHM16_KEYS * STR,
-                              vs + (buf ^ 1) * SHM16_KEYS * STR, bs_shift);
+                              vs + (buf ^ 1) * SHM16_KEYS * STR, bt[buf ^ 1], bs_shift);
+        /* the ids of the tile after next, stored in this tile's entry below */
+        const int32_t id2 = threadIdx.x < SHM16_BT ? shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift) : 0;
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
         __syncthreads();
@@ -204,6 +241,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
                 T16::mma(o[n + 1], ph[kk], b2, b3);
             }
         }
+        if (threadIdx.x < SHM16_BT) bt[buf][threadIdx.x] = id2; /* read by the loads above */
         __syncthreads(); /* both stages' readers are done before the next load */
     }
     shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
