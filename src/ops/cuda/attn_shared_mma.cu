@@ -172,8 +172,9 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
 /* Merges the ranges of (listed row i, head h) = blockIdx.x into out and
  * lse: a block of HD threads, a dimension each; SHM_MR ranges at a time,
  * each warp's lanes loading their lse and every thread its dimension of the
- * SHM_MR partials, all at once (one L2 round trip for them). With own_info (attention_cascade) the block first attends the row's own
- * slots, SHM_OWN at a time: their K and V rows copied into shared memory
+ * SHM_MR partials, all at once (one L2 round trip for them). With own_info
+ * (attention_cascade) the block first attends the row's own slots, SHM_OWN
+ * at a time: their K and V rows copied into shared memory
  * together (cp.async, one round trip), scores a warp a slot, then each
  * thread its dimension of P V. The own slots, q and the tables were all
  * written before the shared-level kernel's wait (which it passes before it
@@ -181,7 +182,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
  * the shared level, reading through L2 only; the ranges come after it, in
  * the same running state. E: the pool's elements. */
 #define SHM_OWN 32
-#define SHM_MR 16 /* ranges merged at a time (<= 32) */
+#define SHM_MR 16 /* ranges merged at a time: a lane's lse each */
+static_assert(SHM_MR <= 32, "one lane per range");
 
 /* Raises a running softmax state (out = acc / den relative to max mx) to
  * the maximum of mx and m, rescaling den and acc. */
