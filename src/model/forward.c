@@ -8,9 +8,11 @@
 #include "base/err.h"
 #include "model/cascade.h"
 
-/* Largest token count of a step replayed from graphs: the matrix products of
- * up to 8 rows are single kernels (no cuBLAS workspace, no scratch growth). */
-#define TS_FWD_GRAPH_MAX 8
+/* Largest token count of a step replayed from graphs. By default 8: the
+ * matrix products of up to 8 rows are single kernels (no cuBLAS, no
+ * scratch); a backend may offer more (ts_ops.graph_rows), up to this. */
+#define TS_FWD_GRAPH_DEFAULT 8
+#define TS_FWD_GRAPH_MAX 64
 
 struct ts_fwd {
     const ts_model *m;
@@ -57,14 +59,14 @@ struct ts_fwd {
     size_t cap_hook;
     ts_status dev_st;         /* first failure of a download inside a run */
     ts_err dev_err;
-    /* decode graphs (backends with capture): per token count n <= TS_FWD_GRAPH_MAX,
+    /* decode graphs (backends with capture): per token count n <= graph_rows,
      * per layer, the ops before attention and those after it, recorded once and
      * replayed; valid while the scratch pointers stay those of generation gen */
     void **graphs;            /* [TS_FWD_GRAPH_MAX][n_layers][2] or NULL */
     /* whole decode steps (every sequence one token and its logits, no cascade,
      * backend with attention_decode): one graph per token count */
     void *step_graphs[TS_FWD_GRAPH_MAX];
-    float *dec_part;          /* attention_decode scratch for TS_FWD_GRAPH_MAX rows */
+    float *dec_part;          /* attention_decode scratch for graph_rows rows */
     float *dl_scratch;        /* decode_layers scratch (one-sequence steps), or NULL */
     ts_dec_layer *dl;         /* [n_layers] its layer table (host) */
     float *dec_big;           /* the same for larger decode batches (not in graphs) */
@@ -79,7 +81,10 @@ struct ts_fwd {
                                  (a block boundary): its own slots only */
     int own_max;              /* the most own slots of a sequence this step */
     bool graphs_on;
+    int graph_rows;           /* steps of up to this many rows use graphs */
+    bool graph_warm[TS_FWD_GRAPH_MAX]; /* a step of n rows (n > 8) ran uncaptured once */
     uint64_t gen, graph_gen;  /* scratch generation; the one graphs were recorded in */
+    uint64_t graph_ep;        /* the backend's graph_epoch they were recorded in */
 };
 
 
@@ -108,6 +113,17 @@ static void free_graphs(ts_fwd *f) {
     }
 }
 
+/* Drops every recorded graph when memory they point at moved since they
+ * were recorded: the forward's scratch (gen) or the backend's (its epoch). */
+static void graphs_fresh(ts_fwd *f) {
+    /* graphs of up to 8 rows point at no backend scratch */
+    uint64_t ep = f->graph_rows > TS_FWD_GRAPH_DEFAULT && f->ops->graph_epoch
+                      ? f->ops->graph_epoch(f->ops->ctx) : 0;
+    if (f->graph_gen == f->gen && f->graph_ep == ep) return;
+    free_graphs(f);
+    f->graph_gen = f->gen, f->graph_ep = ep;
+}
+
 ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     ts_fwd *f = calloc(1, sizeof *f);
     if (!f) return NULL;
@@ -117,6 +133,8 @@ ts_fwd *ts_fwd_create(const ts_model *m, const ts_ops *ops, ts_kv *kv) {
     f->dev = ops->dev_alloc != NULL;
     const char *g = getenv("TS_CUDA_GRAPHS"); /* "0" turns decode graphs off */
     f->graphs_on = f->dev && ops->capture_begin && !(g && !strcmp(g, "0"));
+    f->graph_rows = ops->graph_rows > 0 ? ops->graph_rows : TS_FWD_GRAPH_DEFAULT;
+    if (f->graph_rows > TS_FWD_GRAPH_MAX) f->graph_rows = TS_FWD_GRAPH_MAX;
     f->prec = TS_PREC_F32;
     f->prec_min_rows = 1 << 30;
     return f;
@@ -652,6 +670,7 @@ static void run_part(ts_fwd *f, layer_part fn, int part, int l, int n, ts_prec p
         return;
     }
     const ts_ops *o = f->ops;
+    graphs_fresh(f); /* an op between the parts may have moved the backend's scratch */
     void **g = &f->graphs[((size_t)(n - 1) * f->m->cfg.n_layers + (size_t)l) * 2 + (size_t)part];
     if (!*g && o->capture_begin(o->ctx)) {
         fn(f, l, n, prec);
@@ -688,8 +707,14 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     /* small steps (decode) replay recorded graphs around attention, whose
      * work items change every step; hooks and chunk capture copy to the host
      * mid-layer, so they run uncaptured */
-    bool graph = f->graphs_on && n <= TS_FWD_GRAPH_MAX && prec == TS_PREC_F32 && !f->hook &&
+    bool graph = f->graphs_on && n <= f->graph_rows && prec == TS_PREC_F32 && !f->hook &&
                  !f->cap_n;
+    /* above 8 rows the products run on cuBLAS: a step of each size first
+     * runs uncaptured once, so that its setup happens outside a capture */
+    if (graph && n > TS_FWD_GRAPH_DEFAULT && !f->graph_warm[n - 1]) {
+        f->graph_warm[n - 1] = true;
+        graph = false;
+    }
     if (graph && !f->graphs) {
         f->graphs = calloc((size_t)TS_FWD_GRAPH_MAX * c->n_layers * 2, sizeof *f->graphs);
         graph = f->graphs != NULL;
@@ -698,7 +723,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
     bool step = graph && o->attention_decode && !f->used_cascade && n == n_seqs &&
                 n_logits == n;
     if (step && !f->dec_part) {
-        size_t pb = TS_ATTN_DECODE_PART(TS_FWD_GRAPH_MAX, c->n_heads, c->head_dim) * 4;
+        size_t pb = TS_ATTN_DECODE_PART(f->graph_rows, c->n_heads, c->head_dim) * 4;
         f->dec_part = s_alloc(f, pb);
         f->gen++;
         step = f->dec_part != NULL;
@@ -710,10 +735,7 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
                 f, TS_DECODE_LAYERS_SCRATCH(c->n_heads, c->n_kv_heads, c->head_dim));
         f->gen++;
     }
-    if (graph && f->graph_gen != f->gen) { /* scratch moved: record again */
-        free_graphs(f);
-        f->graph_gen = f->gen;
-    }
+    if (graph) graphs_fresh(f); /* scratch moved: record again */
     /* decode steps outside a whole-step graph (too large, or with cascade
      * levels: then over each sequence's own slots) still use attention_decode */
     f->all_decode = !step && f->dev && o->attention_decode && n == n_seqs && !f->cap_n;

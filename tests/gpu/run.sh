@@ -84,6 +84,19 @@ if has cli && [ -x "$T" ] && [ -d "$F" ]; then
     "$T" generate -m "$F" -f "$tmp/batch.txt" -n 32 --cascade on --device cuda >"$tmp/bg.txt" 2>"$tmp/bg.err"
     if cmp -s "$tmp/bc.txt" "$tmp/bg.txt" && [ -s "$tmp/bg.txt" ]; then ok "generate -f (engine batch): GPU = CPU"
     else bad "generate -f (engine batch): GPU = CPU"; cat "$tmp/bg.err"; diff "$tmp/bc.txt" "$tmp/bg.txt" | head; fi
+    # TS_CUDA_GRAPH_ROWS=64 (opt-in): steps of 9-64 rows recorded as graphs
+    # too, cuBLAS inside; the 12 sequences, and 40 (the 12 again) with
+    # cascade on and off, against the CPU
+    for i in 1 2 3 4; do cat "$tmp/batch.txt"; done | head -40 >"$tmp/b40.txt"
+    for cas in on off; do
+        "$T" generate -m "$F" -f "$tmp/b40.txt" -n 16 --exact --cascade $cas --device cpu >"$tmp/b40c$cas.txt" 2>/dev/null
+    done
+    for run in "batch.txt 32 on bc.txt" "b40.txt 16 on b40con.txt" "b40.txt 16 off b40coff.txt"; do
+        read -r in ng cas ref <<<"$run"
+        TS_CUDA_GRAPH_ROWS=64 "$T" generate -m "$F" -f "$tmp/$in" -n "$ng" --cascade "$cas" --device cuda >"$tmp/gr.txt" 2>"$tmp/gr.err"
+        if cmp -s "$tmp/$ref" "$tmp/gr.txt" && [ -s "$tmp/gr.txt" ]; then ok "graphs to 64 rows: generate -f $in, cascade $cas: GPU = CPU"
+        else bad "graphs to 64 rows: generate -f $in, cascade $cas: GPU = CPU"; cat "$tmp/gr.err"; diff "$tmp/$ref" "$tmp/gr.txt" | head; fi
+    done
     # every sequence behind one shared document: a decode step's cascade runs
     # as one attention_cascade op on the GPU (the CPU runs the levels apart)
     grep -F "$doc" "$tmp/batch.txt" >"$tmp/shared.txt"
@@ -154,6 +167,15 @@ if has bench && [ -x "$T" ] && [ -x "$MR" ]; then
     echo "bench-shared: $js"
     echo "$js" | python3 -c 'import json,sys; json.load(sys.stdin)' 2>/dev/null && ok "bench-shared 0.6B on the GPU (16 x 1024 prefix)" \
         || bad "bench-shared 0.6B on the GPU" "$js"
+    # batched decode with steps of 9-64 rows recorded as graphs, against the default
+    for gr in 8 64; do
+        js=$(TS_CUDA_GRAPH_ROWS=$gr "$T" bench-shared -m "$M" --device cuda --requests 16 --prefix 1024 --suffix 32 --gen 16 2>&1 | tail -1)
+        echo "bench-shared TS_CUDA_GRAPH_ROWS=$gr: $js"
+        bb=$(TS_CUDA_GRAPH_ROWS=$gr "$T" bench-batch -m "$M" --device cuda --requests 32 --seed 1 2>&1 | tail -1)
+        echo "bench-batch 32 TS_CUDA_GRAPH_ROWS=$gr: $bb"
+        row "TS_CUDA_GRAPH_ROWS=$gr: bench-shared flat / cascade, bench-batch 32 (tok/s)" \
+            "$(echo "$js" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["decode_tok_s_flat"], d["decode_tok_s_cascade"])' 2>/dev/null) $(echo "$bb" | python3 -c 'import json,sys; print(json.load(sys.stdin)["output_tok_s"])' 2>/dev/null)"
+    done
 fi
 
 # memory checker over the op tests (TS_GPU_MEMCHECK=1; slow)

@@ -79,15 +79,19 @@ static void op_merge_rows(void *ctx, float *o_a, float *lse_a, const float *o_b,
 /* ---- graphs of queued work ---- */
 static bool op_capture_begin(void *ctx) {
     ts_cuda *c = (ts_cuda *)ctx;
-    return ts_cuda_live(c) &&
-           TS_CU(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capture_short = false;
+    c->capturing = ts_cuda_live(c) &&
+                   TS_CU(c, cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    return c->capturing;
 }
 static void *op_capture_end(void *ctx) {
     ts_cuda *c = (ts_cuda *)ctx;
     cudaGraph_t g = NULL;
     cudaGraphExec_t x = NULL;
+    c->capturing = false;
     cudaError_t e = cudaStreamEndCapture(c->stream, &g); /* always end, even after an error */
     bool ok = ts_cuda_live(c) && ts_cuda_ok_rt(c, e, __FILE__, __LINE__, "cudaStreamEndCapture");
+    ok = ok && !c->capture_short; /* incomplete: the caller runs the ops uncaptured */
     if (ok) ok = TS_CU(c, cudaGraphInstantiate(&x, g, 0));
     if (g) cudaGraphDestroy(g);
     return ok ? (void *)x : NULL;
@@ -100,6 +104,7 @@ static void op_graph_free(void *ctx, void *graph) {
     (void)ctx;
     if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
 }
+static uint64_t op_graph_epoch(void *ctx) { return ((ts_cuda *)ctx)->epoch; }
 
 /* ---- ts_cuda_host_ops: rope and kv_write on host arrays ---- */
 static void host_rope(void *ctx, float *x, const int32_t *pos, int n, int n_heads, int head_dim,
@@ -167,6 +172,12 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     if (ts_cuda_live(c)) TS_CU(c, cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     if (ts_cuda_live(c) && TS_BLAS(c, cublasCreate(&c->blas)))
         TS_BLAS(c, cublasSetStream(c->blas, c->stream));
+    const char *gr = getenv("TS_CUDA_GRAPH_ROWS");
+    c->graph_rows = gr && atoi(gr) > 8 ? (atoi(gr) < 64 ? atoi(gr) : 64) : 8;
+    if (c->graph_rows > 8 && ts_cuda_live(c)) { /* cuBLAS inside graphs: its own workspace */
+        const size_t ws = 32u << 20;
+        if (TS_CU(c, cudaMalloc(&c->blas_ws, ws))) TS_BLAS(c, cublasSetWorkspace(c->blas, c->blas_ws, ws));
+    }
     if (ts_cuda_live(c)) ts_cuda_attn_init(c);
     if (ts_cuda_live(c)) ts_cuda_sample_init(c);
     if (ts_cuda_live(c)) ts_cuda_shm_init(c);
@@ -212,6 +223,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     o->capture_end = op_capture_end;
     o->replay = op_replay;
     o->graph_free = op_graph_free;
+    o->graph_rows = c->graph_rows;
+    o->graph_epoch = op_graph_epoch;
     const char *pdl = getenv("TS_CUDA_PDL");
     c->pdl = !(pdl && !strcmp(pdl, "0"));
     const char *rw = getenv("TS_WMV_RW");
@@ -255,6 +268,7 @@ void ts_cuda_destroy(ts_cuda *c) {
         if (c->ring_ev[i]) cudaEventDestroy(c->ring_ev[i]);
     }
     if (c->blas) cublasDestroy(c->blas);
+    if (c->blas_ws) cudaFree(c->blas_ws);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }
@@ -277,6 +291,11 @@ ts_status ts_cuda_sync(ts_cuda *c, ts_err *err) {
 void *ts_cuda_scratch_get(ts_cuda *c, ts_cuda_scratch *s, size_t bytes) {
     if (!ts_cuda_live(c)) return NULL;
     if (bytes <= s->cap && s->p) return s->p;
+    if (c->capturing) { /* no allocation in a capture: capture_end drops it */
+        c->capture_short = true;
+        return NULL;
+    }
+    c->epoch++; /* graphs recorded with the old buffer are stale */
     size_t cap = s->cap ? s->cap : 1 << 20;
     while (cap < bytes) cap *= 2;
     /* the old buffer may still be read by queued work */

@@ -55,6 +55,15 @@ struct ts_cuda {
     int dec_layers;         /* decode_layers: 1 on (default), 0 off, 2 on without its KV
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
+    int graph_rows;         /* decode steps recorded as graphs up to this many rows
+                               (TS_CUDA_GRAPH_ROWS, 8-64; default 8): above 8 their
+                               products run on cuBLAS inside the graphs */
+    void *blas_ws;          /* cuBLAS's workspace when graph_rows > 8, so that a
+                               recorded product allocates nothing */
+    bool capturing;         /* between capture_begin and capture_end */
+    bool capture_short;     /* a scratch buffer had to grow while capturing: the
+                               capture is discarded and the ops run uncaptured */
+    uint64_t epoch;         /* bumped whenever a scratch buffer moves */
 };
 
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch
