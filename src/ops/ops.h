@@ -275,15 +275,16 @@ typedef struct ts_ops {
      * run the ops again uncaptured). A graph keeps the pointers and sizes it
      * was recorded with; only ops that queue plain kernels may be captured. */
     bool (*capture_begin)(void *ctx);
+    void *(*capture_end)(void *ctx);
+    void (*replay)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph); /* NULL is a no-op */
     /* graph_rows: decode steps of up to this many rows may be recorded (0:
-     * the forward's default, 8). graph_epoch changes whenever memory the
+     * the forward's default, 8; above 8 the CUDA backend's products are
+     * cuBLAS calls, recorded too). graph_epoch changes whenever memory the
      * backend lent a recorded graph (its scratch) moved: graphs recorded
      * before are stale then. NULL: it never moves. */
     int graph_rows;
     uint64_t (*graph_epoch)(void *ctx);
-    void *(*capture_end)(void *ctx);
-    void (*replay)(void *ctx, void *graph);
-    void (*graph_free)(void *ctx, void *graph); /* NULL is a no-op */
 } ts_ops;
 
 /* Merges partial attention states in place: (o_a, lse_a) <- merge((o_a, lse_a),
