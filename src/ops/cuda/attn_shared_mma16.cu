@@ -70,19 +70,20 @@ template <int HD> struct shm16_layout {
  * keeps two tiles' ids in shared memory (bt[2][SHM16_BT]). */
 #define SHM16_BT (SHM16_KEYS + 8)
 
-/* The first block and the number of blocks of keys [t0, min(t0 + SHM16_KEYS, hi)). */
-__device__ __forceinline__ void shm16_span(int t0, int hi, int bs, int bs_shift, int &first, int &n) {
-    int last = min(t0 + SHM16_KEYS, hi) - 1;
-    first = bs_shift >= 0 ? t0 >> bs_shift : t0 / bs;
-    n = t0 < hi ? (bs_shift >= 0 ? last >> bs_shift : last / bs) - first + 1 : 0;
+/* The block holding key t; bs_shift: log2 of the block size bs when a
+ * power of two (no division), else -1. */
+__device__ __forceinline__ int shm16_blk(int t, int bs, int bs_shift) {
+    return bs_shift >= 0 ? t >> bs_shift : t / bs;
 }
 
-/* This thread's entry of the block ids of the tile at t0 (0 past the tile's
- * blocks), loaded from global memory; the kernel stores it into shared
- * memory a tile later, so the load's latency hides behind that tile. */
+/* This thread's entry of the block ids of the tile at t0, keys [t0,
+ * min(t0 + SHM16_KEYS, hi)) (0 past the tile's blocks), loaded from global
+ * memory; the kernel stores it into shared memory a tile later, so the
+ * load's latency hides behind that tile. */
 __device__ __forceinline__ int32_t shm16_get(const shm_args &a, int t0, int hi, int bs_shift) {
-    int first, n;
-    shm16_span(t0, hi, a.block_size, bs_shift, first, n);
+    if (t0 >= hi) return 0;
+    const int first = shm16_blk(t0, a.block_size, bs_shift);
+    const int n = shm16_blk(min(t0 + SHM16_KEYS, hi) - 1, a.block_size, bs_shift) - first + 1;
     return (int)threadIdx.x < n ? a.blocks[first + threadIdx.x] : 0;
 }
 
@@ -96,14 +97,14 @@ __device__ void shm16_load(const shm_args &a, int kvh, int t0, int hi, E *ks, E 
     constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
     const E *kp = (const E *)a.k, *vp = (const E *)a.v;
     const int c = (threadIdx.x % CH) * 8, bs = a.block_size;
-    const int first = bs_shift >= 0 ? t0 >> bs_shift : t0 / bs;
+    const int first = shm16_blk(t0, bs, bs_shift);
 #pragma unroll 2
     for (int r = threadIdx.x / CH; r < SHM16_KEYS; r += RS) {
         int t = t0 + r;
         bool ok = t < hi;
         size_t off = 0;
         if (ok) {
-            int blk = bs_shift >= 0 ? t >> bs_shift : t / bs;
+            int blk = shm16_blk(t, bs, bs_shift);
             int in = bs_shift >= 0 ? t & (bs - 1) : t % bs;
             off = (((size_t)bt[blk - first] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + c;
         }
@@ -185,7 +186,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
             shm16_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * SHM16_KEYS * STR,
                               vs + (buf ^ 1) * SHM16_KEYS * STR, bt[buf ^ 1], bs_shift);
         /* the ids of the tile after next, stored in this tile's entry below */
-        const int32_t id2 = threadIdx.x < SHM16_BT ? shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift) : 0;
+        const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
         __syncthreads();
