@@ -230,7 +230,27 @@ int main(void) {
     mm v3 = {nan_dev((size_t)8 * 8192), rand_dev_f32((size_t)8 * 8192, 1.0f), 8, v2.w,
              TS_PREC_F32};
     float t_v3 = time_ms(run_mm, &v3, 30);
-
+    /* batched decode products, f32-exact (matmul_tc.cu; TS_CUDA_TMV=0: cuBLAS),
+     * 10 calls back to back: Qwen3-0.6B's matrices (q|k|v rows as one, o,
+     * gate, down, lm_head) and an 8192 square one, at 16 and 64 rows */
+    enum { NBS = 6 };
+    const int bshape[NBS][2] = {{4096, 1024}, {1024, 2048}, {3072, 1024}, {1024, 3072},
+                                {151936, 1024}, {8192, 8192}};
+    const int bn[2] = {16, 64};
+    float t_bn[NBS][2];
+    mm vd = {nan_dev((size_t)64 * 151936), rand_dev_f32((size_t)64 * 8192, 1.0f), 0, v2.w,
+             TS_PREC_F32};
+    for (int i = 0; i < NBS; i++) {
+        if (i < NBS - 1)
+            vd.w = (ts_wmat){i == 4 ? v1.w.data : rand_dev_bf16((size_t)bshape[i][0] * bshape[i][1]),
+                             TS_DT_BF16, bshape[i][0], bshape[i][1]};
+        else
+            vd.w = v2.w;
+        for (int j = 0; j < 2; j++) {
+            vd.n = bn[j];
+            t_bn[i][j] = time_calls(run_mm, &vd, 15, 10);
+        }
+    }
     if (ts_cuda_sync(g_cu, &err) != TS_OK) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
@@ -247,6 +267,16 @@ int main(void) {
            8192.0 * 8192 * 2 / (t_v2 * 1e-3) / 1e9);
     printf("%-58s %9.1f us %.0f GB/s\n", "GEMV n=8 bf16 8192x8192", t_v3 * 1e3,
            8192.0 * 8192 * 2 / (t_v3 * 1e-3) / 1e9);
+    const char *tmv = getenv("TS_CUDA_TMV");
+    for (int i = 0; i < NBS; i++)
+        for (int j = 0; j < 2; j++) {
+            char what[96];
+            snprintf(what, sizeof what, "matmul n=%d bf16 %dx%d f32-exact TS_CUDA_TMV=%.4s", bn[j],
+                     bshape[i][0], bshape[i][1], tmv ? tmv : "1");
+            double wb = 2.0 * bshape[i][0] * bshape[i][1];
+            printf("%-58s %9.1f us %.0f GB/s of weights\n", what, t_bn[i][j] * 1e3,
+                   wb / (t_bn[i][j] * 1e-3) / 1e9);
+        }
     ts_cuda_destroy(g_cu);
     return isfinite(agree) && isfinite(agree16) ? 0 : 1;
 }

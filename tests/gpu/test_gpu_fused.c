@@ -315,9 +315,9 @@ int main(void) {
     CHECK(ops->matmul_multi && ops->matmul_swiglu && ops->qk_rope_kv && ops->matmul_ex &&
           ops->attention_decode);
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
-    const int ns[7] = {1, 2, 3, 8, 9, 33, 70};
+    const int ns[9] = {1, 2, 3, 8, 9, 17, 33, 64, 70};
     for (int di = 0; di < 3; di++)
-        for (int ni = 0; ni < 7; ni++) {
+        for (int ni = 0; ni < 9; ni++) {
             test_multi(dts[di], ns[ni], (ni + di) & 1);
             test_swiglu(dts[di], ns[ni]);
         }
@@ -329,9 +329,9 @@ int main(void) {
                 test_qk_rope_kv(heads[h][0], heads[h][1], hds[d], (h + d) & 1 ? 16 : 5,
                                 ni == 0 ? 1 : ni == 1 ? 3 : 17, (h + ni) % 3 != 0,
                                 kvt[(h + d + ni) % 3]);
-    const int ens[5] = {1, 3, 8, 9, 20};
+    const int ens[6] = {1, 3, 8, 9, 20, 64};
     for (int di = 0; di < 2; di++)
-        for (int ni = 0; ni < 5; ni++)
+        for (int ni = 0; ni < 6; ni++)
             for (int k = 0; k < 8; k++)
                 test_ex(di ? TS_DT_F32 : TS_DT_BF16, ens[ni], k & 1, k & 2, k & 4);
     const int seqs[4] = {1, 3, 8, 40}, lens[4] = {1, 37, 700, 3000};

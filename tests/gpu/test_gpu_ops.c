@@ -201,11 +201,15 @@ static void test_kv_write(ts_dtype dt) {
 
 static void test_matmul(void) {
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
-    const int shapes[3][2] = {{67, 129}, {256, 512}, {1000, 1024}};
-    const int ns[5] = {1, 5, 8, 9, 64};
+    /* 9-64 rows of bf16 weights with cols % 8 == 0 take matmul_tc.cu: split
+     * columns (the first three shapes; 1000 x 1024: a last split of 192
+     * and a last tile of 8 rows) or one split (4500 x 264: 282 tiles, and
+     * a last half step of 8 columns); cols 129 takes cuBLAS */
+    const int shapes[4][2] = {{67, 129}, {256, 512}, {1000, 1024}, {4500, 264}};
+    const int ns[7] = {1, 5, 8, 9, 17, 33, 64};
     for (int di = 0; di < 3; di++)
-        for (int si = 0; si < 3; si++)
-            for (int ni = 0; ni < 5; ni++) {
+        for (int si = 0; si < 4; si++)
+            for (int ni = 0; ni < 7; ni++) {
                 int rows = shapes[si][0], cols = shapes[si][1], n = ns[ni];
                 if (si == 2 && n == 5) n = 37;
                 size_t nw = (size_t)rows * cols, nx = (size_t)n * cols, ny = (size_t)n * rows;

@@ -183,6 +183,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     if (ts_cuda_live(c)) ts_cuda_sample_init(c);
     if (ts_cuda_live(c)) ts_cuda_shm_init(c);
     if (ts_cuda_live(c)) ts_cuda_decode_layers_init(c);
+    if (ts_cuda_live(c)) ts_cuda_tmv_init(c);
     if (!ts_cuda_live(c)) {
         snprintf(msg, sizeof msg, "cuda: backend setup failed: %.360s", c->err);
         set_err(err, TS_ERR_IO, msg);
@@ -270,6 +271,7 @@ void ts_cuda_destroy(ts_cuda *c) {
     }
     if (c->blas) cublasDestroy(c->blas);
     if (c->blas_ws) cudaFree(c->blas_ws);
+    if (c->tmv_cnt) cudaFree(c->tmv_cnt);
     if (c->stream) cudaStreamDestroy(c->stream);
     free(c);
 }

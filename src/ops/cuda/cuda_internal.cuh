@@ -5,6 +5,7 @@
 #define TS_OPS_CUDA_INTERNAL_CUH
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,8 @@ struct ts_cuda {
     bool capturing;         /* between capture_begin and capture_end */
     bool capture_short;     /* a scratch buffer had to grow while capturing: the
                                capture is discarded and the ops run uncaptured */
+    bool tmv_on;            /* 9-64 row products on matmul_tc.cu (TS_CUDA_TMV=0: cuBLAS) */
+    unsigned *tmv_cnt;      /* its split counters, zero between launches */
     uint64_t epoch;         /* bumped whenever a scratch buffer moves */
 };
 
@@ -183,5 +186,18 @@ bool ts_cuda_shm_init(ts_cuda *c);
 bool ts_cuda_decode_layers_init(ts_cuda *c);
 /* Lets sample_kernel use its dynamic shared memory (once per device). */
 bool ts_cuda_sample_init(ts_cuda *c);
+/* Products of 9-64 rows of x with bf16 weights on the tensor cores
+ * (matmul_tc.cu): y[i] (+)= x . w[i]^T (+ bias[i]) for n_w weights sharing
+ * cols (swi: n_w = 2, y[0] = silu(x . w[0]^T) * (x . w[1]^T)); round_x: x
+ * rounded to bf16 first (TS_PREC_BF16), else f32-exact products. Returns
+ * false, having done nothing, when the shapes are not for it (the caller
+ * uses cuBLAS); true once queued or once a failure is recorded. _init reads
+ * TS_CUDA_TMV, allocates its counters; at create. */
+bool ts_cuda_tmv(ts_cuda *c, float *const *y, const float *x, int n, const ts_wmat *w,
+                 const float *const *bias, int n_w, bool round_x, bool swi, bool acc_out);
+bool ts_cuda_tmv_init(ts_cuda *c);
+/* x (total floats) -> parts bf16 parts (1 or 3: hi, mid, lo) at p,
+ * p + total, p + 2 total; false when the launch failed (recorded). */
+bool ts_cuda_split_bf16(ts_cuda *c, __nv_bfloat16 *p, const float *x, size_t total, int parts);
 
 #endif

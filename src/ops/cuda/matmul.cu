@@ -5,7 +5,9 @@
  * - n <= WMV_TOKENS (decode), any weight dtype: a weight-streaming kernel,
  *   one warp per output row, 16-byte weight loads, f32 accumulation; each
  *   weight is read once per call. Also the fallback for F16 weights.
- * - BF16 weights, n > WMV_TOKENS: cuBLAS with bf16 operands and f32
+ * - BF16 weights, 9-64 rows (cols a multiple of 8): matmul_tc.cu, the
+ *   tensor cores with the weights read once, x in the same parts as below.
+ * - BF16 weights, other n > WMV_TOKENS: cuBLAS with bf16 operands and f32
  *   accumulation (CUBLAS_COMPUTE_32F) on the tensor cores.
  *   TS_PREC_BF16 rounds x to bf16 (nearest even) first, as the CPU does.
  *   TS_PREC_F32 keeps f32 activations exactly: x = hi + lo + lo2 with three
@@ -252,6 +254,11 @@ static unsigned grid1(size_t total) {
     return b > 65535u * 8 ? 65535u * 8 : (b ? b : 1);
 }
 
+bool ts_cuda_split_bf16(ts_cuda *c, __nv_bfloat16 *p, const float *x, size_t total, int parts) {
+    split_bf16_kernel<<<grid1(total), 256, 0, c->stream>>>(p, x, total, parts);
+    return TS_LAUNCHED(c, "split_bf16_kernel");
+}
+
 /* Streams the weights of n_w products of x (n <= WMV_TOKENS rows, or any
  * n for F16 weights) in one launch; swi: one product pair w[0] (gate) and
  * w[1] (up), y[0] = silu(gate) * up. All weights share dtype and cols. */
@@ -351,14 +358,14 @@ void ts_cuda_matmul(void *ctx, float *y, const float *x, int n, const ts_wmat *w
         wmv(c, y, x, n, w, bias, round_x);
         return;
     }
+    if (ts_cuda_tmv(c, &y, x, n, w, &bias, 1, round_x, false, false)) return;
     size_t nx = (size_t)n * (size_t)w->cols, ny = (size_t)n * (size_t)w->rows;
     if (w->dtype == TS_DT_BF16) {
         int parts = round_x ? 1 : 3;
         __nv_bfloat16 *xb = (__nv_bfloat16 *)ts_cuda_scratch_get(
             c, &c->act, (size_t)parts * nx * sizeof(__nv_bfloat16));
         if (!xb) return;
-        split_bf16_kernel<<<grid1(nx), 256, 0, c->stream>>>(xb, x, nx, parts);
-        if (!TS_LAUNCHED(c, "split_bf16_kernel")) return;
+        if (!ts_cuda_split_bf16(c, xb, x, nx, parts)) return;
         if (parts == 1 && !bias) {
             gemm(c, y, CUDA_R_32F, w->data, CUDA_R_16BF, xb, CUDA_R_16BF, w->rows, n, w->cols);
             return;
@@ -403,6 +410,7 @@ void ts_cuda_matmul_multi(void *ctx, float *const *y, const float *x, int n, con
         wmv_multi(c, y, x, n, w, bias, n_w, prec == TS_PREC_BF16, false);
         return;
     }
+    if (ts_cuda_tmv(c, y, x, n, w, bias, n_w, prec == TS_PREC_BF16, false, false)) return;
     for (int i = 0; i < n_w; i++) ts_cuda_matmul(ctx, y[i], x, n, &w[i], bias ? bias[i] : NULL, prec);
 }
 
@@ -415,6 +423,8 @@ void ts_cuda_matmul_swiglu(void *ctx, float *out, const float *x, int n, const t
         wmv_multi(c, &out, x, n, w, NULL, 2, prec == TS_PREC_BF16, true);
         return;
     }
+    const ts_wmat gu[2] = {*w_gate, *w_up};
+    if (ts_cuda_tmv(c, &out, x, n, gu, NULL, 2, prec == TS_PREC_BF16, true, false)) return;
     /* prefill: two GEMMs, then SwiGLU; the up product goes to scratch */
     float *up = (float *)ts_cuda_scratch_get(c, &c->mlp, (size_t)n * w_up->rows * sizeof(float));
     if (!up) return;
@@ -454,6 +464,9 @@ void ts_cuda_matmul_ex(void *ctx, const ts_matmul_ex *e) {
         ts_cuda_rmsnorm(ctx, xn, e->x, e->norm_g, e->n, cols, e->norm_eps);
         x = xn;
     }
+    if (ts_cuda_tmv(c, e->y, x, e->n, e->w, e->bias, e->n_w, e->prec == TS_PREC_BF16, e->swiglu,
+                    e->accumulate))
+        return;
     int n_out = e->swiglu ? 1 : e->n_w;
     for (int i = 0; i < n_out; i++) {
         size_t ny = (size_t)e->n * e->w[i].rows;
