@@ -279,8 +279,8 @@ typedef struct ts_ops {
     void (*replay)(void *ctx, void *graph);
     void (*graph_free)(void *ctx, void *graph); /* NULL is a no-op */
     /* graph_rows: decode steps of up to this many rows may be recorded (0:
-     * the forward's default, 8; above 8 the CUDA backend's products are
-     * cuBLAS calls, recorded too). graph_epoch changes whenever memory the
+     * the forward's default, 8; the CUDA backend offers 64, where products
+     * above 8 rows may be cuBLAS calls, recorded too). graph_epoch changes whenever memory the
      * backend lent a recorded graph (its scratch) moved: graphs recorded
      * before are stale then. NULL: it never moves. */
     int graph_rows;

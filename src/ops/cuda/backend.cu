@@ -173,7 +173,7 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     if (ts_cuda_live(c) && TS_BLAS(c, cublasCreate(&c->blas)))
         TS_BLAS(c, cublasSetStream(c->blas, c->stream));
     const char *gr = getenv("TS_CUDA_GRAPH_ROWS");
-    const int rows = gr ? atoi(gr) : 8;
+    const int rows = gr ? atoi(gr) : 64;
     c->graph_rows = rows > 64 ? 64 : rows > 8 ? rows : 8;
     if (c->graph_rows > 8 && ts_cuda_live(c)) { /* cuBLAS inside graphs: its own workspace */
         const size_t ws = 32u << 20;

@@ -57,8 +57,9 @@ struct ts_cuda {
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
     int graph_rows;         /* decode steps recorded as graphs up to this many rows
-                               (TS_CUDA_GRAPH_ROWS, 8-64; default 8): above 8 their
-                               products run on cuBLAS inside the graphs */
+                               (TS_CUDA_GRAPH_ROWS, 8-64; default 64): above 8 their
+                               products are matmul_tc.cu's kernels (cuBLAS calls
+                               for f32 or f16 weights), recorded too */
     void *blas_ws;          /* cuBLAS's workspace when graph_rows > 8, so that a
                                recorded product allocates nothing */
     bool capturing;         /* between capture_begin and capture_end */
