@@ -5,8 +5,9 @@
  * - n <= WMV_TOKENS (decode), any weight dtype: a weight-streaming kernel,
  *   one warp per output row, 16-byte weight loads, f32 accumulation; each
  *   weight is read once per call. Also the fallback for F16 weights.
- * - BF16 weights, 9-64 rows (cols a multiple of 8): matmul_tc.cu, the
- *   tensor cores with the weights read once, x in the same parts as below.
+ * - BF16 weights, 9-64 rows (cols a multiple of 8, up to 32 MiB of weights
+ *   a launch): matmul_tc.cu, the tensor cores with the weights read once,
+ *   x in the same parts as below.
  * - BF16 weights, other n > WMV_TOKENS: cuBLAS with bf16 operands and f32
  *   accumulation (CUBLAS_COMPUTE_32F) on the tensor cores.
  *   TS_PREC_BF16 rounds x to bf16 (nearest even) first, as the CPU does.

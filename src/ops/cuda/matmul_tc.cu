@@ -1,5 +1,6 @@
-/* y[n][rows] = x[n][cols] . W^T for 9-64 activation rows and bf16 weights,
- * on the tensor cores with each weight read from memory once (ts_cuda_tmv).
+/* y[n][rows] = x[n][cols] . W^T for 9-64 activation rows and bf16 weights
+ * (launches of up to TMV_MAX_BYTES of weights), on the tensor cores with
+ * each weight read from memory once (ts_cuda_tmv).
  *
  * Why: a batched decode step has a few dozen rows. cuBLAS over the three
  * stacked bf16 parts of x (matmul.cu) read the weights at a fraction of the
@@ -35,6 +36,11 @@
 #define TMV_MAXN 64
 #define TMV_SEGS 4
 #define TMV_TILES 4096 /* row bands of a split launch (one counter each) */
+/* Weight bytes of a launch at most. Alone, a 128 MB matrix (8192 x 8192)
+ * measured slower here than on cuBLAS (each band re-reads x: 1.5x the
+ * weight bytes at 64 rows); Qwen3-0.6B's layer matrices are 4-13 MB. So
+ * the larger ones (its 311 MB LM head too) stay on cuBLAS. */
+#define TMV_MAX_BYTES (32u << 20)
 
 /* shared memory of a block: the stages (the sums reuse them) */
 static constexpr size_t tmv_smem_bytes(int nt, int parts) {
@@ -224,10 +230,14 @@ bool ts_cuda_tmv(ts_cuda *c, float *const *y, const float *x, int n, const ts_wm
     if (!c->tmv_on || n < TMV_MINN || n > TMV_MAXN || n_seg < 1 || n_seg > TMV_SEGS ||
         (swi && (n_w != 2 || w[1].rows != w[0].rows)) || cols < 16 || cols % 8)
         return false;
-    for (int i = 0; i < n_w; i++)
+    size_t bytes = 0;
+    for (int i = 0; i < n_w; i++) {
         if (w[i].dtype != TS_DT_BF16 || w[i].cols != cols || w[i].rows <= 0 ||
             (uintptr_t)w[i].data % 16)
             return false;
+        bytes += (size_t)w[i].rows * cols * 2;
+    }
+    if (bytes > TMV_MAX_BYTES) return false;
     tmv_args a = {};
     int bands = 0;
     for (int i = 0; i < n_seg; i++) {
