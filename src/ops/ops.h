@@ -280,9 +280,9 @@ typedef struct ts_ops {
     void (*graph_free)(void *ctx, void *graph); /* NULL is a no-op */
     /* graph_rows: decode steps of up to this many rows may be recorded (0:
      * the forward's default, 8; the CUDA backend offers 64, where products
-     * above 8 rows may be cuBLAS calls, recorded too). graph_epoch changes whenever memory the
-     * backend lent a recorded graph (its scratch) moved: graphs recorded
-     * before are stale then. NULL: it never moves. */
+     * above 8 rows may be cuBLAS calls, recorded too). graph_epoch changes
+     * whenever memory the backend lent a recorded graph (its scratch)
+     * moved: graphs recorded before are stale then. NULL: it never moves. */
     int graph_rows;
     uint64_t (*graph_epoch)(void *ctx);
 } ts_ops;

@@ -201,10 +201,10 @@ static void test_kv_write(ts_dtype dt) {
 
 static void test_matmul(void) {
     const ts_dtype dts[3] = {TS_DT_BF16, TS_DT_F16, TS_DT_F32};
-    /* 9-64 rows of bf16 weights with cols % 8 == 0 take matmul_tc.cu: split
-     * columns (the first three shapes; 1000 x 1024: a last split of 192
-     * and a last tile of 8 rows) or one split (4500 x 264: 282 tiles, and
-     * a last half step of 8 columns); cols 129 takes cuBLAS */
+    /* 9-64 rows of bf16 weights with cols % 8 == 0 take matmul_tc.cu: launches
+     * split by columns (256 x 512; 1000 x 1024, whose last band of 128 rows
+     * holds 104) and unsplit ones whose last chunk holds 8 of its 64
+     * columns (4500 x 264); cols 129 stays on cuBLAS */
     const int shapes[4][2] = {{67, 129}, {256, 512}, {1000, 1024}, {4500, 264}};
     const int ns[7] = {1, 5, 8, 9, 17, 33, 64};
     for (int di = 0; di < 3; di++)
