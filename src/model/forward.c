@@ -709,8 +709,9 @@ ts_status ts_fwd_run(ts_fwd *f, const ts_fwd_seq *seqs, int n_seqs, const float 
      * mid-layer, so they run uncaptured */
     bool graph = f->graphs_on && n <= f->graph_rows && prec == TS_PREC_F32 && !f->hook &&
                  !f->cap_n;
-    /* above 8 rows the products run on cuBLAS: a step of each size first
-     * runs uncaptured once, so that its setup happens outside a capture */
+    /* above 8 rows the products may be cuBLAS calls or use backend scratch
+     * that grows on first use: a step of each size first runs uncaptured
+     * once, so that such setup happens outside a capture */
     if (graph && n > TS_FWD_GRAPH_DEFAULT && !f->graph_warm[n - 1]) {
         f->graph_warm[n - 1] = true;
         graph = false;

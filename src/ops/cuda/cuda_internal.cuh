@@ -192,7 +192,8 @@ bool ts_cuda_sample_init(ts_cuda *c);
  * cols (swi: n_w = 2, y[0] = silu(x . w[0]^T) * (x . w[1]^T)); round_x: x
  * rounded to bf16 first (TS_PREC_BF16), else f32-exact products. Returns
  * false, having done nothing, when the shapes are not for it (the caller
- * uses cuBLAS); true once queued or once a failure is recorded. _init reads
+ * uses cuBLAS); true once queued, once a failure is recorded, or when a
+ * capture ran short of scratch (ts_cuda_scratch_get). _init reads
  * TS_CUDA_TMV, allocates its counters; at create. */
 bool ts_cuda_tmv(ts_cuda *c, float *const *y, const float *x, int n, const ts_wmat *w,
                  const float *const *bias, int n_w, bool round_x, bool swi, bool acc_out);

@@ -262,7 +262,9 @@ bool ts_cuda_tmv(ts_cuda *c, float *const *y, const float *x, int n, const ts_wm
     if (ks > 1 && bands > TMV_TILES) return false;
     const size_t nx = (size_t)n * cols;
     bf16 *xb = (bf16 *)ts_cuda_scratch_get(c, &c->act, (size_t)parts * nx * sizeof(bf16));
-    if (!xb) return true; /* the failure is recorded */
+    /* NULL: a failure (recorded), or a capture that needs more scratch
+     * (marked short: the caller's ops then run uncaptured) */
+    if (!xb) return true;
     float *part = NULL;
     if (ks > 1) {
         part = (float *)ts_cuda_scratch_get(c, &c->part,
