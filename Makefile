@@ -127,7 +127,11 @@ GPU_TESTS := $(patsubst tests/gpu/%.c,$(B)/tests/gpu/%,$(wildcard tests/gpu/*.c)
 
 $(B)/obj/%.o: %.cu $(wildcard src/ops/cuda/*.cuh) src/ops/cuda/cuda.h src/ops/ops.h
 	@mkdir -p $(@D)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(if $(NVARCH_$(notdir $*)),$(filter-out -arch=%,$(NVFLAGS)) $(NVARCH_$(notdir $*)),$(NVFLAGS)) -c $< -o $@
+
+# wgmma exists only in sm_90a, Hopper's architecture-specific target (its
+# code runs on sm_90 devices only, which is all this backend targets).
+NVARCH_attn_shared_wgmma := -gencode arch=compute_90a,code=sm_90a
 
 # The GPU tests link the CUDA objects, the library and its libraries.
 # ts_cuda_create is forced into every CUDA link: src/engine/runtime.c only

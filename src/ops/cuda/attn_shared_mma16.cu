@@ -19,45 +19,7 @@
  * order of the pool's own rounding of K and V). head_dim 64 or 128. */
 #include <math.h>
 
-#include "ops/cuda/attn_shared.cuh"
-#include "ops/cuda/kv_elem.cuh"
-
-/* c += a b on the tensor cores, m16n8k16, f32 accumulators; T: bf16 or f16 */
-#define SHM16_MMA(T)                                                                    \
-    static __device__ __forceinline__ void mma(float *c, const uint32_t *a, uint32_t b0,  \
-                                               uint32_t b1) {                            \
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, " \
-                     "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"                            \
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                    \
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));     \
-    }
-
-/* 16-bit element types: packing two floats (the first in the low half),
- * unpacking, and the product instruction. */
-template <typename E> struct shm16_t;
-template <> struct shm16_t<__nv_bfloat16> {
-    static constexpr ts_dtype dt = TS_DT_BF16;
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
-        return *(uint32_t *)&h;
-    }
-    static __device__ __forceinline__ float2 unpack(uint32_t u) {
-        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
-    }
-    SHM16_MMA("bf16")
-};
-template <> struct shm16_t<__half> {
-    static constexpr ts_dtype dt = TS_DT_F16;
-    static __device__ __forceinline__ uint32_t pack(float a, float b) {
-        __half2 h = __floats2half2_rn(a, b);
-        return *(uint32_t *)&h;
-    }
-    static __device__ __forceinline__ float2 unpack(uint32_t u) {
-        return __half22float2(*(const __half2 *)&u);
-    }
-    SHM16_MMA("f16")
-};
-#undef SHM16_MMA
+#include "ops/cuda/attn_shm16.cuh"
 
 /* Shared memory: K and V tiles [2 stages][SHM16_KEYS][HD + 8] elements; the
  * 16-byte pad makes the K fragment loads and V's ldmatrix rows conflict-free. */
@@ -65,27 +27,6 @@ template <int HD> struct shm16_layout {
     static constexpr int STR = HD + 8;
     static constexpr size_t bytes = 2 * 2 * (size_t)SHM16_KEYS * STR * 2;
 };
-
-/* Block ids a tile spans at most (block size 1), rounded up; the kernel
- * keeps two tiles' ids in shared memory (bt[2][SHM16_BT]). */
-#define SHM16_BT (SHM16_KEYS + 8)
-
-/* The block holding key t; bs_shift: log2 of the block size bs when a
- * power of two (no division), else -1. */
-__device__ __forceinline__ int shm16_blk(int t, int bs, int bs_shift) {
-    return bs_shift >= 0 ? t >> bs_shift : t / bs;
-}
-
-/* This thread's entry of the block ids of the tile at t0, keys [t0,
- * min(t0 + SHM16_KEYS, hi)) (0 past the tile's blocks), loaded from global
- * memory; the kernel stores it into shared memory a tile later, so the
- * load's latency hides behind that tile. */
-__device__ __forceinline__ int32_t shm16_get(const shm_args &a, int t0, int hi, int bs_shift) {
-    if (t0 >= hi) return 0;
-    const int first = shm16_blk(t0, a.block_size, bs_shift);
-    const int n = shm16_blk(min(t0 + SHM16_KEYS, hi) - 1, a.block_size, bs_shift) - first + 1;
-    return (int)threadIdx.x < n ? a.blocks[first + threadIdx.x] : 0;
-}
 
 /* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi);
  * bt: the tile's block ids (from its first block on), in shared memory.
@@ -134,7 +75,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
     extern __shared__ __align__(16) unsigned char shm16[];
     E *ks = (E *)shm16, *vs = ks + 2 * SHM16_KEYS * STR;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int kvh = blockIdx.y, gs = a.group, M = a.n_rows * gs;
+    const int kvh = blockIdx.y;
     const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
     const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
     __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
@@ -146,32 +87,13 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
      * qh/ql[kk] = rows g, g + 8, dims kk*16 + 2t (+1) and + 8 */
     uint32_t qh[KK][4], ql[KK][4];
     {
-        const int m0 = blockIdx.x * SHM_ROWS + warp * 16;
-        const float *qr[2] = {NULL, NULL};
-#pragma unroll
-        for (int h = 0; h < 2; h++) {
-            int m = m0 + g + 8 * h;
-            if (m < M)
-                qr[h] = a.q + ((size_t)a.rows[m / gs] * a.n_heads + (size_t)kvh * gs + m % gs) * HD;
-        }
+        const float *qr[2];
+        shm16_q_rows(a, kvh, blockIdx.x * SHM_ROWS + warp * 16 + g, HD, qr);
         __syncthreads(); /* bt */
         ts_pdl_wait();
         ts_pdl_trigger();
         if (lo < hi) shm16_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
-#pragma unroll
-        for (int kk = 0; kk < KK; kk++)
-#pragma unroll
-            for (int r = 0; r < 4; r++) { /* r: (row g, row g + 8) x (dims +0, +8) */
-                const float *p = qr[r & 1];
-                float2 x = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
-                             : make_float2(0.0f, 0.0f);
-                x.x *= a.scale, x.y *= a.scale;
-                qh[kk][r] = T16::pack(x.x, x.y);
-                if (PARTS == 2) {
-                    float2 h = T16::unpack(qh[kk][r]);
-                    ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
-                }
-            }
+        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -206,23 +128,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm16_kernel(shm_args a) {
         }
         /* online softmax: this thread holds rows g (c0, c1) and g + 8 (c2, c3) */
         shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, !more, t0 + 2 * t, hi);
-        /* P as A fragments of two parts: ph/pl[kk2] = keys kk2*16 + 2t (+1)
-         * and + 8 of rows g, g + 8 */
         uint32_t ph[KT / 2][4], pl[KT / 2][4];
-#pragma unroll
-        for (int j = 0; j < KT; j++) {
-#pragma unroll
-            for (int h = 0; h < 2; h++) {
-                float p0 = expf(s[j][2 * h] - mrow[h]), p1 = expf(s[j][2 * h + 1] - mrow[h]);
-                lrow[h] += p0 + p1;
-                uint32_t hi = T16::pack(p0, p1);
-                ph[j / 2][(j & 1) * 2 + h] = hi;
-                if (PARTS == 2) {
-                    float2 f = T16::unpack(hi);
-                    pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
-                }
-            }
-        }
+        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
         /* O += P V: B fragments of two 8-dim column tiles a ldmatrix.x4.trans */
 #pragma unroll
         for (int kk = 0; kk < KT / 2; kk++) {
@@ -258,11 +165,12 @@ bool ts_cuda_shm16_init(ts_cuda *c) {
     &&TS_CU(c, cudaFuncSetAttribute(shm16_kernel<HD, E, P>,                                   \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
                                     (int)shm16_layout<HD>::bytes))
-    return true SHM16_EACH(SET);
+    return true SHM16_EACH(SET) && ts_cuda_shw_init(c);
 #undef SET
 }
 
 void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
+    if (c->shm_wgmma) return ts_cuda_shw_launch(c, a, dt, hd, grid);
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
     if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \

@@ -1,0 +1,347 @@
+/* Cascade attention's shared level over an f16 or bf16 KV pool on wgmma
+ * (Hopper's warpgroup products; TS_CASCADE_WGMMA=0 runs attn_shared_mma16.cu's
+ * mma.sync kernel instead). Same grid, arguments, numerics and partials as
+ * that kernel: a CTA of one warpgroup (4 warps) takes 64 query rows of a KV
+ * head and a range of the prefix in 64-key tiles, q and P in PARTS 16-bit
+ * parts, online softmax in f32.
+ *
+ * Per tile the warpgroup issues S = Q K^T as HD/16 x PARTS wgmma m64n64k16
+ * (q from registers, K from shared memory) and, after the softmax,
+ * O += P V as 4 x PARTS wgmma m64n{HD}k16 (P from registers, V from shared
+ * memory, N-major). A single instruction covers what 8-16 mma.sync covered,
+ * and the accumulation along K runs inside it.
+ *
+ * Shared memory: each K or V tile is [HD / 64 column blocks][64 keys][128 B],
+ * the 16-byte chunks of a key's 128 bytes XOR-swizzled by key % 8 (the
+ * 128-byte swizzle both operand forms read: K as K-major B, V as N-major B),
+ * tiles 1024-byte aligned; two stages filled by cp.async through the block
+ * table, as the mma.sync kernel does. */
+#include <math.h>
+
+#include "ops/cuda/attn_shm16.cuh"
+
+/* wgmma wrappers: d (f32, the m64nN D layout) += a b; a: this thread's A
+ * fragment (4 registers, the mma.sync A layout of its warp's 16 rows); b: a
+ * shared-memory descriptor; TR: 1 when b is N-major. */
+#define SHW_MMA_N64(T)                                                                            \
+    template <int TR>                                                                             \
+    static __device__ __forceinline__ void n64(float *d, const uint32_t *a, uint64_t b) {         \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                 \
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T " {"                   \
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
+                     "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"  \
+                     "}, {%32, %33, %34, %35}, %36, p, 1, 1, %38;\n}\n"                           \
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),    \
+                       "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),  \
+                       "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),           \
+                       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),           \
+                       "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]),           \
+                       "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])            \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TR));      \
+    }
+
+#define SHW_MMA_N128(T)                                                                           \
+    template <int TR>                                                                             \
+    static __device__ __forceinline__ void n128(float *d, const uint32_t *a, uint64_t b) {        \
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                 \
+                     "wgmma.mma_async.sync.aligned.m64n128k16.f32." T "." T " {"                  \
+                     "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
+                     "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+                     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46," \
+                     "%47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61," \
+                     "%62, %63"                                                                   \
+                     "}, {%64, %65, %66, %67}, %68, p, 1, 1, %70;\n}\n"                           \
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),    \
+                       "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),  \
+                       "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]),           \
+                       "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]),           \
+                       "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]),           \
+                       "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),           \
+                       "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),           \
+                       "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),           \
+                       "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]),           \
+                       "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]),           \
+                       "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]),           \
+                       "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]),           \
+                       "+f"(d[62]), "+f"(d[63])                                                   \
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TR));      \
+    }
+
+template <typename E> struct shw_t;
+template <> struct shw_t<__nv_bfloat16> {
+    SHW_MMA_N64("bf16")
+    SHW_MMA_N128("bf16")
+};
+template <> struct shw_t<__half> {
+    SHW_MMA_N64("f16")
+    SHW_MMA_N128("f16")
+};
+#undef SHW_MMA_N64
+#undef SHW_MMA_N128
+
+__device__ __forceinline__ void shw_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void shw_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+/* Waits until at most N committed groups of this warpgroup are pending. */
+template <int N> __device__ __forceinline__ void shw_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+/* Keeps the compiler from reading (or reusing) registers that an issued
+ * wgmma writes (or reads) before shw_wait returned. */
+template <int N> __device__ __forceinline__ void shw_hold(float *r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+f"(r[i])::"memory");
+}
+template <int N> __device__ __forceinline__ void shw_hold(uint32_t *r) {
+#pragma unroll
+    for (int i = 0; i < N; i++) asm volatile("" : "+r"(r[i])::"memory");
+}
+
+/* A shared-memory matrix descriptor, 128-byte swizzle: start address, leading
+ * and stride byte offsets (PTX ISA, "Matrix Descriptor Format"). */
+__device__ __forceinline__ uint64_t shw_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr & 0x3ffff) >> 4) | (uint64_t)(lbo >> 4) << 16 |
+           (uint64_t)(sbo >> 4) << 32 | 1ull << 62;
+}
+
+template <int HD> struct shw_layout {
+    static constexpr int TILE = SHM16_KEYS * HD * 2; /* bytes of a K or V tile */
+    static constexpr int COLB = SHM16_KEYS * 128;    /* bytes of a 64-column block */
+    static constexpr size_t bytes = 2 * 2 * (size_t)TILE + 1024; /* + alignment */
+    static constexpr size_t bytes3 = 3 * 2 * (size_t)TILE + 1024; /* three stages */
+};
+
+/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi) into
+ * the swizzled tiles at shared addresses ks, vs; bt: the tile's block ids. */
+template <int HD, typename E>
+__device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks, uint32_t vs,
+                         const int32_t *bt, int bs_shift) {
+    constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
+    const E *kp = (const E *)a.k, *vp = (const E *)a.v;
+    const int ch = threadIdx.x % CH, bs = a.block_size;
+    const int first = shm16_blk(t0, bs, bs_shift);
+#pragma unroll 2
+    for (int r = threadIdx.x / CH; r < SHM16_KEYS; r += RS) {
+        int t = t0 + r;
+        bool ok = t < hi;
+        size_t off = 0;
+        if (ok) {
+            int blk = shm16_blk(t, bs, bs_shift);
+            int in = bs_shift >= 0 ? t & (bs - 1) : t % bs;
+            off = (((size_t)bt[blk - first] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + ch * 8;
+        }
+        uint32_t d = (uint32_t)((ch >> 3) * shw_layout<HD>::COLB + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+        int n = ok ? 16 : 0; /* 0: zero-filled */
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(ks + d), "l"(kp + off), "r"(n));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d), "l"(vp + off), "r"(n));
+    }
+    asm volatile("cp.async.commit_group;");
+}
+
+/* S = Q K^T of one tile into s (zeroed here), issued, not waited for. */
+template <int HD, typename E, int PARTS>
+__device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4], const uint32_t (&qh)[HD / 16][4],
+                                       const uint32_t (&ql)[HD / 16][4], uint32_t kt) {
+#pragma unroll
+    for (int j = 0; j < SHM16_KEYS / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    shw_fence();
+#pragma unroll
+    for (int kk = 0; kk < HD / 16; kk++) {
+        uint64_t d = shw_desc(kt + (kk >> 2) * shw_layout<HD>::COLB + (kk & 3) * 32, 16, 1024);
+        if (PARTS == 2) shw_t<E>::template n64<0>(&s[0][0], ql[kk], d);
+        shw_t<E>::template n64<0>(&s[0][0], qh[kk], d);
+    }
+    shw_commit();
+}
+
+/* O += P V of one tile, issued, not waited for. */
+template <int HD, typename E, int PARTS>
+__device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4], const uint32_t (&ph)[SHM16_KEYS / 16][4],
+                                       const uint32_t (&pl)[SHM16_KEYS / 16][4], uint32_t vt) {
+    shw_fence();
+#pragma unroll
+    for (int kk = 0; kk < SHM16_KEYS / 16; kk++) {
+        uint64_t d = shw_desc(vt + kk * 2048, shw_layout<HD>::COLB, 1024);
+        if (HD == 128) {
+            if (PARTS == 2) shw_t<E>::template n128<1>(&o[0][0], pl[kk], d);
+            shw_t<E>::template n128<1>(&o[0][0], ph[kk], d);
+        } else {
+            if (PARTS == 2) shw_t<E>::template n64<1>(&o[0][0], pl[kk], d);
+            shw_t<E>::template n64<1>(&o[0][0], ph[kk], d);
+        }
+    }
+    shw_commit();
+}
+
+/* Grid (M tiles, KV heads, ranges); 128 threads (one warpgroup); the PDL and
+ * block-id staging of shm16_kernel. */
+template <int HD, typename E, int PARTS>
+__global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
+    constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE;
+    extern __shared__ __align__(16) unsigned char shw_smem[];
+    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(shw_smem) + 1023u) & ~1023u;
+    const uint32_t ks = base, vs = base + 2 * TILE; /* stage b: + b * TILE */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y;
+    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
+    __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
+    if (threadIdx.x < SHM16_BT) {
+        bt[0][threadIdx.x] = shm16_get(a, lo, hi, bs_shift);
+        bt[1][threadIdx.x] = shm16_get(a, lo + SHM16_KEYS, hi, bs_shift);
+    }
+    uint32_t qh[KK][4], ql[KK][4];
+    {
+        const float *qr[2];
+        shm16_q_rows(a, kvh, blockIdx.x * SHM_ROWS + warp * 16 + g, HD, qr);
+        __syncthreads(); /* bt */
+        ts_pdl_wait();
+        ts_pdl_trigger();
+        if (lo < hi) shw_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
+        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+    }
+    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    int buf = 0;
+    for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1) {
+        const bool more = t0 + SHM16_KEYS < hi;
+        if (more) /* the next tile into the other stage (freed by the last sync) */
+            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE, vs + (buf ^ 1) * TILE,
+                            bt[buf ^ 1], bs_shift);
+        const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
+        if (more) asm volatile("cp.async.wait_group 1;");
+        else asm volatile("cp.async.wait_group 0;");
+        /* the copies (generic proxy) made visible to wgmma's reads (async proxy) */
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads();
+        float s[KT][4];
+        shw_qk<HD, E, PARTS>(s, qh, ql, ks + buf * TILE);
+        shw_wait<0>();
+        shw_hold<KT * 4>(&s[0][0]);
+        shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, !more, t0 + 2 * t, hi);
+        uint32_t ph[KT / 2][4], pl[KT / 2][4];
+        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
+        shw_pv<HD, E, PARTS>(o, ph, pl, vs + buf * TILE);
+        shw_wait<0>();
+        shw_hold<HD / 2>(&o[0][0]);
+        shw_hold<KT * 2>(&ph[0][0]);
+        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        if (threadIdx.x < SHM16_BT) bt[buf][threadIdx.x] = id2; /* read by the loads above */
+        __syncthreads(); /* both stages' readers are done before the next load */
+    }
+    shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
+}
+
+
+/* The same kernel with tile j's S = Q K^T and tile j - 1's O += P V in flight
+ * together, and tile j's softmax under the latter: three stages (tile j + 1
+ * loading, K of tile j, V of tile j - 1); o is rescaled once P V is done. */
+template <int HD, typename E, int PARTS>
+__global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_pipe_kernel(shm_args a) {
+    constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE;
+    extern __shared__ __align__(16) unsigned char shw_smem[];
+    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(shw_smem) + 1023u) & ~1023u;
+    const uint32_t ks = base, vs = base + 3 * TILE; /* stage b: + b * TILE */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int kvh = blockIdx.y;
+    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    const int n = (max(hi - lo, 0) + SHM16_KEYS - 1) / SHM16_KEYS; /* tiles */
+    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
+    __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
+    if (threadIdx.x < SHM16_BT) {
+        bt[0][threadIdx.x] = shm16_get(a, lo, hi, bs_shift);
+        bt[1][threadIdx.x] = shm16_get(a, lo + SHM16_KEYS, hi, bs_shift);
+    }
+    uint32_t qh[KK][4], ql[KK][4];
+    {
+        const float *qr[2];
+        shm16_q_rows(a, kvh, blockIdx.x * SHM_ROWS + warp * 16 + g, HD, qr);
+        __syncthreads(); /* bt */
+        ts_pdl_wait();
+        ts_pdl_trigger();
+        if (n > 0) shw_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
+        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+    }
+    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    uint32_t ph[KT / 2][4], pl[KT / 2][4]; /* P of the previous tile */
+    int32_t id_next = shm16_get(a, lo + 2 * SHM16_KEYS, hi, bs_shift); /* tile 2's ids */
+    for (int j = 0; j < n; j++) {
+        const int t0 = lo + j * SHM16_KEYS, st = j % 3;
+        asm volatile("cp.async.wait_group 0;");
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        if (j >= 1 && threadIdx.x < SHM16_BT) bt[(j + 1) & 1][threadIdx.x] = id_next;
+        __syncthreads(); /* tile j landed; every warp's P V of tile j - 2 is done */
+        if (j + 1 < n)
+            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + ((j + 1) % 3) * TILE,
+                            vs + ((j + 1) % 3) * TILE, bt[(j + 1) & 1], bs_shift);
+        id_next = shm16_get(a, t0 + 3 * SHM16_KEYS, hi, bs_shift);
+        float s[KT][4], corr[2];
+        if (j == 0) { /* nothing to overlap yet */
+            shw_qk<HD, E, PARTS>(s, qh, ql, ks + st * TILE);
+            shw_wait<0>();
+            shw_hold<KT * 4>(&s[0][0]);
+            shm_softmax_max<KT>(s, mrow, lrow, corr, n == 1, t0 + 2 * t, hi);
+            shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
+            continue; /* o is still zero: no rescale */
+        }
+        shw_qk<HD, E, PARTS>(s, qh, ql, ks + st * TILE);
+        shw_pv<HD, E, PARTS>(o, ph, pl, vs + ((j + 2) % 3) * TILE);
+        shw_wait<1>(); /* S done */
+        shw_hold<KT * 4>(&s[0][0]);
+        shm_softmax_max<KT>(s, mrow, lrow, corr, j == n - 1, t0 + 2 * t, hi);
+        uint32_t nh[KT / 2][4], nl[KT / 2][4];
+        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, nh, nl);
+        shw_wait<0>(); /* P V done */
+        shw_hold<HD / 2>(&o[0][0]);
+        shw_hold<KT * 2>(&ph[0][0]);
+        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        shm_rescale<HD / 8>(o, corr);
+#pragma unroll
+        for (int i = 0; i < KT / 2; i++)
+#pragma unroll
+            for (int r = 0; r < 4; r++) ph[i][r] = nh[i][r], pl[i][r] = nl[i][r];
+    }
+    if (n > 0) {
+        shw_pv<HD, E, PARTS>(o, ph, pl, vs + ((n + 2) % 3) * TILE);
+        shw_wait<0>();
+        shw_hold<HD / 2>(&o[0][0]);
+        shw_hold<KT * 2>(&ph[0][0]);
+        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+    }
+    shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
+}
+
+/* The instances: head_dim x element type x parts. */
+#define SHW_EACH(X)                                                                            \
+    X(64, __half, 1) X(128, __half, 1) X(64, __nv_bfloat16, 1) X(128, __nv_bfloat16, 1)         \
+    X(64, __half, 2) X(128, __half, 2) X(64, __nv_bfloat16, 2) X(128, __nv_bfloat16, 2)
+
+bool ts_cuda_shw_init(ts_cuda *c) {
+#define SET3(HD, E, P)                                                                      \
+    &&TS_CU(c, cudaFuncSetAttribute(shw_pipe_kernel<HD, E, P>,                                \
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
+                                    (int)shw_layout<HD>::bytes3))
+#define SET(HD, E, P)                                                                       \
+    &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
+                                    (int)shw_layout<HD>::bytes))
+    return true SHW_EACH(SET) SHW_EACH(SET3);
+#undef SET
+#undef SET3
+}
+
+void ts_cuda_shw_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
+    const int parts = c->shm16_parts == 1 ? 1 : 2;
+#define GO(HD, E, P)                                                                         \
+    if (hd == HD && dt == shm16_t<E>::dt && parts == P) {                                    \
+        if (c->shm_wgmma == 2)                                                               \
+            return (void)ts_cuda_launch(c, "shw_pipe_kernel", shw_pipe_kernel<HD, E, P>, grid, \
+                                        dim3(SHM_WARPS * 32), shw_layout<HD>::bytes3, a);     \
+        return (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,               \
+                                    dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);          \
+    }
+    SHW_EACH(GO)
+#undef GO
+}
