@@ -25,14 +25,14 @@ typedef struct shm_args {
     const int32_t *own_tables, *own_info; /* attention_cascade: each row's own slots, or NULL */
 } shm_args;
 
-/* Online softmax statistics over one key tile of a warp's 16 rows, in the mma
- * C layout (s[j]: keys j*8 + 2t, +1 of rows g (s[j][0..1]) and g + 8
- * (s[j][2..3])): keys >= hi masked when mask (the last tile), the rows'
- * running max mrow raised and lrow rescaled; corr: the factor by which the
- * accumulators must be rescaled (shm_rescale). */
-template <int KT>
-__device__ __forceinline__ void shm_softmax_max(float (&s)[KT][4], float (&mrow)[2], float (&lrow)[2],
-                                                float (&corr)[2], bool mask, int key0, int hi) {
+/* Online softmax over one key tile of a warp's 16 rows, in the mma C layout
+ * (s[j]: keys j*8 + 2t, +1 of rows g (s[j][0..1]) and g + 8 (s[j][2..3])):
+ * keys >= hi masked when mask (the last tile), the rows' running max mrow
+ * raised, lrow and the accumulators o[NO][4] rescaled by the correction. */
+template <int KT, int NO>
+__device__ __forceinline__ void shm_softmax_step(float (&s)[KT][4], float (&o)[NO][4],
+                                                 float (&mrow)[2], float (&lrow)[2], bool mask,
+                                                 int key0, int hi) {
     if (mask)
 #pragma unroll
         for (int j = 0; j < KT; j++) {
@@ -40,7 +40,7 @@ __device__ __forceinline__ void shm_softmax_max(float (&s)[KT][4], float (&mrow)
             if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
             if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
         }
-    float mx[2] = {-INFINITY, -INFINITY};
+    float mx[2] = {-INFINITY, -INFINITY}, corr[2];
 #pragma unroll
     for (int j = 0; j < KT; j++) {
         mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
@@ -55,26 +55,11 @@ __device__ __forceinline__ void shm_softmax_max(float (&s)[KT][4], float (&mrow)
         mrow[h] = mn;
         lrow[h] *= corr[h];
     }
-}
-
-/* The accumulators o[NO][4] (C layout: rows g, g + 8) times corr. */
-template <int NO>
-__device__ __forceinline__ void shm_rescale(float (&o)[NO][4], const float (&corr)[2]) {
 #pragma unroll
     for (int n = 0; n < NO; n++) {
         o[n][0] *= corr[0], o[n][1] *= corr[0];
         o[n][2] *= corr[1], o[n][3] *= corr[1];
     }
-}
-
-/* Both: one tile's online softmax step on s, mrow, lrow and o. */
-template <int KT, int NO>
-__device__ __forceinline__ void shm_softmax_step(float (&s)[KT][4], float (&o)[NO][4],
-                                                 float (&mrow)[2], float (&lrow)[2], bool mask,
-                                                 int key0, int hi) {
-    float corr[2];
-    shm_softmax_max<KT>(s, mrow, lrow, corr, mask, key0, hi);
-    shm_rescale<NO>(o, corr);
 }
 
 /* A warp's range result: (o / l, lse) of its rows m0 + g and m0 + g + 8
@@ -112,7 +97,7 @@ __device__ __forceinline__ void shm_store_partial(const shm_args &a, const float
 bool ts_cuda_shm16_init(ts_cuda *c);
 void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid);
 /* The same on wgmma (attn_shared_wgmma.cu), which ts_cuda_shm16_launch runs
- * when c->shm_wgmma is 1 or 2 (2: the pipelined kernel). */
+ * unless c->shm_wgmma is off. */
 bool ts_cuda_shw_init(ts_cuda *c);
 void ts_cuda_shw_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid);
 /* Keys a tile of the 16-bit kernel (ranges are whole tiles). */

@@ -1,6 +1,8 @@
 /* Cascade attention's shared level over an f16 or bf16 KV pool, on the
  * tensor cores with mma.sync m16n8k16 (the f32 pool's kernel is
- * attn_shared_mma.cu, which plans the launch and merges the ranges).
+ * attn_shared_mma.cu, which plans the launch and merges the ranges). By
+ * default attn_shared_wgmma.cu's kernel runs instead; this one with
+ * TS_CASCADE_WGMMA=0.
  *
  * A CTA takes 64 query rows of one KV head (16 a warp) and a range of the
  * prefix, streamed in 64-key tiles gathered through the block table with

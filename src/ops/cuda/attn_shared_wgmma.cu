@@ -1,6 +1,6 @@
 /* Cascade attention's shared level over an f16 or bf16 KV pool on wgmma
- * (Hopper's warpgroup products; TS_CASCADE_WGMMA=0 runs attn_shared_mma16.cu's
- * mma.sync kernel instead). Same grid, arguments, numerics and partials as
+ * (Hopper's warpgroup products; the default: TS_CASCADE_WGMMA=0 runs
+ * attn_shared_mma16.cu's mma.sync kernel instead). Same grid, arguments, numerics and partials as
  * that kernel: a CTA of one warpgroup (4 warps) takes 64 query rows of a KV
  * head and a range of the prefix in 64-key tiles, q and P in PARTS 16-bit
  * parts, online softmax in f32.
@@ -107,7 +107,6 @@ template <int HD> struct shw_layout {
     static constexpr int TILE = SHM16_KEYS * HD * 2; /* bytes of a K or V tile */
     static constexpr int COLB = SHM16_KEYS * 128;    /* bytes of a 64-column block */
     static constexpr size_t bytes = 2 * 2 * (size_t)TILE + 1024; /* + alignment */
-    static constexpr size_t bytes3 = 3 * 2 * (size_t)TILE + 1024; /* three stages */
 };
 
 /* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi) into
@@ -233,115 +232,26 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
 }
 
 
-/* The same kernel with tile j's S = Q K^T and tile j - 1's O += P V in flight
- * together, and tile j's softmax under the latter: three stages (tile j + 1
- * loading, K of tile j, V of tile j - 1); o is rescaled once P V is done. */
-template <int HD, typename E, int PARTS>
-__global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_pipe_kernel(shm_args a) {
-    constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE;
-    extern __shared__ __align__(16) unsigned char shw_smem[];
-    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(shw_smem) + 1023u) & ~1023u;
-    const uint32_t ks = base, vs = base + 3 * TILE; /* stage b: + b * TILE */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int kvh = blockIdx.y;
-    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
-    const int n = (max(hi - lo, 0) + SHM16_KEYS - 1) / SHM16_KEYS; /* tiles */
-    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
-    __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
-    if (threadIdx.x < SHM16_BT) {
-        bt[0][threadIdx.x] = shm16_get(a, lo, hi, bs_shift);
-        bt[1][threadIdx.x] = shm16_get(a, lo + SHM16_KEYS, hi, bs_shift);
-    }
-    uint32_t qh[KK][4], ql[KK][4];
-    {
-        const float *qr[2];
-        shm16_q_rows(a, kvh, blockIdx.x * SHM_ROWS + warp * 16 + g, HD, qr);
-        __syncthreads(); /* bt */
-        ts_pdl_wait();
-        ts_pdl_trigger();
-        if (n > 0) shw_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
-        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
-    }
-    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    uint32_t ph[KT / 2][4], pl[KT / 2][4]; /* P of the previous tile */
-    int32_t id_next = shm16_get(a, lo + 2 * SHM16_KEYS, hi, bs_shift); /* tile 2's ids */
-    for (int j = 0; j < n; j++) {
-        const int t0 = lo + j * SHM16_KEYS, st = j % 3;
-        asm volatile("cp.async.wait_group 0;");
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        if (j >= 1 && threadIdx.x < SHM16_BT) bt[(j + 1) & 1][threadIdx.x] = id_next;
-        __syncthreads(); /* tile j landed; every warp's P V of tile j - 2 is done */
-        if (j + 1 < n)
-            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + ((j + 1) % 3) * TILE,
-                            vs + ((j + 1) % 3) * TILE, bt[(j + 1) & 1], bs_shift);
-        id_next = shm16_get(a, t0 + 3 * SHM16_KEYS, hi, bs_shift);
-        float s[KT][4], corr[2];
-        if (j == 0) { /* nothing to overlap yet */
-            shw_qk<HD, E, PARTS>(s, qh, ql, ks + st * TILE);
-            shw_wait<0>();
-            shw_hold<KT * 4>(&s[0][0]);
-            shm_softmax_max<KT>(s, mrow, lrow, corr, n == 1, t0 + 2 * t, hi);
-            shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
-            continue; /* o is still zero: no rescale */
-        }
-        shw_qk<HD, E, PARTS>(s, qh, ql, ks + st * TILE);
-        shw_pv<HD, E, PARTS>(o, ph, pl, vs + ((j + 2) % 3) * TILE);
-        shw_wait<1>(); /* S done */
-        shw_hold<KT * 4>(&s[0][0]);
-        shm_softmax_max<KT>(s, mrow, lrow, corr, j == n - 1, t0 + 2 * t, hi);
-        uint32_t nh[KT / 2][4], nl[KT / 2][4];
-        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, nh, nl);
-        shw_wait<0>(); /* P V done */
-        shw_hold<HD / 2>(&o[0][0]);
-        shw_hold<KT * 2>(&ph[0][0]);
-        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
-        shm_rescale<HD / 8>(o, corr);
-#pragma unroll
-        for (int i = 0; i < KT / 2; i++)
-#pragma unroll
-            for (int r = 0; r < 4; r++) ph[i][r] = nh[i][r], pl[i][r] = nl[i][r];
-    }
-    if (n > 0) {
-        shw_pv<HD, E, PARTS>(o, ph, pl, vs + ((n + 2) % 3) * TILE);
-        shw_wait<0>();
-        shw_hold<HD / 2>(&o[0][0]);
-        shw_hold<KT * 2>(&ph[0][0]);
-        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
-    }
-    shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
-}
-
 /* The instances: head_dim x element type x parts. */
 #define SHW_EACH(X)                                                                            \
     X(64, __half, 1) X(128, __half, 1) X(64, __nv_bfloat16, 1) X(128, __nv_bfloat16, 1)         \
     X(64, __half, 2) X(128, __half, 2) X(64, __nv_bfloat16, 2) X(128, __nv_bfloat16, 2)
 
 bool ts_cuda_shw_init(ts_cuda *c) {
-#define SET3(HD, E, P)                                                                      \
-    &&TS_CU(c, cudaFuncSetAttribute(shw_pipe_kernel<HD, E, P>,                                \
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                    (int)shw_layout<HD>::bytes3))
 #define SET(HD, E, P)                                                                       \
     &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
                                     (int)shw_layout<HD>::bytes))
-    return true SHW_EACH(SET) SHW_EACH(SET3);
+    return true SHW_EACH(SET);
 #undef SET
-#undef SET3
 }
 
 void ts_cuda_shw_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
-    if (hd == HD && dt == shm16_t<E>::dt && parts == P) {                                    \
-        if (c->shm_wgmma == 2)                                                               \
-            return (void)ts_cuda_launch(c, "shw_pipe_kernel", shw_pipe_kernel<HD, E, P>, grid, \
-                                        dim3(SHM_WARPS * 32), shw_layout<HD>::bytes3, a);     \
+    if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
         return (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,               \
-                                    dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);          \
-    }
+                                    dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);
     SHW_EACH(GO)
 #undef GO
 }
