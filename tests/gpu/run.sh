@@ -55,11 +55,6 @@ for t in "$dir"/test_*; do
     case $name in test_gpu_model) has model || continue ;; *) has ops || continue ;; esac
     check "$name" "$t"
 done
-# cascade's 16-bit shared level runs on wgmma; its mma.sync kernel
-# (TS_CASCADE_WGMMA=0) gets the same op checks
-if has ops && [ -x "$dir/test_gpu_ops" ]; then
-    check "test_gpu_ops TS_CASCADE_WGMMA=0" "$dir/test_gpu_ops" TS_CASCADE_WGMMA=0
-fi
 if has ops && [ -x "$dir/bench_gpu" ]; then
     "$dir/bench_gpu" || bad bench_gpu "exit $?"
     # PyTorch SDPA on the cascade table's shapes, same run (needs torch)

@@ -1,5 +1,5 @@
 /* What cascade's two tensor-core shared-level kernels have in common
- * (attn_shared_mma.cu: f32 KV in 3xTF32; attn_shared_mma16.cu: f16 / bf16
+ * (attn_shared_mma.cu: f32 KV in 3xTF32; attn_shared_wgmma.cu: f16 / bf16
  * KV): their arguments and the partial results they leave for the
  * log-sum-exp merge of the prefix ranges (shm_merge_kernel). */
 #ifndef TS_OPS_CUDA_ATTN_SHARED_CUH
@@ -92,14 +92,10 @@ __device__ __forceinline__ void shm_store_partial(const shm_args &a, const float
     }
 }
 
-/* The 16-bit KV kernel (attn_shared_mma16.cu): grid (M tiles, KV heads,
+/* The 16-bit KV kernel (attn_shared_wgmma.cu): grid (M tiles, KV heads,
  * ranges), SHM_WARPS warps; writes p_o and p_lse as the f32 one does. */
 bool ts_cuda_shm16_init(ts_cuda *c);
 void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid);
-/* The same on wgmma (attn_shared_wgmma.cu), which ts_cuda_shm16_launch runs
- * unless c->shm_wgmma is off. */
-bool ts_cuda_shw_init(ts_cuda *c);
-void ts_cuda_shw_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid);
 /* Keys a tile of the 16-bit kernel (ranges are whole tiles). */
 #define SHM16_KEYS 64
 

@@ -11,7 +11,7 @@
  * lo*lo term is ~2^-22 relative). The prefix ranges' partial results merge
  * by log-sum-exp in a second kernel. head_dim 64 or 128; other shapes take
  * the generic kernel (attention.cu). f16 / bf16 pools take the 16-bit
- * kernel of attn_shared_mma16.cu, planned and merged here. */
+ * wgmma kernel of attn_shared_wgmma.cu, planned and merged here. */
 #include <math.h>
 
 #include <limits.h>

@@ -1,31 +1,42 @@
-/* Cascade attention's shared level over an f16 or bf16 KV pool on wgmma
- * (Hopper's warpgroup products; the default: TS_CASCADE_WGMMA=0 runs
- * attn_shared_mma16.cu's mma.sync kernel instead). Same grid, arguments, numerics and partials as
- * that kernel: a CTA of one warpgroup (4 warps) takes 64 query rows of a KV
- * head and a range of the prefix in 64-key tiles, q and P in PARTS 16-bit
- * parts, online softmax in f32.
+/* Cascade attention's shared level over an f16 or bf16 KV pool, on Hopper's
+ * warpgroup products (wgmma; the f32 pool's kernel is attn_shared_mma.cu,
+ * which plans the launch and merges the ranges). A CTA of one warpgroup (4
+ * warps) takes 64 query rows of one KV head (16 a warp) and a range of the
+ * prefix in 64-key tiles gathered through the block table. K and V stay in
+ * their 16-bit format (exact: they are stored so); q is f32, so it enters as
+ * PARTS 16-bit parts, q = hi + lo (hi = q rounded, lo = the rest rounded: q
+ * to ~2^-17), and P the same way; online softmax in f32. With PARTS = 2 only
+ * the dropped lo remainders (~2^-17 relative) separate the result from an
+ * f32 computation over the same K/V; with PARTS = 1 (TS_CASCADE_PARTS=1) q
+ * and P enter as one part each, as FlashAttention computes over a 16-bit
+ * cache: half the products, ~2e-3 relative error.
  *
  * Per tile the warpgroup issues S = Q K^T as HD/16 x PARTS wgmma m64n64k16
  * (q from registers, K from shared memory) and, after the softmax,
  * O += P V as 4 x PARTS wgmma m64n{HD}k16 (P from registers, V from shared
- * memory, N-major). A single instruction covers what 8-16 mma.sync covered,
- * and the accumulation along K runs inside it.
+ * memory, N-major). The register fragments of a warp's 16 rows are the
+ * mma.sync m16n8k16 A and C layouts, so S's accumulators pack into P's A
+ * fragments in place.
  *
  * Shared memory: each K or V tile is [HD / 64 column blocks][64 keys][128 B],
  * the 16-byte chunks of a key's 128 bytes XOR-swizzled by key % 8 (the
  * 128-byte swizzle both operand forms read: K as K-major B, V as N-major B),
  * tiles 1024-byte aligned; two stages filled by cp.async through the block
- * table, as the mma.sync kernel does. */
+ * table. */
 #include <math.h>
+#include <string.h>
 
-#include "ops/cuda/attn_shm16.cuh"
+#include <type_traits>
+
+#include "ops/cuda/attn_shared.cuh"
+#include "ops/cuda/kv_elem.cuh"
 
 /* wgmma wrappers: d (f32, the m64nN D layout) += a b; a: this thread's A
  * fragment (4 registers, the mma.sync A layout of its warp's 16 rows); b: a
  * shared-memory descriptor; TR: 1 when b is N-major. */
-#define SHW_MMA_N64(T)                                                                            \
+#define SHW_MMA_N64(T, S)                                                                            \
     template <int TR>                                                                             \
-    static __device__ __forceinline__ void n64(float *d, const uint32_t *a, uint64_t b) {         \
+    static __device__ __forceinline__ void wg_n64_##S(float *d, const uint32_t *a, uint64_t b) { \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                 \
                      "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T " {"                   \
                      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
@@ -40,9 +51,9 @@
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TR));      \
     }
 
-#define SHW_MMA_N128(T)                                                                           \
+#define SHW_MMA_N128(T, S)                                                                           \
     template <int TR>                                                                             \
-    static __device__ __forceinline__ void n128(float *d, const uint32_t *a, uint64_t b) {        \
+    static __device__ __forceinline__ void wg_n128_##S(float *d, const uint32_t *a, uint64_t b) {\
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                 \
                      "wgmma.mma_async.sync.aligned.m64n128k16.f32." T "." T " {"                  \
                      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
@@ -67,17 +78,128 @@
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TR));      \
     }
 
-template <typename E> struct shw_t;
-template <> struct shw_t<__nv_bfloat16> {
-    SHW_MMA_N64("bf16")
-    SHW_MMA_N128("bf16")
-};
-template <> struct shw_t<__half> {
-    SHW_MMA_N64("f16")
-    SHW_MMA_N128("f16")
-};
+SHW_MMA_N64("bf16", bf16)
+SHW_MMA_N64("f16", f16)
+SHW_MMA_N128("bf16", bf16)
+SHW_MMA_N128("f16", f16)
 #undef SHW_MMA_N64
 #undef SHW_MMA_N128
+
+/* The 16-bit element types: packing two floats (the first in the low half)
+ * and unpacking, the pool's dtype, and the wgmma wrappers. */
+template <typename E> struct shm16_t {
+    static constexpr bool F16 = std::is_same<E, __half>::value;
+    static constexpr ts_dtype dt = F16 ? TS_DT_F16 : TS_DT_BF16;
+    static __device__ __forceinline__ uint32_t pack(float a, float b) {
+        uint32_t u;
+        if constexpr (F16) {
+            __half2 h = __floats2half2_rn(a, b);
+            memcpy(&u, &h, 4);
+        } else {
+            __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+            memcpy(&u, &h, 4);
+        }
+        return u;
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t u) {
+        if constexpr (F16) {
+            __half2 h;
+            memcpy(&h, &u, 4);
+            return __half22float2(h);
+        }
+        return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+    }
+    template <int TR> static __device__ __forceinline__ void n64(float *d, const uint32_t *a, uint64_t b) {
+        if constexpr (F16) wg_n64_f16<TR>(d, a, b);
+        else wg_n64_bf16<TR>(d, a, b);
+    }
+    template <int TR> static __device__ __forceinline__ void n128(float *d, const uint32_t *a, uint64_t b) {
+        if constexpr (F16) wg_n128_f16<TR>(d, a, b);
+        else wg_n128_bf16<TR>(d, a, b);
+    }
+};
+
+/* Block ids a tile spans at most (block size 1), rounded up; the kernel
+ * keeps two tiles' ids in shared memory (bt[2][SHM16_BT]). */
+#define SHM16_BT (SHM16_KEYS + 8)
+
+/* The block holding key t; bs_shift: log2 of the block size bs when a
+ * power of two (no division), else -1. */
+__device__ __forceinline__ int shm16_blk(int t, int bs, int bs_shift) {
+    return bs_shift >= 0 ? t >> bs_shift : t / bs;
+}
+
+/* This thread's entry of the block ids of the tile at t0, keys [t0,
+ * min(t0 + SHM16_KEYS, hi)) (0 past the tile's blocks), loaded from global
+ * memory; the kernel stores it into shared memory a tile later, so the
+ * load's latency hides behind that tile. */
+__device__ __forceinline__ int32_t shm16_get(const shm_args &a, int t0, int hi, int bs_shift) {
+    if (t0 >= hi) return 0;
+    const int first = shm16_blk(t0, a.block_size, bs_shift);
+    const int n = shm16_blk(min(t0 + SHM16_KEYS, hi) - 1, a.block_size, bs_shift) - first + 1;
+    return (int)threadIdx.x < n ? a.blocks[first + threadIdx.x] : 0;
+}
+
+/* The q rows of this thread's fragments: query rows m and m + 8 of the CTA's
+ * KV head (listed row m / group, head m % group), NULL past the last row.
+ * Reads only the row list (an upload: safe before ts_pdl_wait). */
+__device__ __forceinline__ void shm16_q_rows(const shm_args &a, int kvh, int m, int hd,
+                                             const float *(&qr)[2]) {
+    const int gs = a.group, M = a.n_rows * gs;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        int r = m + 8 * h;
+        qr[h] = r < M ? a.q + ((size_t)a.rows[r / gs] * a.n_heads + (size_t)kvh * gs + r % gs) * hd
+                      : NULL;
+    }
+}
+
+/* The rows' q, scaled, as A fragments of PARTS 16-bit parts: qh/ql[kk] =
+ * rows g, g + 8 (qr[0], qr[1]) x dims kk*16 + 2t (+1) and + 8; q = hi + lo. */
+template <int KK, typename E, int PARTS>
+__device__ __forceinline__ void shm16_q_frags(const shm_args &a, const float *const (&qr)[2], int t,
+                                              uint32_t (&qh)[KK][4], uint32_t (&ql)[KK][4]) {
+    typedef shm16_t<E> T16;
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) { /* r: (row g, row g + 8) x (dims +0, +8) */
+            const float *p = qr[r & 1];
+            float2 x = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
+                         : make_float2(0.0f, 0.0f);
+            x.x *= a.scale, x.y *= a.scale;
+            qh[kk][r] = T16::pack(x.x, x.y);
+            if (PARTS == 2) {
+                float2 h = T16::unpack(qh[kk][r]);
+                ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
+            }
+        }
+}
+
+/* P = exp(S - mrow) of a tile (S in the C layout of shm_softmax_step), its
+ * row sums added to lrow, as A fragments of PARTS 16-bit parts: ph/pl[kk] =
+ * keys kk*16 + 2t (+1) and + 8 of rows g, g + 8. */
+template <int KT, typename E, int PARTS>
+__device__ __forceinline__ void shm16_pack_p(const float (&s)[KT][4], const float (&mrow)[2],
+                                             float (&lrow)[2], uint32_t (&ph)[KT / 2][4],
+                                             uint32_t (&pl)[KT / 2][4]) {
+    typedef shm16_t<E> T16;
+#pragma unroll
+    for (int j = 0; j < KT; j++) {
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            float p0 = expf(s[j][2 * h] - mrow[h]), p1 = expf(s[j][2 * h + 1] - mrow[h]);
+            lrow[h] += p0 + p1;
+            uint32_t hi = T16::pack(p0, p1);
+            ph[j / 2][(j & 1) * 2 + h] = hi;
+            if (PARTS == 2) {
+                float2 f = T16::unpack(hi);
+                pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
+            }
+        }
+    }
+}
+
 
 __device__ __forceinline__ void shw_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void shw_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
@@ -146,8 +268,8 @@ __device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4], const uint
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         uint64_t d = shw_desc(kt + (kk >> 2) * shw_layout<HD>::COLB + (kk & 3) * 32, 16, 1024);
-        if (PARTS == 2) shw_t<E>::template n64<0>(&s[0][0], ql[kk], d);
-        shw_t<E>::template n64<0>(&s[0][0], qh[kk], d);
+        if (PARTS == 2) shm16_t<E>::template n64<0>(&s[0][0], ql[kk], d);
+        shm16_t<E>::template n64<0>(&s[0][0], qh[kk], d);
     }
     shw_commit();
 }
@@ -161,18 +283,25 @@ __device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4], const uint32_t (&p
     for (int kk = 0; kk < SHM16_KEYS / 16; kk++) {
         uint64_t d = shw_desc(vt + kk * 2048, shw_layout<HD>::COLB, 1024);
         if (HD == 128) {
-            if (PARTS == 2) shw_t<E>::template n128<1>(&o[0][0], pl[kk], d);
-            shw_t<E>::template n128<1>(&o[0][0], ph[kk], d);
+            if (PARTS == 2) shm16_t<E>::template n128<1>(&o[0][0], pl[kk], d);
+            shm16_t<E>::template n128<1>(&o[0][0], ph[kk], d);
         } else {
-            if (PARTS == 2) shw_t<E>::template n64<1>(&o[0][0], pl[kk], d);
-            shw_t<E>::template n64<1>(&o[0][0], ph[kk], d);
+            if (PARTS == 2) shm16_t<E>::template n64<1>(&o[0][0], pl[kk], d);
+            shm16_t<E>::template n64<1>(&o[0][0], ph[kk], d);
         }
     }
     shw_commit();
 }
 
-/* Grid (M tiles, KV heads, ranges); 128 threads (one warpgroup); the PDL and
- * block-id staging of shm16_kernel. */
+/* Grid (M tiles, KV heads, ranges); 128 threads (one warpgroup). It
+ * triggers the next kernel only after its own wait, so that kernel may read
+ * (through L2) what the kernels before this one wrote. Before its own wait
+ * it reads only the block table and the row list: the host uploads them (a
+ * copy, which every later kernel in the stream starts after), and no kernel
+ * writes them. So the first two tiles' block ids and the q rows' addresses
+ * are ready when the wait returns; each later tile's ids are loaded two
+ * tiles ahead and stored at the end of the tile between, so no cp.async
+ * waits on a block-table load. */
 template <int HD, typename E, int PARTS>
 __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE;
@@ -237,7 +366,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     X(64, __half, 1) X(128, __half, 1) X(64, __nv_bfloat16, 1) X(128, __nv_bfloat16, 1)         \
     X(64, __half, 2) X(128, __half, 2) X(64, __nv_bfloat16, 2) X(128, __nv_bfloat16, 2)
 
-bool ts_cuda_shw_init(ts_cuda *c) {
+bool ts_cuda_shm16_init(ts_cuda *c) {
 #define SET(HD, E, P)                                                                       \
     &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
@@ -246,7 +375,7 @@ bool ts_cuda_shw_init(ts_cuda *c) {
 #undef SET
 }
 
-void ts_cuda_shw_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
+void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
     if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
