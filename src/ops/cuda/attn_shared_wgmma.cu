@@ -34,9 +34,9 @@
 /* wgmma wrappers: d (f32, the m64nN D layout) += a b; a: this thread's A
  * fragment (4 registers, the mma.sync A layout of its warp's 16 rows); b: a
  * shared-memory descriptor; TR: 1 when b is N-major. */
-#define SHW_MMA_N64(T, S)                                                                            \
+#define SHW_MMA_N64(T, S)                                                                         \
     template <int TR>                                                                             \
-    static __device__ __forceinline__ void wg_n64_##S(float *d, const uint32_t *a, uint64_t b) { \
+    static __device__ __forceinline__ void wg_n64_##S(float *d, const uint32_t *a, uint64_t b) {  \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                 \
                      "wgmma.mma_async.sync.aligned.m64n64k16.f32." T "." T " {"                   \
                      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
@@ -51,9 +51,9 @@
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1), "n"(TR));      \
     }
 
-#define SHW_MMA_N128(T, S)                                                                           \
+#define SHW_MMA_N128(T, S)                                                                        \
     template <int TR>                                                                             \
-    static __device__ __forceinline__ void wg_n128_##S(float *d, const uint32_t *a, uint64_t b) {\
+    static __device__ __forceinline__ void wg_n128_##S(float *d, const uint32_t *a, uint64_t b) { \
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                 \
                      "wgmma.mma_async.sync.aligned.m64n128k16.f32." T "." T " {"                  \
                      "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16," \
@@ -109,11 +109,13 @@ template <typename E> struct shm16_t {
         }
         return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
     }
-    template <int TR> static __device__ __forceinline__ void n64(float *d, const uint32_t *a, uint64_t b) {
+    template <int TR>
+    static __device__ __forceinline__ void n64(float *d, const uint32_t *a, uint64_t b) {
         if constexpr (F16) wg_n64_f16<TR>(d, a, b);
         else wg_n64_bf16<TR>(d, a, b);
     }
-    template <int TR> static __device__ __forceinline__ void n128(float *d, const uint32_t *a, uint64_t b) {
+    template <int TR>
+    static __device__ __forceinline__ void n128(float *d, const uint32_t *a, uint64_t b) {
         if constexpr (F16) wg_n128_f16<TR>(d, a, b);
         else wg_n128_bf16<TR>(d, a, b);
     }
@@ -200,9 +202,14 @@ __device__ __forceinline__ void shm16_pack_p(const float (&s)[KT][4], const floa
     }
 }
 
-
-__device__ __forceinline__ void shw_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void shw_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+/* Orders this thread's register writes before the wgmma issued after it. */
+__device__ __forceinline__ void shw_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+/* Closes the group of wgmma issued since the last one. */
+__device__ __forceinline__ void shw_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
 /* Waits until at most N committed groups of this warpgroup are pending. */
 template <int N> __device__ __forceinline__ void shw_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
@@ -250,17 +257,22 @@ __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks
             int in = bs_shift >= 0 ? t & (bs - 1) : t % bs;
             off = (((size_t)bt[blk - first] * a.n_kv_heads + kvh) * bs + (size_t)in) * HD + ch * 8;
         }
-        uint32_t d = (uint32_t)((ch >> 3) * shw_layout<HD>::COLB + r * 128 + (((ch & 7) ^ (r & 7)) << 4));
+        /* column block, key row, chunk swizzled by the key within its 8 */
+        uint32_t d = (uint32_t)((ch >> 3) * shw_layout<HD>::COLB + r * 128 +
+                                (((ch & 7) ^ (r & 7)) << 4));
         int n = ok ? 16 : 0; /* 0: zero-filled */
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(ks + d), "l"(kp + off), "r"(n));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d), "l"(vp + off), "r"(n));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(ks + d),
+                     "l"(kp + off), "r"(n));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d),
+                     "l"(vp + off), "r"(n));
     }
     asm volatile("cp.async.commit_group;");
 }
 
 /* S = Q K^T of one tile into s (zeroed here), issued, not waited for. */
 template <int HD, typename E, int PARTS>
-__device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4], const uint32_t (&qh)[HD / 16][4],
+__device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4],
+                                       const uint32_t (&qh)[HD / 16][4],
                                        const uint32_t (&ql)[HD / 16][4], uint32_t kt) {
 #pragma unroll
     for (int j = 0; j < SHM16_KEYS / 8; j++) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
@@ -276,7 +288,8 @@ __device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4], const uint
 
 /* O += P V of one tile, issued, not waited for. */
 template <int HD, typename E, int PARTS>
-__device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4], const uint32_t (&ph)[SHM16_KEYS / 16][4],
+__device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4],
+                                       const uint32_t (&ph)[SHM16_KEYS / 16][4],
                                        const uint32_t (&pl)[SHM16_KEYS / 16][4], uint32_t vt) {
     shw_fence();
 #pragma unroll
@@ -334,8 +347,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1) {
         const bool more = t0 + SHM16_KEYS < hi;
         if (more) /* the next tile into the other stage (freed by the last sync) */
-            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE, vs + (buf ^ 1) * TILE,
-                            bt[buf ^ 1], bs_shift);
+            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
+                            vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
         const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
@@ -359,7 +372,6 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     }
     shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
 }
-
 
 /* The instances: head_dim x element type x parts. */
 #define SHW_EACH(X)                                                                            \
