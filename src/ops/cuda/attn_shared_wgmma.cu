@@ -238,12 +238,13 @@ template <int HD> struct shw_layout {
     static constexpr size_t bytes = 2 * 2 * (size_t)TILE + 1024; /* + alignment */
 };
 
-/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi) into
- * the swizzled tiles at shared addresses ks, vs; bt: the tile's block ids. */
-template <int HD, typename E>
+/* Issues (NT threads) the copies of the K and V rows of keys [t0, t0 +
+ * SHM16_KEYS) (zeros past hi) into the swizzled tiles at shared addresses
+ * ks, vs; bt: the tile's block ids. The caller commits or arrives. */
+template <int HD, typename E, int NT>
 __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks, uint32_t vs,
                          const int32_t *bt, int bs_shift) {
-    constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
+    constexpr int CH = HD / 8, RS = NT / CH; /* 16-byte chunks a row; rows a pass */
     const E *kp = (const E *)a.k, *vp = (const E *)a.v;
     const int ch = threadIdx.x % CH, bs = a.block_size;
     const int first = shm16_blk(t0, bs, bs_shift);
@@ -266,8 +267,8 @@ __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d),
                      "l"(vp + off), "r"(n));
     }
-    asm volatile("cp.async.commit_group;");
 }
+__device__ __forceinline__ void shw_commit_copies() { asm volatile("cp.async.commit_group;"); }
 
 /* S = Q K^T of one tile into s (zeroed here), issued, not waited for. */
 template <int HD, typename E, int PARTS>
@@ -306,6 +307,80 @@ __device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4],
     shw_commit();
 }
 
+
+/* ---- optional phase clock (build with -DSHW_PROF; profiling only) ----
+ * Thread 0 of each CTA stamps %globaltimer and clock64 at its entry, after
+ * its wait, with q in registers, and per tile when the tile is loaded, S is
+ * done and P V is done; ts_cuda_shw_prof_dump (called by ts_cuda_destroy)
+ * prints the last launch's phases as percentiles over CTAs. */
+#ifdef SHW_PROF
+#include <stdio.h>
+#include <stdlib.h>
+#define SHW_PROF_C 1024 /* CTAs stamped */
+#define SHW_PROF_T 8    /* tiles stamped */
+#define SHW_EV (4 + 3 * SHW_PROF_T)
+__device__ unsigned long long shw_prof[SHW_PROF_C * SHW_EV * 2];
+__device__ int shw_prof_n[2]; /* CTAs, tiles of the last launch */
+__device__ __forceinline__ void shw_stamp(int ev) {
+    unsigned cta = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    if (threadIdx.x == 0 && cta < SHW_PROF_C && ev < SHW_EV) {
+        unsigned long long t;
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+        shw_prof[(cta * SHW_EV + ev) * 2] = t, shw_prof[(cta * SHW_EV + ev) * 2 + 1] = clock64();
+    }
+}
+static int shw_cmp(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+void ts_cuda_shw_prof_dump(void) {
+    int n[2];
+    if (cudaMemcpyFromSymbol(n, shw_prof_n, sizeof n) != cudaSuccess || n[0] <= 0) return;
+    const int C = n[0] < SHW_PROF_C ? n[0] : SHW_PROF_C, T = n[1] < SHW_PROF_T ? n[1] : SHW_PROF_T;
+    static unsigned long long h[SHW_PROF_C * SHW_EV * 2];
+    static double v[SHW_PROF_C];
+    if (cudaMemcpyFromSymbol(h, shw_prof, sizeof h) != cudaSuccess) return;
+#define GT(c, e) ((double)h[((size_t)(c) * SHW_EV + (e)) * 2])
+#define CK(c, e) ((double)h[((size_t)(c) * SHW_EV + (e)) * 2 + 1])
+    double t0 = 1e300, mhz = (CK(0, 3) - CK(0, 0)) / (GT(0, 3) - GT(0, 0)) * 1e3;
+    for (int c = 0; c < C; c++) t0 = GT(c, 0) < t0 ? GT(c, 0) : t0;
+    fprintf(stderr, "shw_kernel phase clock: %d CTAs, %d tiles, ~%.0f MHz; us (min / median / max over CTAs)\n",
+            C, T, mhz);
+    const int rows = 5 + 3 * T;
+    for (int k = 0; k < rows; k++) {
+        char name[48];
+        for (int c = 0; c < C; c++) {
+            double d;
+            if (k == 0) d = (GT(c, 0) - t0) / 1e3;
+            else if (k == rows - 1) d = (GT(c, 3) - t0) / 1e3;
+            else if (k == rows - 2) d = (CK(c, 3) - CK(c, 3 + 3 * T)) / mhz;
+            else if (k < 3) d = (CK(c, k) - CK(c, k - 1)) / mhz;
+            else { /* stamp 4 + 3i + p, after stamp 2 (tile 0's load) or the one before */
+                int e = k + 1;
+                d = (CK(c, e) - CK(c, e == 4 ? 2 : e - 1)) / mhz;
+            }
+            v[c] = d;
+        }
+        if (k == 0) snprintf(name, sizeof name, "entry, after the first CTA's");
+        else if (k == 1) snprintf(name, sizeof name, "entry -> wait passed");
+        else if (k == 2) snprintf(name, sizeof name, "wait -> q in registers");
+        else if (k == rows - 2) snprintf(name, sizeof name, "last P V -> partials stored");
+        else if (k == rows - 1) snprintf(name, sizeof name, "end, after the first CTA's entry");
+        else {
+            int i = (k - 3) / 3, p = (k - 3) % 3;
+            snprintf(name, sizeof name, "tile %d: %s", i, p == 0 ? "loaded" : p == 1 ? "S" : "softmax + P V");
+        }
+        qsort(v, (size_t)C, sizeof v[0], shw_cmp);
+        fprintf(stderr, "  %-34s %7.2f %7.2f %7.2f\n", name, v[0], v[C / 2], v[C - 1]);
+    }
+#undef GT
+#undef CK
+}
+#define SHW_STAMP(ev) shw_stamp(ev)
+#else
+#define SHW_STAMP(ev) ((void)0)
+#endif
+
 /* Grid (M tiles, KV heads, ranges); 128 threads (one warpgroup). It
  * triggers the next kernel only after its own wait, so that kernel may read
  * (through L2) what the kernels before this one wrote. Before its own wait
@@ -325,6 +400,12 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     const int kvh = blockIdx.y;
     const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
     const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
+    SHW_STAMP(0);
+#ifdef SHW_PROF
+    if (threadIdx.x == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
+        shw_prof_n[0] = gridDim.x * gridDim.y * gridDim.z,
+        shw_prof_n[1] = (min(a.n_kv, a.per) + SHM16_KEYS - 1) / SHM16_KEYS;
+#endif
     __shared__ int32_t bt[2][SHM16_BT]; /* tile i's block ids: bt[i & 1] */
     if (threadIdx.x < SHM16_BT) {
         bt[0][threadIdx.x] = shm16_get(a, lo, hi, bs_shift);
@@ -337,28 +418,35 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         __syncthreads(); /* bt */
         ts_pdl_wait();
         ts_pdl_trigger();
-        if (lo < hi) shw_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
+        SHW_STAMP(1);
+        if (lo < hi) shw_load<HD, E, SHM_WARPS * 32>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
+        shw_commit_copies();
         shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+        SHW_STAMP(2);
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    int buf = 0;
-    for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1) {
+    int buf = 0, tile = 0;
+    for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1, tile++) {
         const bool more = t0 + SHM16_KEYS < hi;
-        if (more) /* the next tile into the other stage (freed by the last sync) */
-            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
-                            vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
+        if (more) { /* the next tile into the other stage (freed by the last sync) */
+            shw_load<HD, E, SHM_WARPS * 32>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
+                                            vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
+            shw_commit_copies();
+        }
         const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
         /* the copies (generic proxy) made visible to wgmma's reads (async proxy) */
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
+        SHW_STAMP(4 + 3 * tile);
         float s[KT][4];
         shw_qk<HD, E, PARTS>(s, qh, ql, ks + buf * TILE);
         shw_wait<0>();
         shw_hold<KT * 4>(&s[0][0]);
+        SHW_STAMP(5 + 3 * tile);
         shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, !more, t0 + 2 * t, hi);
         uint32_t ph[KT / 2][4], pl[KT / 2][4];
         shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
@@ -367,10 +455,111 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         shw_hold<HD / 2>(&o[0][0]);
         shw_hold<KT * 2>(&ph[0][0]);
         if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        SHW_STAMP(6 + 3 * tile);
         if (threadIdx.x < SHM16_BT) bt[buf][threadIdx.x] = id2; /* read by the loads above */
         __syncthreads(); /* both stages' readers are done before the next load */
     }
     shm_store_partial<HD>(a, o, mrow, lrow, blockIdx.x * SHM_ROWS + warp * 16, kvh, g, t);
+    SHW_STAMP(3);
+}
+
+
+/* ---- two warpgroups a CTA (TS_CASCADE_WG=2) ----
+ * A CTA takes 128 query rows of one KV head (two warpgroups of 64) and a
+ * range of at most SHW2_ST tiles, every tile in its own stage: all of the
+ * range's copies are issued at the start, each stage's completion counted
+ * by an mbarrier (each thread's copies arrive on it when they land), so
+ * the two warpgroups share each K/V tile (read from L2 once for both) and
+ * never wait for each other. */
+
+__device__ __forceinline__ void shw_mbar_init(uint32_t bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+/* The barrier's pending count drops by one when this thread's copies so far
+ * have landed (noinc: the count given at init includes this arrival). */
+__device__ __forceinline__ void shw_mbar_copies(uint32_t bar) {
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void shw_mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done;
+    do {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+    } while (!done);
+}
+
+template <int HD> struct shw2_layout {
+    static constexpr size_t bytes = (size_t)SHW2_ST * 2 * shw_layout<HD>::TILE + 1024;
+};
+
+/* Grid (128-row tiles, KV heads, ranges of <= SHW2_ST tiles); 256 threads. */
+template <int HD, typename E, int PARTS>
+__global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
+    constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE, NT = 256;
+    extern __shared__ __align__(16) unsigned char shw_smem[];
+    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(shw_smem) + 1023u) & ~1023u;
+    const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
+    const int wg = threadIdx.x >> 7, kvh = blockIdx.y;
+    const int m0 = (blockIdx.x * 2 + wg) * SHM_ROWS + warp * 16; /* this warp's first row */
+    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
+    const int nt = hi > lo ? (hi - lo + SHM16_KEYS - 1) / SHM16_KEYS : 0; /* <= SHW2_ST */
+    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
+    SHW_STAMP(0);
+    __shared__ int32_t bt[SHW2_ST][SHM16_BT];
+    __shared__ __align__(8) unsigned long long full[SHW2_ST];
+    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(full);
+    if (threadIdx.x < SHM16_BT)
+#pragma unroll
+        for (int i = 0; i < SHW2_ST; i++)
+            bt[i][threadIdx.x] = shm16_get(a, lo + i * SHM16_KEYS, hi, bs_shift);
+    if (threadIdx.x == 0)
+#pragma unroll
+        for (int i = 0; i < SHW2_ST; i++) shw_mbar_init(bar0 + 8 * i, NT);
+    uint32_t qh[KK][4], ql[KK][4];
+    {
+        const float *qr[2];
+        shm16_q_rows(a, kvh, m0 + g, HD, qr);
+        __syncthreads(); /* bt, the barriers */
+        ts_pdl_wait();
+        ts_pdl_trigger();
+        SHW_STAMP(1);
+        for (int i = 0; i < nt; i++) {
+            const uint32_t st = base + i * 2 * TILE;
+            shw_load<HD, E, NT>(a, kvh, lo + i * SHM16_KEYS, hi, st, st + TILE, bt[i], bs_shift);
+            shw_mbar_copies(bar0 + 8 * i);
+        }
+        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+        SHW_STAMP(2);
+    }
+    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    for (int i = 0; i < nt; i++) {
+        const uint32_t st = base + i * 2 * TILE;
+        shw_mbar_wait(bar0 + 8 * i, 0);
+        /* the copies (generic proxy) made visible to wgmma's reads (async proxy) */
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        SHW_STAMP(4 + 3 * i);
+        float s[KT][4];
+        shw_qk<HD, E, PARTS>(s, qh, ql, st);
+        shw_wait<0>();
+        shw_hold<KT * 4>(&s[0][0]);
+        SHW_STAMP(5 + 3 * i);
+        shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, i == nt - 1, lo + i * SHM16_KEYS + 2 * t, hi);
+        uint32_t ph[KT / 2][4], pl[KT / 2][4];
+        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
+        shw_pv<HD, E, PARTS>(o, ph, pl, st + TILE);
+        shw_wait<0>();
+        shw_hold<HD / 2>(&o[0][0]);
+        shw_hold<KT * 2>(&ph[0][0]);
+        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        SHW_STAMP(6 + 3 * i);
+    }
+    shm_store_partial<HD>(a, o, mrow, lrow, m0, kvh, g, t);
+    SHW_STAMP(3);
 }
 
 /* The instances: head_dim x element type x parts. */
@@ -382,17 +571,23 @@ bool ts_cuda_shm16_init(ts_cuda *c) {
 #define SET(HD, E, P)                                                                       \
     &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                    (int)shw_layout<HD>::bytes))
+                                    (int)shw_layout<HD>::bytes))                             \
+    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P>,                                    \
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
+                                    (int)shw2_layout<HD>::bytes))
     return true SHW_EACH(SET);
 #undef SET
 }
 
-void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
+void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid,
+                          int wg) {
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
     if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
-        return (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,               \
-                                    dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);
+        return wg == 2 ? (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P>, grid,   \
+                                              dim3(256), shw2_layout<HD>::bytes, a)          \
+                       : (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,     \
+                                              dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);
     SHW_EACH(GO)
 #undef GO
 }

@@ -235,6 +235,8 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->cascade_mma = !(mma && !strcmp(mma, "0"));
     const char *parts = getenv("TS_CASCADE_PARTS");
     c->shm16_parts = parts && !strcmp(parts, "1") ? 1 : 2;
+    const char *wg = getenv("TS_CASCADE_WG");
+    c->shm16_wg = wg && !strcmp(wg, "2") ? 2 : 1;
     c->meta.cache = true; /* attention items: read-only on the device */
     c->host_ops = *o;
     c->host_ops.rope = host_rope;
@@ -251,11 +253,17 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
 #ifdef DL_PROF
 void ts_cuda_dl_prof_dump(void); /* decode_layers.cu, profiling builds only */
 #endif
+#ifdef SHW_PROF
+void ts_cuda_shw_prof_dump(void); /* attn_shared_wgmma.cu, profiling builds only */
+#endif
 void ts_cuda_destroy(ts_cuda *c) {
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
 #ifdef DL_PROF
     ts_cuda_dl_prof_dump();
+#endif
+#ifdef SHW_PROF
+    ts_cuda_shw_prof_dump();
 #endif
     cudaFree(c->act.p);
     cudaFree(c->part.p);
