@@ -325,7 +325,7 @@ static bool shm_run(ts_cuda *c, const ts_attn_shared *at, bool own) {
     long per_tiles = (tiles + ranges - 1) / ranges;
     ranges = tiles ? (tiles + per_tiles - 1) / per_tiles : 1;
     int wg = 1;
-    if (at->kv_dtype != TS_DT_F32 && c->shm16_wg == 2 && M > SHM_ROWS) {
+    if (at->kv_dtype != TS_DT_F32 && c->shm16_wg >= 2 && M > SHM_ROWS) {
         /* two warpgroups over 128 rows: about one CTA an SM, each range at
          * most SHW2_ST tiles (one stage a tile) */
         long mt2 = (M + 2 * SHM_ROWS - 1) / (2 * SHM_ROWS), ctas2 = mt2 * at->n_kv_heads;

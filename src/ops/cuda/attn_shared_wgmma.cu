@@ -495,8 +495,86 @@ template <int HD> struct shw2_layout {
     static constexpr size_t bytes = (size_t)SHW2_ST * 2 * shw_layout<HD>::TILE + 1024;
 };
 
-/* Grid (128-row tiles, KV heads, ranges of <= SHW2_ST tiles); 256 threads. */
+/* The softmax of one tile without the accumulators' rescale: keys >= hi
+ * masked when mask, mrow raised, lrow rescaled; corr: the factor the
+ * accumulators still need (applied once the P V in flight is done). */
+template <int KT>
+__device__ __forceinline__ void shw_softmax_max(float (&s)[KT][4], float (&mrow)[2],
+                                                float (&lrow)[2], bool mask, int key0, int hi,
+                                                float (&corr)[2]) {
+    if (mask)
+#pragma unroll
+        for (int j = 0; j < KT; j++) {
+            int key = key0 + j * 8;
+            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
+            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
+        }
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < KT; j++) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+        float mn = fmaxf(mrow[h], mx[h]);
+        corr[h] = expf(mrow[h] - mn);
+        mrow[h] = mn;
+        lrow[h] *= corr[h];
+    }
+}
+
+/* One tile of the overlapped loop (OV). On entry P of tile i is in pch /
+ * pcl, the accumulators are relative to mrow and no wgmma is in flight. It
+ * issues S of tile i + 1, then P V of tile i; the softmax of tile i + 1
+ * (into pnh / pnl) runs while P V is on the tensor cores, and the
+ * accumulators are rescaled after it. */
 template <int HD, typename E, int PARTS>
+__device__ __forceinline__ void shw2_step(int i, int nt, int lo, int hi, int t, uint32_t base,
+                                          uint32_t bar0, const uint32_t (&qh)[HD / 16][4],
+                                          const uint32_t (&ql)[HD / 16][4], float (&o)[HD / 8][4],
+                                          float (&mrow)[2], float (&lrow)[2],
+                                          uint32_t (&pch)[SHM16_KEYS / 16][4],
+                                          uint32_t (&pcl)[SHM16_KEYS / 16][4],
+                                          uint32_t (&pnh)[SHM16_KEYS / 16][4],
+                                          uint32_t (&pnl)[SHM16_KEYS / 16][4]) {
+    constexpr int KT = SHM16_KEYS / 8, TILE = shw_layout<HD>::TILE;
+    const bool more = i + 1 < nt;
+    float s[KT][4], corr[2] = {1.0f, 1.0f};
+    if (more) {
+        shw_mbar_wait(bar0 + 8 * (i + 1), 0);
+        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+        SHW_STAMP(4 + 3 * (i + 1));
+    }
+    /* issued on the last tile too (over tile 0's stage, ignored), so that
+     * every step issues the same wgmma */
+    shw_qk<HD, E, PARTS>(s, qh, ql, base + (more ? i + 1 : 0) * 2 * TILE);
+    shw_pv<HD, E, PARTS>(o, pch, pcl, base + i * 2 * TILE + TILE);
+    shw_wait<1>(); /* S (committed first) done; P V may still run */
+    shw_hold<KT * 4>(&s[0][0]);
+    if (more) {
+        SHW_STAMP(5 + 3 * (i + 1));
+        shw_softmax_max<KT>(s, mrow, lrow, i + 1 == nt - 1, lo + (i + 1) * SHM16_KEYS + 2 * t, hi,
+                            corr);
+        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, pnh, pnl);
+    }
+    shw_wait<0>();
+    shw_hold<HD / 2>(&o[0][0]);
+    shw_hold<KT * 2>(&pch[0][0]);
+    if (PARTS == 2) shw_hold<KT * 2>(&pcl[0][0]);
+    SHW_STAMP(6 + 3 * i);
+#pragma unroll
+    for (int n = 0; n < HD / 8; n++) {
+        o[n][0] *= corr[0], o[n][1] *= corr[0];
+        o[n][2] *= corr[1], o[n][3] *= corr[1];
+    }
+}
+
+/* Grid (128-row tiles, KV heads, ranges of <= SHW2_ST tiles); 256 threads.
+ * OV: the next tile's S = Q K^T overlaps this tile's softmax. */
+template <int HD, typename E, int PARTS, bool OV>
 __global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
     constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE, NT = 256;
     extern __shared__ __align__(16) unsigned char shw_smem[];
@@ -537,6 +615,28 @@ __global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
 #pragma unroll
     for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    if constexpr (OV) {
+        uint32_t pah[KT / 2][4], pal[KT / 2][4], pbh[KT / 2][4], pbl[KT / 2][4];
+        if (nt > 0) { /* tile 0's S and softmax; its P V is the first step's */
+            float s0[KT][4], corr[2];
+            shw_mbar_wait(bar0, 0);
+            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+            SHW_STAMP(4);
+            shw_qk<HD, E, PARTS>(s0, qh, ql, base);
+            shw_wait<0>();
+            shw_hold<KT * 4>(&s0[0][0]);
+            SHW_STAMP(5);
+            shw_softmax_max<KT>(s0, mrow, lrow, nt == 1, lo + 2 * t, hi, corr);
+            shm16_pack_p<KT, E, PARTS>(s0, mrow, lrow, pah, pal);
+        }
+        for (int i = 0; i < nt; i += 2) {
+            shw2_step<HD, E, PARTS>(i, nt, lo, hi, t, base, bar0, qh, ql, o, mrow, lrow, pah, pal,
+                                    pbh, pbl);
+            if (i + 1 < nt)
+                shw2_step<HD, E, PARTS>(i + 1, nt, lo, hi, t, base, bar0, qh, ql, o, mrow, lrow, pbh,
+                                        pbl, pah, pal);
+        }
+    } else
     for (int i = 0; i < nt; i++) {
         const uint32_t st = base + i * 2 * TILE;
         shw_mbar_wait(bar0 + 8 * i, 0);
@@ -572,7 +672,10 @@ bool ts_cuda_shm16_init(ts_cuda *c) {
     &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
                                     (int)shw_layout<HD>::bytes))                             \
-    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P>,                                    \
+    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P, false>,                             \
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
+                                    (int)shw2_layout<HD>::bytes))                            \
+    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P, true>,                              \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
                                     (int)shw2_layout<HD>::bytes))
     return true SHW_EACH(SET);
@@ -584,10 +687,13 @@ void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, di
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
     if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
-        return wg == 2 ? (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P>, grid,   \
-                                              dim3(256), shw2_layout<HD>::bytes, a)          \
-                       : (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,     \
-                                              dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);
+        return wg == 1 ? (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,     \
+                                              dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a) \
+               : c->shm16_wg == 3                                                            \
+                   ? (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P, true>, grid,   \
+                                          dim3(256), shw2_layout<HD>::bytes, a)              \
+                   : (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P, false>, grid,  \
+                                          dim3(256), shw2_layout<HD>::bytes, a);
     SHW_EACH(GO)
 #undef GO
 }
