@@ -156,24 +156,35 @@ __device__ __forceinline__ void shm16_q_rows(const shm_args &a, int kvh, int m, 
     }
 }
 
-/* The rows' q, scaled, as A fragments of PARTS 16-bit parts: qh/ql[kk] =
- * rows g, g + 8 (qr[0], qr[1]) x dims kk*16 + 2t (+1) and + 8; q = hi + lo. */
+/* The rows' q as loaded for A fragments: x[kk][r] = rows g, g + 8 (qr[0],
+ * qr[1]; r & 1) x dims kk*16 + 2t (+1) and + 8 (r >> 1); zeros past M. */
+template <int KK>
+__device__ __forceinline__ void shm16_q_load(const float *const (&qr)[2], int t,
+                                             float2 (&x)[KK][4]) {
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            const float *p = qr[r & 1];
+            x[kk][r] = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
+                         : make_float2(0.0f, 0.0f);
+        }
+}
+
+/* Those values scaled, as A fragments of PARTS 16-bit parts: q = hi + lo. */
 template <int KK, typename E, int PARTS>
-__device__ __forceinline__ void shm16_q_frags(const shm_args &a, const float *const (&qr)[2], int t,
-                                              uint32_t (&qh)[KK][4], uint32_t (&ql)[KK][4]) {
+__device__ __forceinline__ void shm16_q_pack(const shm_args &a, const float2 (&x)[KK][4],
+                                             uint32_t (&qh)[KK][4], uint32_t (&ql)[KK][4]) {
     typedef shm16_t<E> T16;
 #pragma unroll
     for (int kk = 0; kk < KK; kk++)
 #pragma unroll
-        for (int r = 0; r < 4; r++) { /* r: (row g, row g + 8) x (dims +0, +8) */
-            const float *p = qr[r & 1];
-            float2 x = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
-                         : make_float2(0.0f, 0.0f);
-            x.x *= a.scale, x.y *= a.scale;
-            qh[kk][r] = T16::pack(x.x, x.y);
+        for (int r = 0; r < 4; r++) {
+            float2 v = make_float2(x[kk][r].x * a.scale, x[kk][r].y * a.scale);
+            qh[kk][r] = T16::pack(v.x, v.y);
             if (PARTS == 2) {
                 float2 h = T16::unpack(qh[kk][r]);
-                ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
+                ql[kk][r] = T16::pack(v.x - h.x, v.y - h.y);
             }
         }
 }
@@ -421,7 +432,9 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         SHW_STAMP(1);
         if (lo < hi) shw_load<HD, E, SHM_WARPS * 32>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
         shw_commit_copies();
-        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+        float2 qx[KK][4];
+        shm16_q_load<KK>(qr, t, qx);
+        shm16_q_pack<KK, E, PARTS>(a, qx, qh, ql);
         SHW_STAMP(2);
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
@@ -586,6 +599,11 @@ __global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
     const int nt = hi > lo ? (hi - lo + SHM16_KEYS - 1) / SHM16_KEYS : 0; /* <= SHW2_ST */
     const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
     SHW_STAMP(0);
+#ifdef SHW_PROF
+    if (threadIdx.x == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
+        shw_prof_n[0] = gridDim.x * gridDim.y * gridDim.z,
+        shw_prof_n[1] = (min(a.n_kv, a.per) + SHM16_KEYS - 1) / SHM16_KEYS;
+#endif
     __shared__ int32_t bt[SHW2_ST][SHM16_BT];
     __shared__ __align__(8) unsigned long long full[SHW2_ST];
     const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(full);
@@ -596,6 +614,7 @@ __global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
     if (threadIdx.x == 0)
 #pragma unroll
         for (int i = 0; i < SHW2_ST; i++) shw_mbar_init(bar0 + 8 * i, NT);
+    if (threadIdx.x == 0) asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     uint32_t qh[KK][4], ql[KK][4];
     {
         const float *qr[2];
@@ -604,12 +623,14 @@ __global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
         ts_pdl_wait();
         ts_pdl_trigger();
         SHW_STAMP(1);
+        float2 qx[KK][4]; /* loaded first: they land before the tiles queue up */
+        shm16_q_load<KK>(qr, t, qx);
         for (int i = 0; i < nt; i++) {
             const uint32_t st = base + i * 2 * TILE;
             shw_load<HD, E, NT>(a, kvh, lo + i * SHM16_KEYS, hi, st, st + TILE, bt[i], bs_shift);
             shw_mbar_copies(bar0 + 8 * i);
         }
-        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
+        shm16_q_pack<KK, E, PARTS>(a, qx, qh, ql);
         SHW_STAMP(2);
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
