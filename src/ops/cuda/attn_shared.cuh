@@ -92,14 +92,11 @@ __device__ __forceinline__ void shm_store_partial(const shm_args &a, const float
     }
 }
 
-/* The 16-bit KV kernels (attn_shared_wgmma.cu); they write p_o and p_lse
- * as the f32 one does. wg 1: grid (64-row tiles, KV heads, ranges), one
- * warpgroup a CTA; wg 2: grid (128-row tiles, KV heads, ranges of at most
- * SHW2_ST tiles), two warpgroups a CTA. */
+/* The 16-bit KV kernel (attn_shared_wgmma.cu): grid (M tiles, KV heads,
+ * ranges), SHM_WARPS warps; writes p_o and p_lse as the f32 one does. */
 bool ts_cuda_shm16_init(ts_cuda *c);
-void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid, int wg);
+void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid);
 /* Keys a tile of the 16-bit kernel (ranges are whole tiles). */
 #define SHM16_KEYS 64
-#define SHW2_ST 4 /* the two-warpgroup kernel's stages: tiles a range at most */
 
 #endif

@@ -280,8 +280,7 @@ bool ts_cuda_shm_init(ts_cuda *c) {
 }
 
 template <int HD, typename E>
-static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt, bool own,
-                       int wg) {
+static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per, int mt, bool own) {
     shm_args a = {};
     a.q = at->q, a.rows = at->rows, a.blocks = at->blocks, a.k = at->k, a.v = at->v;
     a.n_rows = at->n_rows, a.n_kv = at->n_kv > 0 ? at->n_kv : 0, a.n_heads = at->n_heads;
@@ -298,7 +297,7 @@ static void shm_launch(ts_cuda *c, const ts_attn_shared *at, int ranges, int per
         ts_cuda_launch(c, "shm_kernel", shm_kernel<HD>, grid, dim3(SHM_WARPS * 32),
                        shm_layout<HD>::floats * sizeof(float), a);
     else
-        ts_cuda_shm16_launch(c, a, at->kv_dtype, HD, grid, wg);
+        ts_cuda_shm16_launch(c, a, at->kv_dtype, HD, grid);
     ts_cuda_launch(c, "shm_merge_kernel", shm_merge_kernel<HD, E>, dim3((unsigned)plane), dim3(HD),
                    0, a);
 }
@@ -324,22 +323,9 @@ static bool shm_run(ts_cuda *c, const ts_attn_shared *at, bool own) {
     if (ranges < 1) ranges = 1;
     long per_tiles = (tiles + ranges - 1) / ranges;
     ranges = tiles ? (tiles + per_tiles - 1) / per_tiles : 1;
-    int wg = 1;
-    if (at->kv_dtype != TS_DT_F32 && c->shm16_wg >= 2 && M > SHM_ROWS) {
-        /* two warpgroups over 128 rows: about one CTA an SM, each range at
-         * most SHW2_ST tiles (one stage a tile) */
-        long mt2 = (M + 2 * SHM_ROWS - 1) / (2 * SHM_ROWS), ctas2 = mt2 * at->n_kv_heads;
-        long r = ((c->n_sm > 0 ? c->n_sm : 132) + ctas2 - 1) / ctas2;
-        if (r < (tiles + SHW2_ST - 1) / SHW2_ST) r = (tiles + SHW2_ST - 1) / SHW2_ST;
-        if (r > tiles) r = tiles;
-        if (r < 1) r = 1;
-        long pt = (tiles + r - 1) / r;
-        r = tiles ? (tiles + pt - 1) / pt : 1;
-        wg = 2, mt = mt2, ranges = r, per_tiles = pt;
-    }
     int per = (int)(per_tiles * keys);
-    TS_KV_SWITCH(at->kv_dtype, E, if (hd == 64) shm_launch<64, E>(c, at, (int)ranges, per, (int)mt, own, wg);
-                 else shm_launch<128, E>(c, at, (int)ranges, per, (int)mt, own, wg));
+    TS_KV_SWITCH(at->kv_dtype, E, if (hd == 64) shm_launch<64, E>(c, at, (int)ranges, per, (int)mt, own);
+                 else shm_launch<128, E>(c, at, (int)ranges, per, (int)mt, own));
     return true;
 }
 

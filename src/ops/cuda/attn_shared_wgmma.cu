@@ -156,35 +156,24 @@ __device__ __forceinline__ void shm16_q_rows(const shm_args &a, int kvh, int m, 
     }
 }
 
-/* The rows' q as loaded for A fragments: x[kk][r] = rows g, g + 8 (qr[0],
- * qr[1]; r & 1) x dims kk*16 + 2t (+1) and + 8 (r >> 1); zeros past M. */
-template <int KK>
-__device__ __forceinline__ void shm16_q_load(const float *const (&qr)[2], int t,
-                                             float2 (&x)[KK][4]) {
-#pragma unroll
-    for (int kk = 0; kk < KK; kk++)
-#pragma unroll
-        for (int r = 0; r < 4; r++) {
-            const float *p = qr[r & 1];
-            x[kk][r] = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
-                         : make_float2(0.0f, 0.0f);
-        }
-}
-
-/* Those values scaled, as A fragments of PARTS 16-bit parts: q = hi + lo. */
+/* The rows' q, scaled, as A fragments of PARTS 16-bit parts: qh/ql[kk] =
+ * rows g, g + 8 (qr[0], qr[1]) x dims kk*16 + 2t (+1) and + 8; q = hi + lo. */
 template <int KK, typename E, int PARTS>
-__device__ __forceinline__ void shm16_q_pack(const shm_args &a, const float2 (&x)[KK][4],
-                                             uint32_t (&qh)[KK][4], uint32_t (&ql)[KK][4]) {
+__device__ __forceinline__ void shm16_q_frags(const shm_args &a, const float *const (&qr)[2], int t,
+                                              uint32_t (&qh)[KK][4], uint32_t (&ql)[KK][4]) {
     typedef shm16_t<E> T16;
 #pragma unroll
     for (int kk = 0; kk < KK; kk++)
 #pragma unroll
-        for (int r = 0; r < 4; r++) {
-            float2 v = make_float2(x[kk][r].x * a.scale, x[kk][r].y * a.scale);
-            qh[kk][r] = T16::pack(v.x, v.y);
+        for (int r = 0; r < 4; r++) { /* r: (row g, row g + 8) x (dims +0, +8) */
+            const float *p = qr[r & 1];
+            float2 x = p ? *(const float2 *)(p + kk * 16 + (r >> 1) * 8 + 2 * t)
+                         : make_float2(0.0f, 0.0f);
+            x.x *= a.scale, x.y *= a.scale;
+            qh[kk][r] = T16::pack(x.x, x.y);
             if (PARTS == 2) {
                 float2 h = T16::unpack(qh[kk][r]);
-                ql[kk][r] = T16::pack(v.x - h.x, v.y - h.y);
+                ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
             }
         }
 }
@@ -249,13 +238,12 @@ template <int HD> struct shw_layout {
     static constexpr size_t bytes = 2 * 2 * (size_t)TILE + 1024; /* + alignment */
 };
 
-/* Issues (NT threads) the copies of the K and V rows of keys [t0, t0 +
- * SHM16_KEYS) (zeros past hi) into the swizzled tiles at shared addresses
- * ks, vs; bt: the tile's block ids. The caller commits or arrives. */
-template <int HD, typename E, int NT>
+/* Queues the K and V rows of keys [t0, t0 + SHM16_KEYS) (zeros past hi) into
+ * the swizzled tiles at shared addresses ks, vs; bt: the tile's block ids. */
+template <int HD, typename E>
 __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks, uint32_t vs,
                          const int32_t *bt, int bs_shift) {
-    constexpr int CH = HD / 8, RS = NT / CH; /* 16-byte chunks a row; rows a pass */
+    constexpr int CH = HD / 8, RS = SHM_WARPS * 32 / CH; /* 16-byte chunks a row; rows a pass */
     const E *kp = (const E *)a.k, *vp = (const E *)a.v;
     const int ch = threadIdx.x % CH, bs = a.block_size;
     const int first = shm16_blk(t0, bs, bs_shift);
@@ -278,8 +266,8 @@ __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d),
                      "l"(vp + off), "r"(n));
     }
+    asm volatile("cp.async.commit_group;");
 }
-__device__ __forceinline__ void shw_commit_copies() { asm volatile("cp.async.commit_group;"); }
 
 /* S = Q K^T of one tile into s (zeroed here), issued, not waited for. */
 template <int HD, typename E, int PARTS>
@@ -317,7 +305,6 @@ __device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4],
     }
     shw_commit();
 }
-
 
 /* ---- optional phase clock (build with -DSHW_PROF; profiling only) ----
  * Thread 0 of each CTA stamps %globaltimer and clock64 at its entry, after
@@ -430,11 +417,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         ts_pdl_wait();
         ts_pdl_trigger();
         SHW_STAMP(1);
-        if (lo < hi) shw_load<HD, E, SHM_WARPS * 32>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
-        shw_commit_copies();
-        float2 qx[KK][4];
-        shm16_q_load<KK>(qr, t, qx);
-        shm16_q_pack<KK, E, PARTS>(a, qx, qh, ql);
+        if (lo < hi) shw_load<HD, E>(a, kvh, lo, hi, ks, vs, bt[0], bs_shift);
+        shm16_q_frags<KK, E, PARTS>(a, qr, t, qh, ql);
         SHW_STAMP(2);
     }
     float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
@@ -443,11 +427,9 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     int buf = 0, tile = 0;
     for (int t0 = lo; t0 < hi; t0 += SHM16_KEYS, buf ^= 1, tile++) {
         const bool more = t0 + SHM16_KEYS < hi;
-        if (more) { /* the next tile into the other stage (freed by the last sync) */
-            shw_load<HD, E, SHM_WARPS * 32>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
-                                            vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
-            shw_commit_copies();
-        }
+        if (more) /* the next tile into the other stage (freed by the last sync) */
+            shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
+                            vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
         const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
         if (more) asm volatile("cp.async.wait_group 1;");
         else asm volatile("cp.async.wait_group 0;");
@@ -476,213 +458,6 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
     SHW_STAMP(3);
 }
 
-
-/* ---- two warpgroups a CTA (TS_CASCADE_WG=2) ----
- * A CTA takes 128 query rows of one KV head (two warpgroups of 64) and a
- * range of at most SHW2_ST tiles, every tile in its own stage: all of the
- * range's copies are issued at the start, each stage's completion counted
- * by an mbarrier (each thread's copies arrive on it when they land), so
- * the two warpgroups share each K/V tile (read from L2 once for both) and
- * never wait for each other. */
-
-__device__ __forceinline__ void shw_mbar_init(uint32_t bar, int count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
-}
-/* The barrier's pending count drops by one when this thread's copies so far
- * have landed (noinc: the count given at init includes this arrival). */
-__device__ __forceinline__ void shw_mbar_copies(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
-}
-__device__ __forceinline__ void shw_mbar_wait(uint32_t bar, uint32_t parity) {
-    uint32_t done;
-    do {
-        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                     "selp.u32 %0, 1, 0, p;\n}\n"
-                     : "=r"(done)
-                     : "r"(bar), "r"(parity)
-                     : "memory");
-    } while (!done);
-}
-
-template <int HD> struct shw2_layout {
-    static constexpr size_t bytes = (size_t)SHW2_ST * 2 * shw_layout<HD>::TILE + 1024;
-};
-
-/* The softmax of one tile without the accumulators' rescale: keys >= hi
- * masked when mask, mrow raised, lrow rescaled; corr: the factor the
- * accumulators still need (applied once the P V in flight is done). */
-template <int KT>
-__device__ __forceinline__ void shw_softmax_max(float (&s)[KT][4], float (&mrow)[2],
-                                                float (&lrow)[2], bool mask, int key0, int hi,
-                                                float (&corr)[2]) {
-    if (mask)
-#pragma unroll
-        for (int j = 0; j < KT; j++) {
-            int key = key0 + j * 8;
-            if (key >= hi) s[j][0] = s[j][2] = -INFINITY;
-            if (key + 1 >= hi) s[j][1] = s[j][3] = -INFINITY;
-        }
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < KT; j++) {
-        mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-        mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-    }
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
-        float mn = fmaxf(mrow[h], mx[h]);
-        corr[h] = expf(mrow[h] - mn);
-        mrow[h] = mn;
-        lrow[h] *= corr[h];
-    }
-}
-
-/* One tile of the overlapped loop (OV). On entry P of tile i is in pch /
- * pcl, the accumulators are relative to mrow and no wgmma is in flight. It
- * issues S of tile i + 1, then P V of tile i; the softmax of tile i + 1
- * (into pnh / pnl) runs while P V is on the tensor cores, and the
- * accumulators are rescaled after it. */
-template <int HD, typename E, int PARTS>
-__device__ __forceinline__ void shw2_step(int i, int nt, int lo, int hi, int t, uint32_t base,
-                                          uint32_t bar0, const uint32_t (&qh)[HD / 16][4],
-                                          const uint32_t (&ql)[HD / 16][4], float (&o)[HD / 8][4],
-                                          float (&mrow)[2], float (&lrow)[2],
-                                          uint32_t (&pch)[SHM16_KEYS / 16][4],
-                                          uint32_t (&pcl)[SHM16_KEYS / 16][4],
-                                          uint32_t (&pnh)[SHM16_KEYS / 16][4],
-                                          uint32_t (&pnl)[SHM16_KEYS / 16][4]) {
-    constexpr int KT = SHM16_KEYS / 8, TILE = shw_layout<HD>::TILE;
-    const bool more = i + 1 < nt;
-    float s[KT][4], corr[2] = {1.0f, 1.0f};
-    if (more) {
-        shw_mbar_wait(bar0 + 8 * (i + 1), 0);
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        SHW_STAMP(4 + 3 * (i + 1));
-    }
-    /* issued on the last tile too (over tile 0's stage, ignored), so that
-     * every step issues the same wgmma */
-    shw_qk<HD, E, PARTS>(s, qh, ql, base + (more ? i + 1 : 0) * 2 * TILE);
-    shw_pv<HD, E, PARTS>(o, pch, pcl, base + i * 2 * TILE + TILE);
-    shw_wait<1>(); /* S (committed first) done; P V may still run */
-    shw_hold<KT * 4>(&s[0][0]);
-    if (more) {
-        SHW_STAMP(5 + 3 * (i + 1));
-        shw_softmax_max<KT>(s, mrow, lrow, i + 1 == nt - 1, lo + (i + 1) * SHM16_KEYS + 2 * t, hi,
-                            corr);
-        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, pnh, pnl);
-    }
-    shw_wait<0>();
-    shw_hold<HD / 2>(&o[0][0]);
-    shw_hold<KT * 2>(&pch[0][0]);
-    if (PARTS == 2) shw_hold<KT * 2>(&pcl[0][0]);
-    SHW_STAMP(6 + 3 * i);
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) {
-        o[n][0] *= corr[0], o[n][1] *= corr[0];
-        o[n][2] *= corr[1], o[n][3] *= corr[1];
-    }
-}
-
-/* Grid (128-row tiles, KV heads, ranges of <= SHW2_ST tiles); 256 threads.
- * OV: the next tile's S = Q K^T overlaps this tile's softmax. */
-template <int HD, typename E, int PARTS, bool OV>
-__global__ void __launch_bounds__(256, 1) shw2_kernel(shm_args a) {
-    constexpr int KT = SHM16_KEYS / 8, KK = HD / 16, TILE = shw_layout<HD>::TILE, NT = 256;
-    extern __shared__ __align__(16) unsigned char shw_smem[];
-    const uint32_t base = ((uint32_t)__cvta_generic_to_shared(shw_smem) + 1023u) & ~1023u;
-    const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) & 3, g = lane >> 2, t = lane & 3;
-    const int wg = threadIdx.x >> 7, kvh = blockIdx.y;
-    const int m0 = (blockIdx.x * 2 + wg) * SHM_ROWS + warp * 16; /* this warp's first row */
-    const int lo = blockIdx.z * a.per, hi = min(a.n_kv, lo + a.per);
-    const int nt = hi > lo ? (hi - lo + SHM16_KEYS - 1) / SHM16_KEYS : 0; /* <= SHW2_ST */
-    const int bs_shift = (a.block_size & (a.block_size - 1)) == 0 ? __ffs(a.block_size) - 1 : -1;
-    SHW_STAMP(0);
-#ifdef SHW_PROF
-    if (threadIdx.x == 0 && blockIdx.x + blockIdx.y + blockIdx.z == 0)
-        shw_prof_n[0] = gridDim.x * gridDim.y * gridDim.z,
-        shw_prof_n[1] = (min(a.n_kv, a.per) + SHM16_KEYS - 1) / SHM16_KEYS;
-#endif
-    __shared__ int32_t bt[SHW2_ST][SHM16_BT];
-    __shared__ __align__(8) unsigned long long full[SHW2_ST];
-    const uint32_t bar0 = (uint32_t)__cvta_generic_to_shared(full);
-    if (threadIdx.x < SHM16_BT)
-#pragma unroll
-        for (int i = 0; i < SHW2_ST; i++)
-            bt[i][threadIdx.x] = shm16_get(a, lo + i * SHM16_KEYS, hi, bs_shift);
-    if (threadIdx.x == 0)
-#pragma unroll
-        for (int i = 0; i < SHW2_ST; i++) shw_mbar_init(bar0 + 8 * i, NT);
-    if (threadIdx.x == 0) asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    uint32_t qh[KK][4], ql[KK][4];
-    {
-        const float *qr[2];
-        shm16_q_rows(a, kvh, m0 + g, HD, qr);
-        __syncthreads(); /* bt, the barriers */
-        ts_pdl_wait();
-        ts_pdl_trigger();
-        SHW_STAMP(1);
-        float2 qx[KK][4]; /* loaded first: they land before the tiles queue up */
-        shm16_q_load<KK>(qr, t, qx);
-        for (int i = 0; i < nt; i++) {
-            const uint32_t st = base + i * 2 * TILE;
-            shw_load<HD, E, NT>(a, kvh, lo + i * SHM16_KEYS, hi, st, st + TILE, bt[i], bs_shift);
-            shw_mbar_copies(bar0 + 8 * i);
-        }
-        shm16_q_pack<KK, E, PARTS>(a, qx, qh, ql);
-        SHW_STAMP(2);
-    }
-    float o[HD / 8][4], mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
-#pragma unroll
-    for (int n = 0; n < HD / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
-    if constexpr (OV) {
-        uint32_t pah[KT / 2][4], pal[KT / 2][4], pbh[KT / 2][4], pbl[KT / 2][4];
-        if (nt > 0) { /* tile 0's S and softmax; its P V is the first step's */
-            float s0[KT][4], corr[2];
-            shw_mbar_wait(bar0, 0);
-            asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-            SHW_STAMP(4);
-            shw_qk<HD, E, PARTS>(s0, qh, ql, base);
-            shw_wait<0>();
-            shw_hold<KT * 4>(&s0[0][0]);
-            SHW_STAMP(5);
-            shw_softmax_max<KT>(s0, mrow, lrow, nt == 1, lo + 2 * t, hi, corr);
-            shm16_pack_p<KT, E, PARTS>(s0, mrow, lrow, pah, pal);
-        }
-        for (int i = 0; i < nt; i += 2) {
-            shw2_step<HD, E, PARTS>(i, nt, lo, hi, t, base, bar0, qh, ql, o, mrow, lrow, pah, pal,
-                                    pbh, pbl);
-            if (i + 1 < nt)
-                shw2_step<HD, E, PARTS>(i + 1, nt, lo, hi, t, base, bar0, qh, ql, o, mrow, lrow, pbh,
-                                        pbl, pah, pal);
-        }
-    } else
-    for (int i = 0; i < nt; i++) {
-        const uint32_t st = base + i * 2 * TILE;
-        shw_mbar_wait(bar0 + 8 * i, 0);
-        /* the copies (generic proxy) made visible to wgmma's reads (async proxy) */
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        SHW_STAMP(4 + 3 * i);
-        float s[KT][4];
-        shw_qk<HD, E, PARTS>(s, qh, ql, st);
-        shw_wait<0>();
-        shw_hold<KT * 4>(&s[0][0]);
-        SHW_STAMP(5 + 3 * i);
-        shm_softmax_step<KT, HD / 8>(s, o, mrow, lrow, i == nt - 1, lo + i * SHM16_KEYS + 2 * t, hi);
-        uint32_t ph[KT / 2][4], pl[KT / 2][4];
-        shm16_pack_p<KT, E, PARTS>(s, mrow, lrow, ph, pl);
-        shw_pv<HD, E, PARTS>(o, ph, pl, st + TILE);
-        shw_wait<0>();
-        shw_hold<HD / 2>(&o[0][0]);
-        shw_hold<KT * 2>(&ph[0][0]);
-        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
-        SHW_STAMP(6 + 3 * i);
-    }
-    shm_store_partial<HD>(a, o, mrow, lrow, m0, kvh, g, t);
-    SHW_STAMP(3);
-}
-
 /* The instances: head_dim x element type x parts. */
 #define SHW_EACH(X)                                                                            \
     X(64, __half, 1) X(128, __half, 1) X(64, __nv_bfloat16, 1) X(128, __nv_bfloat16, 1)         \
@@ -692,29 +467,17 @@ bool ts_cuda_shm16_init(ts_cuda *c) {
 #define SET(HD, E, P)                                                                       \
     &&TS_CU(c, cudaFuncSetAttribute(shw_kernel<HD, E, P>,                                     \
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                    (int)shw_layout<HD>::bytes))                             \
-    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P, false>,                             \
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                    (int)shw2_layout<HD>::bytes))                            \
-    &&TS_CU(c, cudaFuncSetAttribute(shw2_kernel<HD, E, P, true>,                              \
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize,             \
-                                    (int)shw2_layout<HD>::bytes))
+                                    (int)shw_layout<HD>::bytes))
     return true SHW_EACH(SET);
 #undef SET
 }
 
-void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid,
-                          int wg) {
+void ts_cuda_shm16_launch(ts_cuda *c, const shm_args &a, ts_dtype dt, int hd, dim3 grid) {
     const int parts = c->shm16_parts == 1 ? 1 : 2;
 #define GO(HD, E, P)                                                                         \
     if (hd == HD && dt == shm16_t<E>::dt && parts == P)                                      \
-        return wg == 1 ? (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,     \
-                                              dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a) \
-               : c->shm16_wg == 3                                                            \
-                   ? (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P, true>, grid,   \
-                                          dim3(256), shw2_layout<HD>::bytes, a)              \
-                   : (void)ts_cuda_launch(c, "shw2_kernel", shw2_kernel<HD, E, P, false>, grid,  \
-                                          dim3(256), shw2_layout<HD>::bytes, a);
+        return (void)ts_cuda_launch(c, "shw_kernel", shw_kernel<HD, E, P>, grid,               \
+                                    dim3(SHM_WARPS * 32), shw_layout<HD>::bytes, a);
     SHW_EACH(GO)
 #undef GO
 }

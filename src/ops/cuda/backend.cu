@@ -235,8 +235,6 @@ ts_cuda *ts_cuda_create(int device, ts_err *err) {
     c->cascade_mma = !(mma && !strcmp(mma, "0"));
     const char *parts = getenv("TS_CASCADE_PARTS");
     c->shm16_parts = parts && !strcmp(parts, "1") ? 1 : 2;
-    const char *wg = getenv("TS_CASCADE_WG");
-    c->shm16_wg = wg && !strcmp(wg, "2") ? 2 : wg && !strcmp(wg, "3") ? 3 : 1;
     c->meta.cache = true; /* attention items: read-only on the device */
     c->host_ops = *o;
     c->host_ops.rope = host_rope;

@@ -53,8 +53,6 @@ struct ts_cuda {
     bool cascade_mma;       /* cascade's shared level on the tensor cores (TS_CASCADE_MMA=0: off) */
     int shm16_parts;        /* its 16-bit KV kernel: q and P in 1 or 2 16-bit parts
                                (TS_CASCADE_PARTS) */
-    int shm16_wg;           /* its warpgroups a CTA: 1, or 2 sharing each K/V tile
-                               (TS_CASCADE_WG; 3: 2 with the next S under the softmax) */
     int dec_layers;         /* decode_layers: 1 on (default), 0 off, 2 on without its KV
                                prefetch (TS_CUDA_LAYERS) */
     int dl_smem_max;        /* its dynamic shared memory limit */
