@@ -171,7 +171,7 @@ __device__ __forceinline__ void shm16_q_frags(const shm_args &a, const float *co
                          : make_float2(0.0f, 0.0f);
             x.x *= a.scale, x.y *= a.scale;
             qh[kk][r] = T16::pack(x.x, x.y);
-            if (PARTS == 2) {
+            if constexpr (PARTS == 2) {
                 float2 h = T16::unpack(qh[kk][r]);
                 ql[kk][r] = T16::pack(x.x - h.x, x.y - h.y);
             }
@@ -194,7 +194,7 @@ __device__ __forceinline__ void shm16_pack_p(const float (&s)[KT][4], const floa
             lrow[h] += p0 + p1;
             uint32_t hi = T16::pack(p0, p1);
             ph[j / 2][(j & 1) * 2 + h] = hi;
-            if (PARTS == 2) {
+            if constexpr (PARTS == 2) {
                 float2 f = T16::unpack(hi);
                 pl[j / 2][(j & 1) * 2 + h] = T16::pack(p0 - f.x, p1 - f.y);
             }
@@ -280,7 +280,7 @@ __device__ __forceinline__ void shw_qk(float (&s)[SHM16_KEYS / 8][4],
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
         uint64_t d = shw_desc(kt + (kk >> 2) * shw_layout<HD>::COLB + (kk & 3) * 32, 16, 1024);
-        if (PARTS == 2) shm16_t<E>::template n64<0>(&s[0][0], ql[kk], d);
+        if constexpr (PARTS == 2) shm16_t<E>::template n64<0>(&s[0][0], ql[kk], d);
         shm16_t<E>::template n64<0>(&s[0][0], qh[kk], d);
     }
     shw_commit();
@@ -295,11 +295,11 @@ __device__ __forceinline__ void shw_pv(float (&o)[HD / 8][4],
 #pragma unroll
     for (int kk = 0; kk < SHM16_KEYS / 16; kk++) {
         uint64_t d = shw_desc(vt + kk * 2048, shw_layout<HD>::COLB, 1024);
-        if (HD == 128) {
-            if (PARTS == 2) shm16_t<E>::template n128<1>(&o[0][0], pl[kk], d);
+        if constexpr (HD == 128) {
+            if constexpr (PARTS == 2) shm16_t<E>::template n128<1>(&o[0][0], pl[kk], d);
             shm16_t<E>::template n128<1>(&o[0][0], ph[kk], d);
         } else {
-            if (PARTS == 2) shm16_t<E>::template n64<1>(&o[0][0], pl[kk], d);
+            if constexpr (PARTS == 2) shm16_t<E>::template n64<1>(&o[0][0], pl[kk], d);
             shm16_t<E>::template n64<1>(&o[0][0], ph[kk], d);
         }
     }
@@ -331,48 +331,46 @@ static int shw_cmp(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return a < b ? -1 : a > b;
 }
+/* [CTA][event]: %globaltimer (ns), clock64 */
+static unsigned long long shw_h[SHW_PROF_C * SHW_EV * 2];
+static double shw_gt(int c, int e) { return (double)shw_h[((size_t)c * SHW_EV + e) * 2]; }
+static double shw_ck(int c, int e) { return (double)shw_h[((size_t)c * SHW_EV + e) * 2 + 1]; }
+/* One line: clock64 from event e0 to e1 in us (e0 < 0: %globaltimer of e1
+ * after t0), min / median / max over C CTAs. */
+static void shw_line(const char *name, int C, int e0, int e1, double mhz, double t0) {
+    static double v[SHW_PROF_C];
+    for (int c = 0; c < C; c++)
+        v[c] = e0 < 0 ? (shw_gt(c, e1) - t0) / 1e3 : (shw_ck(c, e1) - shw_ck(c, e0)) / mhz;
+    qsort(v, (size_t)C, sizeof v[0], shw_cmp);
+    fprintf(stderr, "  %-34s %7.2f %7.2f %7.2f\n", name, v[0], v[C / 2], v[C - 1]);
+}
+/* Events: 0 entry, 1 wait passed, 2 q ready, 3 partials stored; tile i:
+ * 4 + 3i loaded, 5 + 3i S done, 6 + 3i P V done. Assumes every CTA has the
+ * first CTA's tile count (profiling shapes such as bench_gpu's). */
 void ts_cuda_shw_prof_dump(void) {
     int n[2];
-    if (cudaMemcpyFromSymbol(n, shw_prof_n, sizeof n) != cudaSuccess || n[0] <= 0) return;
+    if (cudaMemcpyFromSymbol(n, shw_prof_n, sizeof n) != cudaSuccess || n[0] <= 0 || n[1] <= 0 ||
+        cudaMemcpyFromSymbol(shw_h, shw_prof, sizeof shw_h) != cudaSuccess)
+        return;
     const int C = n[0] < SHW_PROF_C ? n[0] : SHW_PROF_C, T = n[1] < SHW_PROF_T ? n[1] : SHW_PROF_T;
-    static unsigned long long h[SHW_PROF_C * SHW_EV * 2];
-    static double v[SHW_PROF_C];
-    if (cudaMemcpyFromSymbol(h, shw_prof, sizeof h) != cudaSuccess) return;
-#define GT(c, e) ((double)h[((size_t)(c) * SHW_EV + (e)) * 2])
-#define CK(c, e) ((double)h[((size_t)(c) * SHW_EV + (e)) * 2 + 1])
-    double t0 = 1e300, mhz = (CK(0, 3) - CK(0, 0)) / (GT(0, 3) - GT(0, 0)) * 1e3;
-    for (int c = 0; c < C; c++) t0 = GT(c, 0) < t0 ? GT(c, 0) : t0;
-    fprintf(stderr, "shw_kernel phase clock: %d CTAs, %d tiles, ~%.0f MHz; us (min / median / max over CTAs)\n",
+    double t0 = 1e300, mhz = (shw_ck(0, 3) - shw_ck(0, 0)) / (shw_gt(0, 3) - shw_gt(0, 0)) * 1e3;
+    for (int c = 0; c < C; c++) t0 = shw_gt(c, 0) < t0 ? shw_gt(c, 0) : t0;
+    fprintf(stderr, "shw_kernel phase clock: %d CTAs, %d tiles, ~%.0f MHz; us, min/median/max\n",
             C, T, mhz);
-    const int rows = 5 + 3 * T;
-    for (int k = 0; k < rows; k++) {
+    shw_line("entry, after the first CTA's", C, -1, 0, mhz, t0);
+    shw_line("entry -> wait passed", C, 0, 1, mhz, t0);
+    shw_line("wait -> q in registers", C, 1, 2, mhz, t0);
+    for (int i = 0; i < T; i++) {
         char name[48];
-        for (int c = 0; c < C; c++) {
-            double d;
-            if (k == 0) d = (GT(c, 0) - t0) / 1e3;
-            else if (k == rows - 1) d = (GT(c, 3) - t0) / 1e3;
-            else if (k == rows - 2) d = (CK(c, 3) - CK(c, 3 + 3 * T)) / mhz;
-            else if (k < 3) d = (CK(c, k) - CK(c, k - 1)) / mhz;
-            else { /* stamp 4 + 3i + p, after stamp 2 (tile 0's load) or the one before */
-                int e = k + 1;
-                d = (CK(c, e) - CK(c, e == 4 ? 2 : e - 1)) / mhz;
-            }
-            v[c] = d;
-        }
-        if (k == 0) snprintf(name, sizeof name, "entry, after the first CTA's");
-        else if (k == 1) snprintf(name, sizeof name, "entry -> wait passed");
-        else if (k == 2) snprintf(name, sizeof name, "wait -> q in registers");
-        else if (k == rows - 2) snprintf(name, sizeof name, "last P V -> partials stored");
-        else if (k == rows - 1) snprintf(name, sizeof name, "end, after the first CTA's entry");
-        else {
-            int i = (k - 3) / 3, p = (k - 3) % 3;
-            snprintf(name, sizeof name, "tile %d: %s", i, p == 0 ? "loaded" : p == 1 ? "S" : "softmax + P V");
-        }
-        qsort(v, (size_t)C, sizeof v[0], shw_cmp);
-        fprintf(stderr, "  %-34s %7.2f %7.2f %7.2f\n", name, v[0], v[C / 2], v[C - 1]);
+        snprintf(name, sizeof name, "tile %d: loaded", i);
+        shw_line(name, C, i ? 3 + 3 * i : 2, 4 + 3 * i, mhz, t0);
+        snprintf(name, sizeof name, "tile %d: S", i);
+        shw_line(name, C, 4 + 3 * i, 5 + 3 * i, mhz, t0);
+        snprintf(name, sizeof name, "tile %d: softmax + P V", i);
+        shw_line(name, C, 5 + 3 * i, 6 + 3 * i, mhz, t0);
     }
-#undef GT
-#undef CK
+    shw_line("last P V -> partials stored", C, 3 + 3 * T, 3, mhz, t0);
+    shw_line("end, after the first CTA's entry", C, -1, 3, mhz, t0);
 }
 #define SHW_STAMP(ev) shw_stamp(ev)
 #else
@@ -449,7 +447,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         shw_wait<0>();
         shw_hold<HD / 2>(&o[0][0]);
         shw_hold<KT * 2>(&ph[0][0]);
-        if (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        if constexpr (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
         SHW_STAMP(6 + 3 * tile);
         if (threadIdx.x < SHM16_BT) bt[buf][threadIdx.x] = id2; /* read by the loads above */
         __syncthreads(); /* both stages' readers are done before the next load */
