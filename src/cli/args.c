@@ -106,15 +106,20 @@ bool cli_parse(int argc, char **argv, int first, cli_args *a) {
         fprintf(stderr, "error: --cascade expects auto, on or off\n");
         return false;
     }
-    /* the engine (generate -f, bench-shared) opens its runtime itself: it
-     * finds the device in TS_DEVICE (see ts_runtime_opts.device) */
-    if (a->device) setenv("TS_DEVICE", a->device, 1);
-    if (a->kv_dtype) setenv("TS_KV_DTYPE", a->kv_dtype, 1); /* likewise */
     if (!a->model) {
         fprintf(stderr, "error: -m MODEL_DIR is required\n");
         return false;
     }
     return true;
+}
+
+ts_engine_opts cli_engine_opts(const cli_args *a) {
+    ts_engine_opts o = ts_engine_opts_default();
+    o.n_threads = a->threads;
+    o.exact = a->exact;
+    o.device = a->device;
+    o.kv_dtype = a->kv_dtype;
+    return o;
 }
 
 ts_runtime *cli_open(const cli_args *a) {

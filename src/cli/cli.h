@@ -34,6 +34,9 @@ typedef struct cli_args {
 bool cli_parse(int argc, char **argv, int first, cli_args *a);
 /* Opens the model named by a (progress on a terminal); prints and returns NULL on error. */
 ts_runtime *cli_open(const cli_args *a);
+/* Engine options from the flags every engine command shares: --threads,
+ * --exact, --device, --kv-dtype; the rest at their defaults. */
+ts_engine_opts cli_engine_opts(const cli_args *a);
 /* Renders a one-turn chat prompt (system may be NULL) into out. */
 ts_status cli_chat_prompt(ts_runtime *rt, const char *system, const char *user, int enable_thinking,
                           ts_buf *out, ts_err *err);

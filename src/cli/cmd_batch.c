@@ -54,9 +54,7 @@ int cmd_generate_batch(cli_args *a) {
         fprintf(stderr, "error: cannot read %s\n", a->prompt_file);
         return 1;
     }
-    ts_engine_opts o = ts_engine_opts_default();
-    o.n_threads = a->threads;
-    o.exact = a->exact;
+    ts_engine_opts o = cli_engine_opts(a);
     o.cascade = !a->cascade || !strcmp(a->cascade, "auto") ? -1 : !strcmp(a->cascade, "on");
     if (a->kv_mem && !(o.kv_bytes = ts_parse_size(a->kv_mem))) {
         fprintf(stderr, "error: --kv-mem expects a size such as 512M or 4G\n");

@@ -72,9 +72,7 @@ int cmd_bench_batch(cli_args *a) {
     ts_engine *e = NULL;
     ts_err err;
     if (!ids || !in_len || !out_len || !out || !ttft) goto done;
-    ts_engine_opts o = ts_engine_opts_default();
-    o.n_threads = a->threads;
-    o.exact = a->exact;
+    ts_engine_opts o = cli_engine_opts(a);
     o.max_running = 512;
     if (a->kv_mem) o.kv_bytes = ts_parse_size(a->kv_mem);
     if (ts_engine_create(a->model, &o, &e, &err)) {

@@ -117,9 +117,7 @@ int cmd_bench_chunks(cli_args *a) {
         json_decref(root);
         return 1;
     }
-    ts_engine_opts o = ts_engine_opts_default();
-    o.n_threads = a->threads;
-    o.exact = a->exact;
+    ts_engine_opts o = cli_engine_opts(a);
     /* chunks are encoded in the context documents are read in: after the
      * instruction and a document header (--system TEXT replaces it) */
     ts_buf pfx = {0};

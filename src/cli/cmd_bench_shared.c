@@ -50,8 +50,7 @@ static int32_t rnd_id(int vocab) {
 }
 
 static ts_engine *open_engine(const cli_args *a, run_cfg c) {
-    ts_engine_opts o = ts_engine_opts_default();
-    o.n_threads = a->threads;
+    ts_engine_opts o = cli_engine_opts(a);
     o.prefix_cache = c.cache;
     o.cascade = c.cascade;
     o.exact = true; /* batch-invariant arithmetic: outputs comparable across runs */
