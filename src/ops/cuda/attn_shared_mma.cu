@@ -57,9 +57,7 @@ __device__ __forceinline__ void shm_mma3(float *c, const uint32_t *ah, const uin
 }
 
 __device__ __forceinline__ void shm_cp16(float *dst, const float *src, bool valid) {
-    uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    int n = valid ? 16 : 0; /* 0: the 16 bytes are zero-filled */
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n));
+    ts_cp16((uint32_t)__cvta_generic_to_shared(dst), src, valid);
 }
 
 /* Queues the K and V rows of keys [t0, t0 + 64) (zeros past hi). */
@@ -76,7 +74,7 @@ __device__ void shm_load_tile(const shm_args &a, int kvh, int t0, int hi, float 
         shm_cp16(ks + r * L::KS + c, (const float *)a.k + off, ok);
         shm_cp16(vs + r * L::VS + c, (const float *)a.v + off, ok);
     }
-    asm volatile("cp.async.commit_group;");
+    ts_cp_commit();
 }
 
 /* Grid (M tiles, KV heads, ranges); 128 threads. */
@@ -217,7 +215,7 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
                 shm_cp16((float *)(ks + (p / CH) * HD + e), (const float *)((const E *)a.k + off), true);
                 shm_cp16((float *)(vs + (p / CH) * HD + e), (const float *)((const E *)a.v + off), true);
             }
-            asm volatile("cp.async.commit_group;");
+            ts_cp_commit();
             asm volatile("cp.async.wait_group 0;");
             __syncthreads();
             for (int t = warp; t < nt; t += NW) { /* scores: a warp a slot */

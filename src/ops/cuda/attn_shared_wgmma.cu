@@ -260,13 +260,10 @@ __device__ void shw_load(const shm_args &a, int kvh, int t0, int hi, uint32_t ks
         /* column block, key row, chunk swizzled by the key within its 8 */
         uint32_t d = (uint32_t)((ch >> 3) * shw_layout<HD>::COLB + r * 128 +
                                 (((ch & 7) ^ (r & 7)) << 4));
-        int n = ok ? 16 : 0; /* 0: zero-filled */
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(ks + d),
-                     "l"(kp + off), "r"(n));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(vs + d),
-                     "l"(vp + off), "r"(n));
+        ts_cp16(ks + d, kp + off, ok); /* past hi: zero-filled */
+        ts_cp16(vs + d, vp + off, ok);
     }
-    asm volatile("cp.async.commit_group;");
+    ts_cp_commit();
 }
 
 /* S = Q K^T of one tile into s (zeroed here), issued, not waited for. */

@@ -77,6 +77,14 @@ struct ts_cuda {
  * (weights). ts_pdl_trigger() lets the next such kernel start. */
 __device__ __forceinline__ void ts_pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 __device__ __forceinline__ void ts_pdl_trigger() { asm volatile("griddepcontrol.launch_dependents;"); }
+/* cp.async of 16 bytes from global src to the shared address dst, through
+ * L2 only; !valid: the 16 bytes are zero-filled and src is not read. */
+__device__ __forceinline__ void ts_cp16(uint32_t dst, const void *src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(valid ? 16 : 0));
+}
+/* Closes the group of this thread's cp.async issued since the last one. */
+__device__ __forceinline__ void ts_cp_commit() { asm volatile("cp.async.commit_group;"); }
 
 /* Records "file:line: what: reason" as the sticky error unless one is set. */
 void ts_cuda_record(ts_cuda *c, const char *file, int line, const char *what,

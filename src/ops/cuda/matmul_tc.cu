@@ -103,8 +103,7 @@ __device__ __forceinline__ void tmv_load(const tmv_args &a, const tmv_seg &sg, i
             if (ok) src = a.xb + ((size_t)p * a.n + tok) * a.cols + col;
         }
         const unsigned d = smem_u32(st + (size_t)row * TMV_KCP + (i % (TMV_KC / 8)) * 8);
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src),
-                     "r"(ok ? 16 : 0));
+        ts_cp16(d, src, ok);
     }
 }
 
@@ -135,7 +134,7 @@ __global__ void __launch_bounds__(TMV_WARPS * 32) tmv_kernel(tmv_args a) {
 #pragma unroll
     for (int c = 0; c < TMV_STAGES - 1; c++) {
         if (c < nch) tmv_load<NT, SWI, PARTS>(a, sg, r0, k_lo + c * TMV_KC, k_hi, sm + c * STAGE);
-        asm volatile("cp.async.commit_group;");
+        ts_cp_commit();
     }
     float acc[NT][4];
 #pragma unroll
@@ -150,7 +149,7 @@ __global__ void __launch_bounds__(TMV_WARPS * 32) tmv_kernel(tmv_args a) {
         if (cn < nch)
             tmv_load<NT, SWI, PARTS>(a, sg, r0, k_lo + cn * TMV_KC, k_hi,
                                      sm + (cn % TMV_STAGES) * STAGE);
-        asm volatile("cp.async.commit_group;");
+        ts_cp_commit();
         const bf16 *W = sm + (c % TMV_STAGES) * STAGE, *X = W + TMV_ROWS * TMV_KCP;
 #pragma unroll
         for (int kk = 0; kk < TMV_KC; kk += 16) {
