@@ -118,6 +118,7 @@ static double bench_cascade(ts_dtype dt, const float *q_d, double bw) {
     float t_dec = time_ms(run_flat_dec, &c, 30);
     float t_shared = time_ms(run_shared, &c, 30);
     float s_fused = time_calls(run_fused, &c, 9, 20), s_dec = time_calls(run_flat_dec, &c, 9, 5);
+    float s_shared = time_calls(run_shared, &c, 9, 20);
     float t_casc = time_ms(run_cascade, &c, 30); /* last: o1 holds the merged result */
     float *a = xmalloc(nq * 4), *b = xmalloc(nq * 4), *d = xmalloc(nq * 4), *f = xmalloc(nq * 4);
     get(a, o_flat, nq * 4), get(b, o1, nq * 4), get(d, c.o_dec, nq * 4), get(f, o3, nq * 4);
@@ -144,6 +145,7 @@ static double bench_cascade(ts_dtype dt, const float *q_d, double bw) {
            t_best / t_c, agree);
     printf("%-58s %9.1f / %.1f us = %.2fx\n", "  back to back: attention_cascade / attention_decode",
            s_fused * 1e3, s_dec * 1e3, s_dec / s_fused);
+    printf("%-58s %9.1f us\n", "  back to back: attention_shared (no own slots)", s_shared * 1e3);
     dfree(c.k), dfree(c.v), dfree(c.tab_d), dfree(c.info_d), dfree(c.own_d), dfree(c.rows_d);
     dfree(o_flat), dfree(l_flat), dfree(o1), dfree(l1), dfree(c.o_dec), dfree(c.o2), dfree(c.l2);
     dfree(c.part), dfree(o3), dfree(l3);
