@@ -125,16 +125,16 @@ __global__ void __launch_bounds__(ATT_THREADS) attn_kernel(ts_attn_args a) {
             for (int e = tid; e < T * hdv; e += ATT_THREADS)
                 load_one(e / hdv, (e % hdv) * VE, c0, kd, vd);
         }
-        asm volatile("cp.async.commit_group;\n" ::);
+        ts_cp_commit();
     };
     if (it.lo < end) issue(it.lo, 0);
     int stage = 0;
     for (int c0 = it.lo; c0 < end; c0 += T, stage ^= 1) {
         if (c0 + T < end) {
             issue(c0 + T, stage ^ 1);
-            asm volatile("cp.async.wait_group 1;\n" ::);
+            ts_cp_wait<1>();
         } else {
-            asm volatile("cp.async.wait_group 0;\n" ::);
+            ts_cp_wait<0>();
         }
         __syncthreads();
         const E *kst = k_s + stage * T * ks_str, *vst = v_s + stage * T * hd;

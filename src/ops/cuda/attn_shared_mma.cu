@@ -112,8 +112,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shm_kernel(shm_args a) {
         if (more) /* the next tile into the other buffer (freed by the last sync) */
             shm_load_tile<HD>(a, kvh, t0 + SHM_KEYS, hi, ks + (buf ^ 1) * SHM_KEYS * L::KS,
                               vs + (buf ^ 1) * SHM_KEYS * L::VS);
-        if (more) asm volatile("cp.async.wait_group 1;");
-        else asm volatile("cp.async.wait_group 0;");
+        if (more) ts_cp_wait<1>();
+        else ts_cp_wait<0>();
         __syncthreads();
         const float *kt = ks + buf * SHM_KEYS * L::KS, *vt = vs + buf * SHM_KEYS * L::VS;
         /* S = Q K^T: 16 rows x 64 keys a warp */
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(HD) shm_merge_kernel(shm_args a) {
                 shm_cp16((float *)(vs + (p / CH) * HD + e), (const float *)((const E *)a.v + off), true);
             }
             ts_cp_commit();
-            asm volatile("cp.async.wait_group 0;");
+            ts_cp_wait<0>();
             __syncthreads();
             for (int t = warp; t < nt; t += NW) { /* scores: a warp a slot */
                 float d = 0.0f;

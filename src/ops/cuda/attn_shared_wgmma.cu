@@ -426,8 +426,8 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
             shw_load<HD, E>(a, kvh, t0 + SHM16_KEYS, hi, ks + (buf ^ 1) * TILE,
                             vs + (buf ^ 1) * TILE, bt[buf ^ 1], bs_shift);
         const int32_t id2 = shm16_get(a, t0 + 2 * SHM16_KEYS, hi, bs_shift);
-        if (more) asm volatile("cp.async.wait_group 1;");
-        else asm volatile("cp.async.wait_group 0;");
+        if (more) ts_cp_wait<1>();
+        else ts_cp_wait<0>();
         /* the copies (generic proxy) made visible to wgmma's reads (async proxy) */
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();

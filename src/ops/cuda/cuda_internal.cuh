@@ -85,6 +85,10 @@ __device__ __forceinline__ void ts_cp16(uint32_t dst, const void *src, bool vali
 }
 /* Closes the group of this thread's cp.async issued since the last one. */
 __device__ __forceinline__ void ts_cp_commit() { asm volatile("cp.async.commit_group;"); }
+/* Waits until at most N of this thread's groups are still in flight. */
+template <int N> __device__ __forceinline__ void ts_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N));
+}
 
 /* Records "file:line: what: reason" as the sticky error unless one is set. */
 void ts_cuda_record(ts_cuda *c, const char *file, int line, const char *what,

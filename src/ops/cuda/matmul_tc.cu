@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(TMV_WARPS * 32) tmv_kernel(tmv_args a) {
     const int ar = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ac = (lane >> 4) * 8;
     const int br = (lane & 7) + ((lane >> 4) & 1) * 8, bc = ((lane >> 3) & 1) * 8;
     for (int c = 0; c < nch; c++) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(TMV_STAGES - 2));
+        ts_cp_wait<TMV_STAGES - 2>();
         __syncthreads(); /* chunk c landed for all; stage (c - 1) % STAGES is free */
         const int cn = c + TMV_STAGES - 1;
         if (cn < nch)
@@ -166,7 +166,7 @@ __global__ void __launch_bounds__(TMV_WARPS * 32) tmv_kernel(tmv_args a) {
                 }
         }
     }
-    asm volatile("cp.async.wait_group 0;");
+    ts_cp_wait<0>();
     __syncthreads(); /* every warp is done with the stages: red reuses them */
     float *red = (float *)tmv_smem; /* [TMV_ROWS][NX] */
 #pragma unroll
