@@ -397,9 +397,32 @@ static int cmp_listed(const float *out, const float *lse, const float *ref, cons
     return untouched;
 }
 
-static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype dt) {
-    int nkv = 1 + rnd_int(3), nh = nkv * group, n_tok = 2 + rnd_int(70);
-    int n_rows = 1 + rnd_int(n_tok);
+/* With TS_GPU_DUMP=DIR, a failed case's header ints and arrays into
+ * DIR/NAME-N.bin (int count, ints, then each array as a u64 size and bytes),
+ * to be examined off the device. */
+static void dump_case(const char *name, const int *hdr, int nh, const void *const *arr,
+                      const size_t *sz, int n) {
+    static int seq;
+    const char *dir = getenv("TS_GPU_DUMP");
+    if (!dir) return;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s-%d.bin", dir, name, seq++);
+    FILE *f = fopen(path, "wb");
+    if (!f) return;
+    fwrite(&nh, 4, 1, f), fwrite(hdr, 4, (size_t)nh, f);
+    for (int i = 0; i < n; i++) {
+        uint64_t z = sz[i];
+        fwrite(&z, 8, 1, f), fwrite(arr[i], 1, sz[i], f);
+    }
+    fclose(f);
+    printf("dumped %s\n", path);
+}
+
+/* One case of attention_shared: nkv KV heads, n_tok query tokens of which
+ * n_rows are listed. */
+static void test_attention_shared_case(int hd, int group, int bs, int n_kv, ts_dtype dt, int nkv,
+                                       int n_tok, int n_rows) {
+    int nh = nkv * group;
     kvpool pool;
     int nb = (n_kv + bs - 1) / bs;
     pool_init(&pool, nb + 2, nkv, bs, hd, dt);
@@ -429,13 +452,26 @@ static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype 
     int untouched = cmp_listed(out, lse, ref, lref, rows, n_rows, n_tok, nh, hd, &e, &el);
     note(11, e);
     note(12, el);
+    if (getenv("TS_GPU_SHAPE")) printf("  %s: rel err %.3g lse %.3g\n", kv_name(dt), e, el);
     double tol = dt == TS_DT_F32 ? TOL_F32 : tol_kv16_mma();
     CHECKF(e < tol && el < tol && untouched,
            "attention_shared %s hd %d group %d bs %d n_kv %d rows %d/%d: rel err %g lse %g "
            "untouched %d", kv_name(dt), hd, group, bs, n_kv, n_rows, n_tok, e, el, untouched);
+    if (!(e < tol && el < tol)) {
+        size_t es = dt == TS_DT_F32 ? 4 : 2, pn = (size_t)(nb + 2) * nkv * bs * hd;
+        int hdr[10] = {hd, group, bs, n_kv, n_rows, n_tok, nkv, nh, nb, (int)dt};
+        dump_case("attention_shared", hdr, 10, (const void *[]){q, pool.k, pool.v, tab, rows, out, lse, ref, lref},
+                  (size_t[]){nqf * 4, pn * es, pn * es, (size_t)nb * 4, (size_t)n_tok * 4, nqf * 4, nl * 4,
+                             nqf * 4, nl * 4}, 9);
+    }
     dfree(q_d), dfree(o_d), dfree(l_d), dfree(tab_d), dfree(rows_d);
     free(tab), free(rows), free(q), free(out), free(ref), free(lse), free(lref);
     pool_free(&pool);
+}
+
+static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype dt) {
+    int nkv = 1 + rnd_int(3), n_tok = 2 + rnd_int(70);
+    test_attention_shared_case(hd, group, bs, n_kv, dt, nkv, n_tok, 1 + rnd_int(n_tok));
 }
 
 /* attention_cascade: n_seq decode rows (row s = sequence s) over a shared
@@ -589,6 +625,20 @@ int main(void) {
     if (!g_rng) g_rng = 1;
     printf("seed %llu (TS_GPU_SEED to repeat)\n", (unsigned long long)sd);
     ops = ts_cuda_ops(g_cu);
+    int sh[8]; /* TS_GPU_SHAPE=hd,group,bs,n_kv,nkv,n_tok,n_rows,reps: that attention_shared case only, each KV type */
+    const char *shape = getenv("TS_GPU_SHAPE");
+    if (shape && sscanf(shape, "%d,%d,%d,%d,%d,%d,%d,%d", &sh[0], &sh[1], &sh[2], &sh[3], &sh[4], &sh[5],
+                        &sh[6], &sh[7]) == 8) {
+        const char *order = getenv("TS_GPU_SHAPE_DT"); /* e.g. "h" or "fhb": f32, f16, bf16 in turn */
+        if (!order) order = "fhb";
+        for (int r = 0; r < sh[7]; r++)
+            for (const char *o = order; *o; o++)
+                test_attention_shared_case(sh[0], sh[1], sh[2], sh[3],
+                                           *o == 'f' ? TS_DT_F32 : *o == 'h' ? TS_DT_F16 : TS_DT_BF16, sh[4],
+                                           sh[5], sh[6]);
+        ts_cuda_destroy(g_cu);
+        return ts_test_done("test_gpu_ops");
+    }
     test_embed();
     test_rmsnorm();
     test_rope();

@@ -214,6 +214,26 @@ __device__ __forceinline__ void shw_commit() {
 template <int N> __device__ __forceinline__ void shw_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
+/* q's A fragments read by an ordinary instruction (an xor into a value
+ * stored only if n_kv < 0, never), called at the end of each tile. Without
+ * it ptxas (CUDA 13) allocated the f16 head_dim 64 kernel so that the
+ * softmax overwrote q's registers, which the next tile's wgmma still reads
+ * (they had no other use in the loop): every range of two or more tiles
+ * came out wrong. Volatile, so the compiler neither hoists nor drops it. */
+template <int KK, int PARTS>
+__device__ __forceinline__ void shw_keep_q(const shm_args &a, const uint32_t (&qh)[KK][4],
+                                           const uint32_t (&ql)[KK][4]) {
+    uint32_t x = 0;
+#pragma unroll
+    for (int kk = 0; kk < KK; kk++)
+#pragma unroll
+        for (int r = 0; r < 4; r++) {
+            asm volatile("xor.b32 %0, %0, %1;" : "+r"(x) : "r"(qh[kk][r]));
+            if constexpr (PARTS == 2) asm volatile("xor.b32 %0, %0, %1;" : "+r"(x) : "r"(ql[kk][r]));
+        }
+    if (a.n_kv < 0) a.p_lse[0] = __uint_as_float(x);
+}
+
 /* Keeps the compiler from reading (or reusing) registers that an issued
  * wgmma writes (or reads) before shw_wait returned. */
 template <int N> __device__ __forceinline__ void shw_hold(float *r) {
@@ -445,6 +465,7 @@ __global__ void __launch_bounds__(SHM_WARPS * 32, 2) shw_kernel(shm_args a) {
         shw_hold<HD / 2>(&o[0][0]);
         shw_hold<KT * 2>(&ph[0][0]);
         if constexpr (PARTS == 2) shw_hold<KT * 2>(&pl[0][0]);
+        shw_keep_q<KK, PARTS>(a, qh, ql);
         SHW_STAMP(6 + 3 * tile);
         if (threadIdx.x < SHM16_BT) bt[buf][threadIdx.x] = id2; /* read by the loads above */
         __syncthreads(); /* both stages' readers are done before the next load */
