@@ -49,6 +49,16 @@ for t in "$dir"/test_*; do
         echo "$t: crashed (exit $rc)"; bad "$name" "crashed, exit $rc"
     fi
 done
+# the compiled wgmma loops against the register clobber ptxas once made
+# (sass_check.py); needs the toolkit's cuobjdump
+CO=$(command -v cuobjdump || ls /usr/local/cuda*/bin/cuobjdump 2>/dev/null | head -1)
+if has ops && [ -x "$dir/test_gpu_ops" ] && [ -n "$CO" ]; then
+    python3 "$(dirname "$0")/sass_check.py" --self-test || bad "sass_check.py --self-test"
+    sc=$("$CO" -sass "$dir/test_gpu_ops" | python3 "$(dirname "$0")/sass_check.py" 2>&1); rc=$?
+    echo "$sc"
+    [ $rc -eq 0 ] && ok "sass_check: wgmma loops keep q" "$(echo "$sc" | tail -1 | sed 's/sass_check: //')" \
+        || bad "sass_check: wgmma loops keep q" "$(echo "$sc" | grep -m1 FAIL | cut -c1-80)"
+fi
 if has ops && [ -x "$dir/bench_gpu" ]; then
     "$dir/bench_gpu" || bad bench_gpu "exit $?"
     # PyTorch SDPA on the cascade table's shapes, same run (needs torch)
