@@ -460,9 +460,10 @@ static void test_attention_shared_case(int hd, int group, int bs, int n_kv, ts_d
     if (!(e < tol && el < tol)) {
         size_t es = dt == TS_DT_F32 ? 4 : 2, pn = (size_t)(nb + 2) * nkv * bs * hd;
         int hdr[10] = {hd, group, bs, n_kv, n_rows, n_tok, nkv, nh, nb, (int)dt};
-        dump_case("attention_shared", hdr, 10, (const void *[]){q, pool.k, pool.v, tab, rows, out, lse, ref, lref},
-                  (size_t[]){nqf * 4, pn * es, pn * es, (size_t)nb * 4, (size_t)n_tok * 4, nqf * 4, nl * 4,
-                             nqf * 4, nl * 4}, 9);
+        const void *arr[9] = {q, pool.k, pool.v, tab, rows, out, lse, ref, lref};
+        size_t sz[9] = {nqf * 4, pn * es, pn * es, (size_t)nb * 4, (size_t)n_tok * 4,
+                        nqf * 4, nl * 4, nqf * 4, nl * 4};
+        dump_case("attention_shared", hdr, 10, arr, sz, 9);
     }
     dfree(q_d), dfree(o_d), dfree(l_d), dfree(tab_d), dfree(rows_d);
     free(tab), free(rows), free(q), free(out), free(ref), free(lse), free(lref);
@@ -472,6 +473,27 @@ static void test_attention_shared_case(int hd, int group, int bs, int n_kv, ts_d
 static void test_attention_shared(int hd, int group, int bs, int n_kv, ts_dtype dt) {
     int nkv = 1 + rnd_int(3), n_tok = 2 + rnd_int(70);
     test_attention_shared_case(hd, group, bs, n_kv, dt, nkv, n_tok, 1 + rnd_int(n_tok));
+}
+
+/* TS_GPU_SHAPE=hd,group,bs,n_kv,n_kv_heads,tokens,rows,reps: only that
+ * attention_shared case, reps times for each KV type in TS_GPU_SHAPE_DT
+ * (letters f, h, b for f32, f16, bf16; default "fhb"), to narrow a failure
+ * down (tests/gpu/NOTES.md). */
+static void run_shape(const char *shape) {
+    int v[8];
+    if (sscanf(shape, "%d,%d,%d,%d,%d,%d,%d,%d", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+               &v[7]) != 8 || (v[0] != 64 && v[0] != 128) || v[1] < 1 || v[2] < 1 || v[3] < 0 ||
+        v[4] < 1 || v[5] < 1 || v[6] < 1 || v[6] > v[5] || v[7] < 1) {
+        CHECKF(0, "TS_GPU_SHAPE=%s: want hd (64|128),group,bs,n_kv,n_kv_heads,tokens,rows<=tokens,reps",
+               shape);
+        return;
+    }
+    const char *order = getenv("TS_GPU_SHAPE_DT");
+    for (int r = 0; r < v[7]; r++)
+        for (const char *o = order ? order : "fhb"; *o; o++) {
+            ts_dtype dt = *o == 'f' ? TS_DT_F32 : *o == 'h' ? TS_DT_F16 : TS_DT_BF16;
+            test_attention_shared_case(v[0], v[1], v[2], v[3], dt, v[4], v[5], v[6]);
+        }
 }
 
 /* attention_cascade: n_seq decode rows (row s = sequence s) over a shared
@@ -625,17 +647,9 @@ int main(void) {
     if (!g_rng) g_rng = 1;
     printf("seed %llu (TS_GPU_SEED to repeat)\n", (unsigned long long)sd);
     ops = ts_cuda_ops(g_cu);
-    int sh[8]; /* TS_GPU_SHAPE=hd,group,bs,n_kv,nkv,n_tok,n_rows,reps: that attention_shared case only, each KV type */
     const char *shape = getenv("TS_GPU_SHAPE");
-    if (shape && sscanf(shape, "%d,%d,%d,%d,%d,%d,%d,%d", &sh[0], &sh[1], &sh[2], &sh[3], &sh[4], &sh[5],
-                        &sh[6], &sh[7]) == 8) {
-        const char *order = getenv("TS_GPU_SHAPE_DT"); /* e.g. "h" or "fhb": f32, f16, bf16 in turn */
-        if (!order) order = "fhb";
-        for (int r = 0; r < sh[7]; r++)
-            for (const char *o = order; *o; o++)
-                test_attention_shared_case(sh[0], sh[1], sh[2], sh[3],
-                                           *o == 'f' ? TS_DT_F32 : *o == 'h' ? TS_DT_F16 : TS_DT_BF16, sh[4],
-                                           sh[5], sh[6]);
+    if (shape) {
+        run_shape(shape);
         ts_cuda_destroy(g_cu);
         return ts_test_done("test_gpu_ops");
     }
