@@ -36,7 +36,8 @@ def written(insn):
     return {int(m.group(1)) + i for i in range(w)}
 
 
-def check(name, text):
+def check(text):
+    """(HGMMAs with a register A operand, the clobbers found) of one function."""
     ins = [(int(a, 16), b.strip()) for a, b in INSN.findall(text)]
     addr = {a: i for i, (a, _) in enumerate(ins)}
     loops = []
@@ -54,7 +55,7 @@ def check(name, text):
         for t, e in loops:
             if not t <= i <= e:
                 continue
-            before = set().union(*(written(x) for _, x in ins[t:i])) if i > t else set()
+            before = set().union(*(written(x) for _, x in ins[t:i]))
             carried = a - before
             for j in range(i + 1, e + 1):
                 hit = written(ins[j][1]) & carried
@@ -88,8 +89,8 @@ def self_test():
     """The two synthetic functions above: `good` writes its P registers
     before their HGMMA in the loop (fine), `bad` overwrites q's carried
     registers after theirs."""
-    g, gb = check("good", SELF_TEST.split("Function : bad")[0])
-    b, bb = check("bad", SELF_TEST.split("Function : bad")[1])
+    g, gb = check(SELF_TEST.split("Function : bad")[0])
+    b, bb = check(SELF_TEST.split("Function : bad")[1])
     ok = g == 2 and not gb and b == 1 and len(bb) == 1 and "R90" in bb[0]
     print("sass_check self-test: %s" % ("ok" if ok else "FAILED %r %r" % (gb, bb)))
     return 0 if ok else 1
@@ -102,7 +103,7 @@ def main():
     parts = re.split(r"^\s*Function : (\S+)\s*$", text, flags=re.M)
     npass = nfail = 0
     for k in range(1, len(parts), 2):
-        seen, bad = check(parts[k], parts[k + 1])
+        seen, bad = check(parts[k + 1])
         if not seen:
             continue
         if bad:
