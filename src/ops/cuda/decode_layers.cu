@@ -49,8 +49,12 @@
 #define DL_MAXL 96   /* layers a launch takes (kernel parameters: 17 KB) */
 #define DL_MAXG 4    /* query heads per KV head */
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
+#ifndef DL_U
 #define DL_U 2       /* slots a warp loads at once in attention */
+#endif
+#ifndef DL_PIECE_SLOTS
 #define DL_PIECE_SLOTS 16 /* slots an attention piece aims at (H100: 8-32 within 2%) */
+#endif
 #ifndef DL_PACE_QKV_NS_KB
 #define DL_PACE_QKV_NS_KB 20 /* q/k/v's copies, faster: their window (phase E) is the
                              * shortest (H100: 0 / 20 / 40 gave 1063 / 1108 / 1102 tok/s
