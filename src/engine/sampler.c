@@ -400,7 +400,7 @@ int32_t ts_sampler_sample(ts_sampler *s, float *logits, const int32_t *history,
     for (size_t i = 0; i < n; i++) {
         float w;
         if (mx == INFINITY) w = c[i].v == INFINITY ? 1.0f : 0.0f;
-        else w = expf(c[i].v - mx);
+        else w = (float)exp((double)(c[i].v - mx)); /* as the device (sample.cu) */
         c[i].v = w;
         z += w;
     }

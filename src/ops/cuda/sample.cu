@@ -5,7 +5,10 @@
  * - temp > 0: v = logit * (1 / temp) (or logit / temp where 1 / temp
  *   overflows); drawable = not NaN and not -inf; nothing drawable gives 0.
  *   top-k keeps v >= the k-th largest drawable v (ties with it stay);
- *   weight w = expf(v - max) (or v == +inf ? 1 : 0 when max is +inf);
+ *   weight w = exp(v - max) in double, rounded to float (or v == +inf ? 1 : 0
+ *   when max is +inf): CUDA's expf is off by up to 2 ulp where glibc's is
+ *   correctly rounded, enough to move a token across min_p or a draw's
+ *   boundary; rounded from double, both sides agree;
  *   top-p keeps the tokens, ranked by (w descending, id ascending), whose
  *   preceding mass is below top_p * (sum of w); min-p keeps w >= min_p;
  *   r = u * (sum of kept w, in double), and the token is the first kept
@@ -69,7 +72,7 @@ __device__ __forceinline__ float smp_v(const smp_cut &c, float x) {
 __device__ __forceinline__ float smp_w_k(const smp_cut &c, float x) {
     float v = smp_v(c, x);
     if (!(v > -INFINITY) || !(v >= c.floor_v)) return -1.0f;
-    return c.mx == INFINITY ? (v == INFINITY ? 1.0f : 0.0f) : expf(v - c.mx);
+    return c.mx == INFINITY ? (v == INFINITY ? 1.0f : 0.0f) : (float)exp((double)(v - c.mx));
 }
 
 /* The weight of token i (logit x) if it survives every cut, else < 0. */
