@@ -109,7 +109,7 @@ __device__ __forceinline__ unsigned long long gtime() {
  * slowest block's steps and of the barrier that follows. */
 #ifdef DL_PROF
 #include <stdio.h>
-#define DL_EV 21
+#define DL_EV 29 /* 0-20: the phases' steps; 21-28: gemv_tc's split and products (A, C, D, E) */
 #define DL_PROF_G 160
 /* [block][layer][event]: %globaltimer (ns), clock64 (SM cycles) */
 __device__ unsigned long long dl_prof[DL_PROF_G * DL_MAXL * DL_EV * 2];
@@ -232,10 +232,11 @@ __device__ __forceinline__ void load_act(float *act, const float *src, int n) {
         ((float4 *)act)[i] = __ldcg((const float4 *)src + i);
 }
 
-/* act[n] = rmsnorm(src) * g, as rmsnorm_kernel; n % 4 == 0. The gains are
- * loaded with x (both in flight), then scaled once the sum is known. */
-__device__ void load_normed(float *act, const float *src, const float *g, int n, float eps,
-                            float *red) {
+/* act[0, n) = src, act[n, 2n) = g; returns 1 / rms(src), so that
+ * rmsnorm(src) * g = act[i] * inv * act[n + i] (as rmsnorm_kernel; gemv_tc
+ * applies it as it splits its input); n % 4 == 0. */
+__device__ float load_normed(float *act, const float *src, const float *g, int n, float eps,
+                             float *red) {
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n / 4; i += DL_THREADS) {
         float4 v = __ldcg((const float4 *)src + i), w = __ldg((const float4 *)g + i);
@@ -248,9 +249,7 @@ __device__ void load_normed(float *act, const float *src, const float *g, int n,
     dl_sync();
     float tot = 0.0f;
     for (int w = 0; w < DL_WARPS; w++) tot += red[w];
-    float inv = 1.0f / sqrtf(tot / (float)n + eps);
-    for (int i = threadIdx.x; i < n; i += DL_THREADS) act[i] = act[i] * inv * act[n + i];
-    dl_sync();
+    return 1.0f / sqrtf(tot / (float)n + eps);
 }
 
 /* Pieces per KV head of this step: one per DL_PIECE_SLOTS slots of context,
@@ -300,9 +299,28 @@ __device__ void prefetch_item(const dl_args &a, const dl_layer &L, int P, const 
     else prefetch_kv(a, L, it / P, P, it % P, a.tables + a.info[0], 0);
 }
 
-/* Products of the rows in shared memory with act[cols] on the tensor cores
- * (cols % 8 == 0; rows <= DL_MAXROWS): plain, emit(r, row r . act) for r <
- * nr; SWI (gate row i, up row nr + i), emit(i, silu(gate . act) * (up .
+/* A layer's vectors (norm gains, biases) into L2 ahead of use: they are
+ * read once a step, so without it they come from HBM on the critical path
+ * (the weights of 28 layers pass through L2 between two reads). Block 0's
+ * streaming warp, lane 0; attn: those of phases A-C, else phase D's. */
+__device__ __forceinline__ void prefetch_vec(const float *p, int n) {
+    if (p && !((uintptr_t)p & 15) && !(n & 3))
+        asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"((unsigned)n * 4u)
+                     : "memory");
+}
+__device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
+    if (blockIdx.x || (threadIdx.x & 31)) return;
+    const int qd = a.n_heads * a.hd, kd = a.n_kv * a.hd;
+    if (!attn) return prefetch_vec(L.fn, a.hidden);
+    prefetch_vec(L.an, a.hidden), prefetch_vec(L.qn, a.hd), prefetch_vec(L.kn, a.hd);
+    prefetch_vec(L.bq, qd), prefetch_vec(L.bk, kd), prefetch_vec(L.bv, kd);
+    prefetch_vec(L.bo, a.hidden);
+}
+
+/* Products of the rows in shared memory with the input on the tensor cores
+ * (cols % 8 == 0; rows <= DL_MAXROWS). The input ("act") is act[cols], or
+ * with gain, act[i] * inv * gain[i] (load_normed's rmsnorm). Plain,
+ * emit(r, row r . act) for r < nr; SWI (gate row i, up row nr + i), emit(i, silu(gate . act) * (up .
  * act)). The bf16 weights are the A operand (16-row tiles by ldmatrix from
  * the padded rows; rows past the last repeat it, discarded); act is split
  * into three bf16 parts (hi, mid, lo: 24 bits, as the cuBLAS path) that are
@@ -313,19 +331,22 @@ __device__ void prefetch_item(const dl_args &a, const dl_layer &L, int P, const 
 #define DL_MAXROWS 64
 template <bool SWI, typename E>
 __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const float *act,
-                                        bf16 *xp, float *part_s, E emit) {
+                                        const float *gain, float inv, bf16 *xp, float *part_s,
+                                        int pl, int pe, E emit) {
+    (void)pl, (void)pe; /* DL_STAMP's: layer, first event */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
     const int rows = SWI ? 2 * nr : nr, mt = (rows + 15) / 16, ld = cols + 8;
     const int steps = (cols + 15) / 16;
     /* xp[p][ld]: part p of act (zero past cols), once for every warp */
     for (int i = threadIdx.x; i < ld; i += DL_THREADS) {
-        const float v = i < cols ? act[i] : 0.0f;
+        const float v = i >= cols ? 0.0f : gain ? act[i] * inv * gain[i] : act[i];
         const bf16 hi = __float2bfloat16_rn(v);
         const float r = v - __bfloat162float(hi); /* exact */
         const bf16 mid = __float2bfloat16_rn(r);
         xp[i] = hi, xp[ld + i] = mid, xp[2 * ld + i] = __float2bfloat16_rn(r - __bfloat162float(mid));
     }
     dl_sync();
+    DL_STAMP(pl, pe);
     const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
     float acc[DL_MAXROWS / 16][4];
 #pragma unroll
@@ -363,6 +384,7 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
         }
     }
     dl_sync();
+    DL_STAMP(pl, pe + 1);
     for (int i = threadIdx.x; i < nr; i += DL_THREADS) {
         float y = 0.0f;
         for (int k = 0; k < DL_WARPS; k++) y += part_s[k * R + i];
@@ -535,12 +557,13 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         unsigned ep[2] = {0u, 0u};
         auto released = [&](int s) { mbar_wait(mb + 2 + s, ep[s]), ep[s] ^= 1u; };
         prefetch_item(a, a.L[0], P, &st);
+        prefetch_vecs(a, a.L[0], true);
         fill(a, o, 0, PH_QKV, sa, mb), fill(a, o, 0, PH_O, sb, mb + 1);
         for (int l = 0; l < a.n_layers; l++) {
-            released(0), fill(a, o, l, PH_GU, sa, mb);
+            released(0), prefetch_vecs(a, a.L[l], false), fill(a, o, l, PH_GU, sa, mb);
             released(1), fill(a, o, l, PH_DOWN, sb, mb + 1);
             if (l + 1 == a.n_layers) break;
-            released(0), fill(a, o, l + 1, PH_QKV, sa, mb);
+            released(0), prefetch_vecs(a, a.L[l + 1], true), fill(a, o, l + 1, PH_QKV, sa, mb);
             prefetch_item(a, a.L[l + 1], P, &st);
             released(1), fill(a, o, l + 1, PH_O, sb, mb + 1);
         }
@@ -561,7 +584,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         const bool more = l + 1 < a.n_layers;
         DL_STAMP(l, 0);
         /* A: q, k, v */
-        load_normed(act, a.x, L.an, H, a.eps, red);
+        float inv = load_normed(act, a.x, L.an, H, a.eps, red);
         DL_STAMP(l, 1);
         take(&pend[0], &par[0], mb);
         DL_STAMP(l, 2);
@@ -572,7 +595,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 else if (R < qd + kd) a.k[R - qd] = L.bk ? y + L.bk[R - qd] : y;
                 else a.v[R - qd - kd] = L.bv ? y + L.bv[R - qd - kd] : y;
             };
-            gemv_tc<false>(sa, o.qkv_n, H, act, xp, part_s, em);
+            gemv_tc<false>(sa, o.qkv_n, H, act, act + H, inv, xp, part_s, l, 21, em);
         }
         release(0);
         pend[0] = coming(PH_GU);
@@ -598,7 +621,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 float v = xres[r] + (L.bo ? y + L.bo[x_lo + r] : y);
                 xres[r] = v, a.x[x_lo + r] = v;
             };
-            gemv_tc<false>(sb, x_n, qd, act, xp, part_s, em);
+            gemv_tc<false>(sb, x_n, qd, act, NULL, 1.0f, xp, part_s, l, 23, em);
         }
         release(1);
         pend[1] = coming(PH_DOWN);
@@ -606,13 +629,13 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         grid_sync(a.bar, base + ++n_sync * G);
         DL_STAMP(l, 10);
         /* D: h = silu(gate) * up */
-        load_normed(act, a.x, L.fn, H, a.eps, red);
+        inv = load_normed(act, a.x, L.fn, H, a.eps, red);
         DL_STAMP(l, 11);
         take(&pend[0], &par[0], mb);
         DL_STAMP(l, 12);
         {
             auto em = [&](int j, float y) { a.h[o.gu_lo + j] = y; };
-            gemv_tc<true>(sa, o.gu_n, H, act, xp, part_s, em);
+            gemv_tc<true>(sa, o.gu_n, H, act, act + H, inv, xp, part_s, l, 25, em);
         }
         if (more) release(0);
         pend[0] = more && coming(PH_QKV);
@@ -630,7 +653,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 float v = xres[r] + y;
                 xres[r] = v, a.x[x_lo + r] = v;
             };
-            gemv_tc<false>(sb, x_n, a.ffn, act, xp, part_s, em);
+            gemv_tc<false>(sb, x_n, a.ffn, act, NULL, 1.0f, xp, part_s, l, 27, em);
         }
         DL_STAMP(l, 17);
         if (more) {
@@ -834,6 +857,24 @@ void ts_cuda_dl_prof_dump(void) {
         fprintf(stderr, "%-7s %6.2f %6.2f %6.2f %6.2f %7.2f %6.2f\n", nm[p], m[0], m[1], m[2], m[3], m[4], m[5]);
     }
     fprintf(stderr, "layer (sum of spans) %.2f us\n", sum);
+    /* the products step of A, C, D, E split: input split, products, sums and emit */
+    const int pe[4][4] = {{2, 21, 22, 3}, {8, 23, 24, 9}, {12, 25, 26, 13}, {16, 27, 28, 17}};
+    const char *pn[4] = {"A qkv", "C o", "D gu", "E down"};
+    fprintf(stderr, "%-7s %6s %6s %6s (gemv_tc, us, slowest block, medians over layers)\n", "phase",
+            "split", "mma", "sums");
+    for (int p = 0; p < 4; p++) {
+        int n = 0;
+        for (int l = 1; l + 1 < L; l++, n++) {
+            double mx[3] = {0, 0, 0};
+            for (int b = 0; b < G; b++)
+                for (int k = 0; k < 3; k++) {
+                    double d = (CK(b, l, pe[p][k + 1]) - CK(b, l, pe[p][k])) / mhz[b];
+                    if (d > mx[k]) mx[k] = d;
+                }
+            for (int k = 0; k < 3; k++) v[k][n] = mx[k];
+        }
+        fprintf(stderr, "%-7s %6.2f %6.2f %6.2f\n", pn[p], med(v[0], n), med(v[1], n), med(v[2], n));
+    }
 #undef GT
 #undef CK
     free(h);
