@@ -338,12 +338,32 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
     const int rows = SWI ? 2 * nr : nr, mt = (rows + 15) / 16, ld = cols + 8;
     const int steps = (cols + 15) / 16;
     /* xp[p][ld]: part p of act (zero past cols), once for every warp */
-    for (int i = threadIdx.x; i < ld; i += DL_THREADS) {
-        const float v = i >= cols ? 0.0f : gain ? act[i] * inv * gain[i] : act[i];
-        const bf16 hi = __float2bfloat16_rn(v);
-        const float r = v - __bfloat162float(hi); /* exact */
-        const bf16 mid = __float2bfloat16_rn(r);
-        xp[i] = hi, xp[ld + i] = mid, xp[2 * ld + i] = __float2bfloat16_rn(r - __bfloat162float(mid));
+    /* four elements a thread and step (cols % 8 == 0: a group is wholly
+     * inside or past cols; act, gain and each part's row 16-byte aligned) */
+    for (int i = 4 * threadIdx.x; i < ld; i += 4 * DL_THREADS) {
+        float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < cols) {
+            v = *(const float4 *)(act + i);
+            if (gain) {
+                const float4 gv = *(const float4 *)(gain + i);
+                v.x = v.x * inv * gv.x, v.y = v.y * inv * gv.y;
+                v.z = v.z * inv * gv.z, v.w = v.w * inv * gv.w;
+            }
+        }
+        const float e[4] = {v.x, v.y, v.z, v.w};
+        bf16 pt[3][4];
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            pt[0][j] = __float2bfloat16_rn(e[j]);
+            const float r = e[j] - __bfloat162float(pt[0][j]); /* exact */
+            pt[1][j] = __float2bfloat16_rn(r);
+            pt[2][j] = __float2bfloat16_rn(r - __bfloat162float(pt[1][j]));
+        }
+#pragma unroll
+        for (int p = 0; p < 3; p++)
+            *(uint2 *)(xp + p * ld + i) =
+                make_uint2(__bfloat16_as_ushort(pt[p][0]) | (unsigned)__bfloat16_as_ushort(pt[p][1]) << 16,
+                           __bfloat16_as_ushort(pt[p][2]) | (unsigned)__bfloat16_as_ushort(pt[p][3]) << 16);
     }
     dl_sync();
     DL_STAMP(pl, pe);
