@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end checks of "tessera serve" with curl: every endpoint, the error
 # codes (400 malformed / wrong type / body limit / over context, 401, 404,
-# 405, 429), tenant isolation of chunks, cancellation on disconnect and a
-# clean SIGTERM exit. Uses $TS_BUILD (default build) and $TS_SHARED.
+# 405, 429), seeded fuzzing of the request bodies (fuzz_requests.py;
+# TS_FUZZ_REQUESTS, TS_FUZZ_SEED), tenant isolation of chunks, cancellation
+# on disconnect and a clean SIGTERM exit. Uses $TS_BUILD (default build)
+# and $TS_SHARED.
 # Prints "test_server_c: N passed, N failed".
 set -u
 B=${TS_BUILD:-build}
@@ -282,6 +284,24 @@ for name in 'tessera_requests_total{status="200"}' 'tessera_requests_total{statu
     check "metrics has $name" 'grep -qF "$name" "$tmp/m"'
 done
 check "metrics counted first tokens" '[ "$(sed -n "s/^tessera_time_to_first_token_seconds_count //p" "$tmp/m")" -ge 3 ]'
+
+# seeded mutation fuzzing of every POST endpoint (fuzz_requests.py): each
+# reply is 200 or a 4xx error object, never a 5xx or a broken connection;
+# afterwards no KV block is held and no request is open
+fz=$(python3 "$(dirname "$0")/fuzz_requests.py" "$U" --seed "${TS_FUZZ_SEED:-1}" \
+     --count "${TS_FUZZ_REQUESTS:-400}" 2>&1); frc=$?
+check "fuzzed requests: $(echo "$fz" | tail -n 1) ($(echo "$fz" | tail -n 2 | head -n 1 | sed 's/.*status //'))" '[ $frc -eq 0 ]'
+[ $frc -eq 0 ] || echo "$fz" | grep FAIL | head -n 5 >&2
+for _ in $(seq 1 100); do
+    curl -s -o "$tmp/m" "$U/metrics"
+    used=$(sed -n 's/^tessera_kv_blocks{state="used"} //p' "$tmp/m")
+    open=$(sed -n 's/^tessera_open_requests //p' "$tmp/m")
+    [ "$used" = 0 ] && [ "$open" = 0 ] && break
+    sleep 0.1
+done
+check "after the fuzzing: no KV block held, no request open (used=$used, open=$open)" '[ "$used" = 0 ] && [ "$open" = 0 ]'
+req POST /v1/chat/completions '{"messages":'"$msgs"',"temperature":0,"max_tokens":40}'
+check "after the fuzzing: the document question still answered" '[ "$code" = 200 ] && [ "$(jv "$tmp/b" "\"800,585\" in d[\"choices\"][0][\"message\"][\"content\"]")" = True ]'
 
 # SIGTERM with a request in flight: the server exits 0
 curl -s -N -m 120 "$U/v1/chat/completions" -H 'Content-Type: application/json' \
