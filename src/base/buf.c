@@ -13,6 +13,7 @@ ts_status ts_buf_reserve(ts_buf *b, size_t n) {
     while (cap < need) cap *= 2;
     char *p = realloc(b->data, cap);
     if (!p) return TS_ERR_NOMEM;
+    p[b->len] = '\0'; /* a fresh buffer is the empty string */
     b->data = p;
     b->cap = cap;
     return TS_OK;
