@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -22,6 +23,15 @@ static int ts_test_pass, ts_test_fail;
             fputc('\n', stderr);                                         \
         }                                                                \
     } while (0)
+
+/* A xorshift64 draw in [0, n) from the state *s (seeded non-zero): the
+ * tests' reproducible random inputs. */
+static inline uint32_t ts_test_rnd(uint64_t *s, uint32_t n) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (uint32_t)(*s >> 32) % n;
+}
 
 /* Path of the shared data folder (../shared seen from the project root);
  * overridable with TS_SHARED for out-of-tree runs. */

@@ -13,12 +13,7 @@
 #include "test.h"
 
 static uint64_t rs = 0x2545f4914f6cdd1dull;
-static uint32_t rnd(uint32_t n) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (uint32_t)(rs >> 32) % n;
-}
+static uint32_t rnd(uint32_t n) { return ts_test_rnd(&rs, n); }
 
 /* The buffer equals ref[0, n) and is NUL-terminated (data may be NULL only
  * while nothing was ever reserved). */

@@ -13,12 +13,7 @@
 #include "test.h"
 
 static uint64_t rs = 0x9e3779b97f4a7c15ull;
-static uint32_t rnd(uint32_t n) {
-    rs ^= rs << 13;
-    rs ^= rs >> 7;
-    rs ^= rs << 17;
-    return (uint32_t)(rs >> 32) % n;
-}
+static uint32_t rnd(uint32_t n) { return ts_test_rnd(&rs, n); }
 
 /* Text is built from these atoms, so stop strings overlap it often. */
 static const char *atoms[] = {"a", "b", " ", "<", "/", ">", "s", "\xc3\xa9" /* é */,
