@@ -77,17 +77,17 @@ def rand_value(rng, depth=0):
             for _ in range(rng.randint(0, 3))}
 
 
-def paths(v, at=()):
+def paths(v):
     """Every (container, key) in the tree, for replacing or deleting."""
     out = []
     if isinstance(v, dict):
         for k in list(v):
             out.append((v, k))
-            out += paths(v[k], at + (k,))
+            out += paths(v[k])
     elif isinstance(v, list):
         for i in range(len(v)):
             out.append((v, i))
-            out += paths(v[i], at + (i,))
+            out += paths(v[i])
     return out
 
 

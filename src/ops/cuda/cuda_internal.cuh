@@ -70,6 +70,14 @@ struct ts_cuda {
     uint64_t epoch;         /* bumped whenever a scratch buffer moves */
 };
 
+/* The nearest bf16 to *r, leaving in *r what it misses (exact): three calls
+ * split an f32 into bf16 parts hi, mid, lo that hold all its 24 bits. */
+__device__ __forceinline__ __nv_bfloat16 ts_bf16_take(float *r) {
+    const __nv_bfloat16 b = __float2bfloat16_rn(*r);
+    *r -= __bfloat162float(b);
+    return b;
+}
+
 /* Programmatic dependent launch (sm_90): a kernel launched by ts_cuda_launch
  * may start while the kernel before it in the stream is still running. It
  * must call ts_pdl_wait() before it reads anything an earlier kernel wrote

@@ -320,10 +320,11 @@ __device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
 
 /* Products of the rows in shared memory with the input on the tensor cores
  * (cols % 8 == 0; rows <= DL_MAXROWS). The input ("act") is act[cols], or
- * with gain, act[i] * inv * gain[i] (load_normed's rmsnorm). Plain,
- * emit(r, row r . act) for r < nr; SWI (gate row i, up row nr + i), emit(i, silu(gate . act) * (up .
- * act)). The bf16 weights are the A operand (16-row tiles by ldmatrix from
- * the padded rows; rows past the last repeat it, discarded); act is split
+ * when normed act[i] * inv * act[cols + i] (load_normed's rmsnorm). Plain,
+ * emit(r, row r . act) for r < nr; SWI (gate row i, up row nr + i),
+ * emit(i, silu(gate . act) * (up . act)). The bf16 weights are the A
+ * operand (16-row tiles by ldmatrix from the padded rows; rows past the
+ * last repeat it, discarded); act is split
  * into three bf16 parts (hi, mid, lo: 24 bits, as the cuBLAS path) that are
  * columns 0-2 of the B operand, so each product is exact and sums in f32.
  * Warp w takes the 16-column steps w, w + DL_WARPS, ...; the warps' partial
@@ -332,34 +333,31 @@ __device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
 #define DL_MAXROWS 64
 template <bool SWI, typename E>
 __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const float *act,
-                                        const float *gain, float inv, bf16 *xp, float *part_s,
+                                        bool normed, float inv, bf16 *xp, float *part_s,
                                         int pl, int pe, E emit) {
     (void)pl, (void)pe; /* DL_STAMP's: layer, first event */
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
     const int rows = SWI ? 2 * nr : nr, mt = (rows + 15) / 16, ld = cols + 8;
     const int steps = (cols + 15) / 16;
-    /* xp[p][ld]: part p of act (zero past cols), once for every warp */
-    /* four elements a thread and step (cols % 8 == 0: a group is wholly
-     * inside or past cols; act, gain and each part's row 16-byte aligned) */
+    /* xp[p][ld]: part p of act (zero past cols), once for every warp; four
+     * elements a thread and step (cols % 8 == 0: a group is wholly inside or
+     * past cols; act, its gains and each part's row are 16-byte aligned) */
     for (int i = 4 * threadIdx.x; i < ld; i += 4 * DL_THREADS) {
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i < cols) {
             v = *(const float4 *)(act + i);
-            if (gain) {
-                const float4 gv = *(const float4 *)(gain + i);
+            if (normed) {
+                const float4 gv = *(const float4 *)(act + cols + i);
                 v.x = v.x * inv * gv.x, v.y = v.y * inv * gv.y;
                 v.z = v.z * inv * gv.z, v.w = v.w * inv * gv.w;
             }
         }
-        const float e[4] = {v.x, v.y, v.z, v.w};
+        float e[4] = {v.x, v.y, v.z, v.w};
         bf16 pt[3][4];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            pt[0][j] = __float2bfloat16_rn(e[j]);
-            const float r = e[j] - __bfloat162float(pt[0][j]); /* exact */
-            pt[1][j] = __float2bfloat16_rn(r);
-            pt[2][j] = __float2bfloat16_rn(r - __bfloat162float(pt[1][j]));
-        }
+        for (int j = 0; j < 4; j++)
+#pragma unroll
+            for (int p = 0; p < 3; p++) pt[p][j] = ts_bf16_take(&e[j]);
 #pragma unroll
         for (int p = 0; p < 3; p++)
             *(uint2 *)(xp + p * ld + i) =
@@ -616,7 +614,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 else if (R < qd + kd) a.k[R - qd] = L.bk ? y + L.bk[R - qd] : y;
                 else a.v[R - qd - kd] = L.bv ? y + L.bv[R - qd - kd] : y;
             };
-            gemv_tc<false>(sa, o.qkv_n, H, act, act + H, inv, xp, part_s, l, 21, em);
+            gemv_tc<false>(sa, o.qkv_n, H, act, true, inv, xp, part_s, l, 21, em);
         }
         release(0);
         pend[0] = coming(PH_GU);
@@ -642,7 +640,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 float v = xres[r] + (L.bo ? y + L.bo[x_lo + r] : y);
                 xres[r] = v, a.x[x_lo + r] = v;
             };
-            gemv_tc<false>(sb, x_n, qd, act, NULL, 1.0f, xp, part_s, l, 23, em);
+            gemv_tc<false>(sb, x_n, qd, act, false, 1.0f, xp, part_s, l, 23, em);
         }
         release(1);
         pend[1] = coming(PH_DOWN);
@@ -656,7 +654,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
         DL_STAMP(l, 12);
         {
             auto em = [&](int j, float y) { a.h[o.gu_lo + j] = y; };
-            gemv_tc<true>(sa, o.gu_n, H, act, act + H, inv, xp, part_s, l, 25, em);
+            gemv_tc<true>(sa, o.gu_n, H, act, true, inv, xp, part_s, l, 25, em);
         }
         if (more) release(0);
         pend[0] = more && coming(PH_QKV);
@@ -674,7 +672,7 @@ __global__ void __launch_bounds__(DL_THREADS + 32, 1) decode_layers_kernel(const
                 float v = xres[r] + y;
                 xres[r] = v, a.x[x_lo + r] = v;
             };
-            gemv_tc<false>(sb, x_n, a.ffn, act, NULL, 1.0f, xp, part_s, l, 27, em);
+            gemv_tc<false>(sb, x_n, a.ffn, act, false, 1.0f, xp, part_s, l, 27, em);
         }
         DL_STAMP(l, 17);
         if (more) {

@@ -224,11 +224,7 @@ __global__ void split_bf16_kernel(__nv_bfloat16 *p, const float *x, size_t total
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (size_t)gridDim.x * blockDim.x) {
         float r = x[i];
-        for (int k = 0; k < parts; k++) {
-            __nv_bfloat16 b = __float2bfloat16_rn(r);
-            p[(size_t)k * total + i] = b;
-            r -= __bfloat162float(b); /* exact */
-        }
+        for (int k = 0; k < parts; k++) p[(size_t)k * total + i] = ts_bf16_take(&r);
     }
 }
 
