@@ -42,6 +42,7 @@
 #include "ops/cuda/attn_warp.cuh"
 #include "ops/cuda/bulk.cuh"
 #include "ops/cuda/merge_pieces.cuh"
+#include "ops/cuda/mma.cuh"
 #include "ops/cuda/norm_rope.cuh"
 
 #define DL_WARPS 15                 /* compute warps; warp DL_WARPS streams the weights */
@@ -382,19 +383,14 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
         for (int s = warp; s < steps; s += 2 * DL_WARPS) {
             const int s2 = s + DL_WARPS < steps ? s + DL_WARPS : s;
             const unsigned k0 = (unsigned)s * 32u, k2 = (unsigned)s2 * 32u; /* bytes */
-            unsigned b0 = 0u, b1 = 0u, a0, a1, a2, a3;
+            unsigned b0 = 0u, b1 = 0u, a[4];
             if (g < 3 || (g < 6 && s2 != s)) {
                 const unsigned xb = xa + (g < 3 ? k0 : k2);
                 asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b0) : "r"(xb));
                 asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b1) : "r"(xb + 16u));
             }
-            asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                         : "=r"(a0), "=r"(a1), "=r"(a2), "=r"(a3)
-                         : "r"(wa + ((lane & 8) ? k2 : k0)));
-            asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                         "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+            ts_ldmatrix_x4(a, wa + ((lane & 8) ? k2 : k0));
+            ts_mma_bf16(c, a, b0, b1);
         }
         /* row g: tig 0 holds D[g][0-1] (c0, c1); tig 1 D[g][2] (c0) and
          * D[g + 8][3] (c3); tig 2 D[g + 8][4-5] (c2, c3) */
@@ -416,14 +412,9 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
             for (int t = 0; t < DL_MAXROWS / 16; t++) {
                 if (t >= mt) break;
                 const int r = min(t * 16 + lr, rows - 1);
-                unsigned a0, a1, a2, a3;
-                asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                             : "=r"(a0), "=r"(a1), "=r"(a2), "=r"(a3)
-                             : "r"(smem_u32(w + (size_t)r * ld + k0 + lc)));
-                asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                             "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                             : "+f"(acc[t][0]), "+f"(acc[t][1]), "+f"(acc[t][2]), "+f"(acc[t][3])
-                             : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+                unsigned a[4];
+                ts_ldmatrix_x4(a, smem_u32(w + (size_t)r * ld + k0 + lc));
+                ts_mma_bf16(acc[t], a, b0, b1);
             }
         }
         /* lane 4 g holds rows g, g + 8 of columns 0 (hi), 1 (mid); lane 4 g + 1 column 2 (lo) */

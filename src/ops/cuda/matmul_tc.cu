@@ -26,6 +26,7 @@
 
 #include "ops/cuda/bulk.cuh"
 #include "ops/cuda/cuda_internal.cuh"
+#include "ops/cuda/mma.cuh"
 
 #define TMV_WARPS 8
 #define TMV_ROWS 128 /* weight rows a block: 16 a warp */
@@ -67,19 +68,6 @@ typedef struct tmv_args {
     float *part;      /* ks > 1: [bands][ks][TMV_ROWS][n] sums of each split */
     unsigned *cnt;    /* ks > 1: [bands] splits done, zero between launches */
 } tmv_args;
-
-__device__ __forceinline__ void tmv_mma(float *c, const unsigned *a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
-                 "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void tmv_ldmatrix(unsigned *a, const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
-                 : "r"(smem_u32(p)));
-}
 
 /* Queues chunk (columns [kc, kc + TMV_KC) of [.., k_hi)) of the block's
  * weight rows and of x's parts into one pipeline stage: W [TMV_ROWS][TMV_KCP],
@@ -154,15 +142,15 @@ __global__ void __launch_bounds__(TMV_WARPS * 32) tmv_kernel(tmv_args a) {
 #pragma unroll
         for (int kk = 0; kk < TMV_KC; kk += 16) {
             unsigned wa[4];
-            tmv_ldmatrix(wa, W + ar * TMV_KCP + kk + ac);
+            ts_ldmatrix_x4(wa, smem_u32(W + ar * TMV_KCP + kk + ac));
 #pragma unroll
             for (int p = PARTS - 1; p >= 0; p--) /* the small parts first */
 #pragma unroll
                 for (int j = 0; j < NT; j += 2) {
                     unsigned b[4];
-                    tmv_ldmatrix(b, X + (p * NX + j * 8 + br) * TMV_KCP + kk + bc);
-                    tmv_mma(acc[j], wa, b[0], b[1]);
-                    tmv_mma(acc[j + 1], wa, b[2], b[3]);
+                    ts_ldmatrix_x4(b, smem_u32(X + (p * NX + j * 8 + br) * TMV_KCP + kk + bc));
+                    ts_mma_bf16(acc[j], wa, b[0], b[1]);
+                    ts_mma_bf16(acc[j + 1], wa, b[2], b[3]);
                 }
         }
     }
