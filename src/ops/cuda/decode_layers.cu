@@ -319,6 +319,79 @@ __device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
     prefetch_vec(L.bo, a.hidden);
 }
 
+#define DL_MAXROWS 64 /* rows a block and phase at most (gemv_tc) */
+
+/* gemv_tc's products of one block, by warp: warp w takes the 16-column
+ * steps w, w + DL_WARPS, ... of the rows w[rows][ld] (shared) with the
+ * split input xp[3][ld] and writes its sums of rows 0 .. 16 mt - 1 to
+ * part_s[w R ..]. Lane 4 g holds rows g, g + 8 of columns 0 (hi) and 1
+ * (mid); lane 4 g + 1 column 2 (lo). */
+__device__ __forceinline__ void tc_sums(const bf16 *w, int rows, int mt, int ld, int steps,
+                                        const bf16 *xp, float *part_s, int R) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
+    float acc[DL_MAXROWS / 16][4];
+#pragma unroll
+    for (int t = 0; t < DL_MAXROWS / 16; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
+    /* this lane's ldmatrix row (within a tile) and column (within a step) */
+    const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
+    for (int s = warp; s < steps; s += DL_WARPS) {
+        const int k0 = s * 16;
+        unsigned b0 = 0u, b1 = 0u;
+        if (g < 3) b0 = *(const unsigned *)(xg + k0), b1 = *(const unsigned *)(xg + k0 + 8);
+#pragma unroll
+        for (int t = 0; t < DL_MAXROWS / 16; t++) {
+            if (t >= mt) break;
+            const int r = min(t * 16 + lr, rows - 1);
+            unsigned a[4];
+            ts_ldmatrix_x4(a, smem_u32(w + (size_t)r * ld + k0 + lc));
+            ts_mma_bf16(acc[t], a, b0, b1);
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < DL_MAXROWS / 16; t++) {
+        if (t >= mt) break;
+        const float lo0 = __shfl_down_sync(0xffffffffu, acc[t][0], 1);
+        const float lo8 = __shfl_down_sync(0xffffffffu, acc[t][2], 1);
+        if (tig == 0) {
+            part_s[warp * R + t * 16 + g] = acc[t][0] + acc[t][1] + lo0;
+            part_s[warp * R + t * 16 + g + 8] = acc[t][2] + acc[t][3] + lo8;
+        }
+    }
+}
+
+/* tc_sums for 1-8 rows: one mma takes two steps, s and s2 = s + DL_WARPS.
+ * A's rows 0-7 hold step s, rows 8-15 step s2; B's columns 0-2 the input
+ * parts of step s, columns 3-5 those of s2. Row r's sum is D[r][0-2] +
+ * D[r + 8][3-5]; the rest is discarded. A lone last step pairs with itself
+ * against zero parts. (H100: phase E's products 0.85 us against 1.27 with
+ * one step an mma.) */
+__device__ __forceinline__ void tc_sums8(const bf16 *w, int rows, int ld, int steps,
+                                         const bf16 *xp, float *part_s, int R) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const int r8 = min(lane & 7, rows - 1), pg = g < 3 ? g : g < 6 ? g - 3 : 0;
+    const unsigned wa = smem_u32(w + (size_t)r8 * ld + (lane >> 4) * 8);
+    const unsigned xa = smem_u32(xp + pg * ld + 2 * tig);
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = warp; s < steps; s += 2 * DL_WARPS) {
+        const int s2 = s + DL_WARPS < steps ? s + DL_WARPS : s;
+        const unsigned k0 = (unsigned)s * 32u, k2 = (unsigned)s2 * 32u; /* bytes */
+        unsigned b0 = 0u, b1 = 0u, a[4];
+        if (g < 3 || (g < 6 && s2 != s)) {
+            const unsigned xb = xa + (g < 3 ? k0 : k2);
+            asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b0) : "r"(xb));
+            asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b1) : "r"(xb + 16u));
+        }
+        ts_ldmatrix_x4(a, wa + ((lane & 8) ? k2 : k0));
+        ts_mma_bf16(c, a, b0, b1);
+    }
+    /* row g: tig 0 holds D[g][0-1] (c0, c1); tig 1 D[g][2] (c0) and
+     * D[g + 8][3] (c3); tig 2 D[g + 8][4-5] (c2, c3) */
+    const float t1 = tig == 1 ? c[0] + c[3] : tig == 2 ? c[2] + c[3] : c[0] + c[1];
+    const float n1 = __shfl_down_sync(0xffffffffu, t1, 1), n2 = __shfl_down_sync(0xffffffffu, t1, 2);
+    if (tig == 0) part_s[warp * R + g] = t1 + n1 + n2;
+}
+
 /* Products of the rows in shared memory with the input on the tensor cores
  * (cols % 8 == 0; rows <= DL_MAXROWS). The input ("act") is act[cols], or
  * when normed act[i] * inv * act[cols + i] (load_normed's rmsnorm). Plain,
@@ -331,14 +404,12 @@ __device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
  * Warp w takes the 16-column steps w, w + DL_WARPS, ...; the warps' partial
  * sums are added in a fixed order (deterministic), threads emit in
  * parallel. A last step past cols reads the rows' zeroed padding. Up to 8
- * rows (not SWI), each mma takes two steps (see there). */
-#define DL_MAXROWS 64
+ * rows (not SWI), each mma takes two steps (tc_sums8). */
 template <bool SWI, typename E>
 __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const float *act,
                                         bool normed, float inv, bf16 *xp, float *part_s,
                                         int pl, int pe, E emit) {
     (void)pl, (void)pe; /* DL_STAMP's: layer, first event */
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
     const int rows = SWI ? 2 * nr : nr, mt = (rows + 15) / 16, ld = cols + 8;
     const int steps = (cols + 15) / 16;
     /* xp[p][ld]: part p of act (zero past cols), once for every warp; four
@@ -369,66 +440,8 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
     dl_sync();
     DL_STAMP(pl, pe);
     const int R = mt * 16; /* part_s: [DL_WARPS][R] */
-    if (!SWI && rows > 0 && rows <= 8) {
-        /* At most 8 rows: one mma takes two steps, s and s2 = s + DL_WARPS.
-         * A's rows 0-7 hold step s, rows 8-15 step s2; B's columns 0-2 the
-         * input parts of step s, columns 3-5 those of s2. Row r's sum is
-         * D[r][0-2] + D[r + 8][3-5]; the rest is discarded. A lone last step
-         * pairs with itself against zero parts. (H100: phase E's products
-         * 0.87 us against 1.27 with one step an mma.) */
-        const int r8 = min(lane & 7, rows - 1), pg = g < 3 ? g : g < 6 ? g - 3 : 0;
-        const unsigned wa = smem_u32(w + (size_t)r8 * ld + (lane >> 4) * 8);
-        const unsigned xa = smem_u32(xp + pg * ld + 2 * tig);
-        float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (int s = warp; s < steps; s += 2 * DL_WARPS) {
-            const int s2 = s + DL_WARPS < steps ? s + DL_WARPS : s;
-            const unsigned k0 = (unsigned)s * 32u, k2 = (unsigned)s2 * 32u; /* bytes */
-            unsigned b0 = 0u, b1 = 0u, a[4];
-            if (g < 3 || (g < 6 && s2 != s)) {
-                const unsigned xb = xa + (g < 3 ? k0 : k2);
-                asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b0) : "r"(xb));
-                asm volatile("ld.shared.b32 %0, [%1];" : "=r"(b1) : "r"(xb + 16u));
-            }
-            ts_ldmatrix_x4(a, wa + ((lane & 8) ? k2 : k0));
-            ts_mma_bf16(c, a, b0, b1);
-        }
-        /* row g: tig 0 holds D[g][0-1] (c0, c1); tig 1 D[g][2] (c0) and
-         * D[g + 8][3] (c3); tig 2 D[g + 8][4-5] (c2, c3) */
-        const float t1 = tig == 1 ? c[0] + c[3] : tig == 2 ? c[2] + c[3] : c[0] + c[1];
-        const float n1 = __shfl_down_sync(0xffffffffu, t1, 1), n2 = __shfl_down_sync(0xffffffffu, t1, 2);
-        if (tig == 0) part_s[warp * R + g] = t1 + n1 + n2;
-    } else {
-        const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
-        float acc[DL_MAXROWS / 16][4];
-#pragma unroll
-        for (int t = 0; t < DL_MAXROWS / 16; t++) acc[t][0] = acc[t][1] = acc[t][2] = acc[t][3] = 0.0f;
-        /* this lane's ldmatrix row (within a tile) and column (within a step) */
-        const int lr = (lane & 7) + ((lane >> 3) & 1) * 8, lc = (lane >> 4) * 8;
-        for (int s = warp; s < steps; s += DL_WARPS) {
-            const int k0 = s * 16;
-            unsigned b0 = 0u, b1 = 0u;
-            if (g < 3) b0 = *(const unsigned *)(xg + k0), b1 = *(const unsigned *)(xg + k0 + 8);
-#pragma unroll
-            for (int t = 0; t < DL_MAXROWS / 16; t++) {
-                if (t >= mt) break;
-                const int r = min(t * 16 + lr, rows - 1);
-                unsigned a[4];
-                ts_ldmatrix_x4(a, smem_u32(w + (size_t)r * ld + k0 + lc));
-                ts_mma_bf16(acc[t], a, b0, b1);
-            }
-        }
-        /* lane 4 g holds rows g, g + 8 of columns 0 (hi), 1 (mid); lane 4 g + 1 column 2 (lo) */
-#pragma unroll
-        for (int t = 0; t < DL_MAXROWS / 16; t++) {
-            if (t >= mt) break;
-            const float lo0 = __shfl_down_sync(0xffffffffu, acc[t][0], 1);
-            const float lo8 = __shfl_down_sync(0xffffffffu, acc[t][2], 1);
-            if (tig == 0) {
-                part_s[warp * R + t * 16 + g] = acc[t][0] + acc[t][1] + lo0;
-                part_s[warp * R + t * 16 + g + 8] = acc[t][2] + acc[t][3] + lo8;
-            }
-        }
-    }
+    if (!SWI && rows > 0 && rows <= 8) tc_sums8(w, rows, ld, steps, xp, part_s, R);
+    else tc_sums(w, rows, mt, ld, steps, xp, part_s, R);
     dl_sync();
     DL_STAMP(pl, pe + 1);
     for (int i = threadIdx.x; i < nr; i += DL_THREADS) {
