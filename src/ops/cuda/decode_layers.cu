@@ -323,12 +323,13 @@ __device__ void prefetch_vecs(const dl_args &a, const dl_layer &L, bool attn) {
 
 /* gemv_tc's products of one block, by warp: warp w takes the 16-column
  * steps w, w + DL_WARPS, ... of the rows w[rows][ld] (shared) with the
- * split input xp[3][ld] and writes its sums of rows 0 .. 16 mt - 1 to
+ * split input xp[3][ld] and writes its sums of the 16-row tiles to
  * part_s[w R ..]. Lane 4 g holds rows g, g + 8 of columns 0 (hi) and 1
  * (mid); lane 4 g + 1 column 2 (lo). */
-__device__ __forceinline__ void tc_sums(const bf16 *w, int rows, int mt, int ld, int steps,
+__device__ __forceinline__ void tc_sums(const bf16 *w, int rows, int ld, int steps,
                                         const bf16 *xp, float *part_s, int R) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tig = lane & 3;
+    const int mt = (rows + 15) / 16; /* 16-row tiles */
     const bf16 *xg = xp + (g < 3 ? g : 0) * ld + 2 * tig; /* this lane's B column (part) */
     float acc[DL_MAXROWS / 16][4];
 #pragma unroll
@@ -441,7 +442,7 @@ __device__ __forceinline__ void gemv_tc(const bf16 *w, int nr, int cols, const f
     DL_STAMP(pl, pe);
     const int R = mt * 16; /* part_s: [DL_WARPS][R] */
     if (!SWI && rows > 0 && rows <= 8) tc_sums8(w, rows, ld, steps, xp, part_s, R);
-    else tc_sums(w, rows, mt, ld, steps, xp, part_s, R);
+    else tc_sums(w, rows, ld, steps, xp, part_s, R);
     dl_sync();
     DL_STAMP(pl, pe + 1);
     for (int i = threadIdx.x; i < nr; i += DL_THREADS) {
