@@ -51,9 +51,9 @@
 #define DL_MAXG 4    /* query heads per KV head */
 #define DL_PIECES 32 /* attention pieces per KV head at most (one per lane in the merge) */
 #ifndef DL_U
-#define DL_U 1 /* slots a warp loads at once in attention (H100: 1 against 2, 1046-1050
-                * against 1036-1039 tok/s at context 1024 and level at 128; 4 was 4-7%
-                * slower than 2) */
+#define DL_U 1 /* slots a warp loads at once in attention (H100, two calls: 1 against 2,
+                * 1044-1053 against 1028-1039 tok/s at context 1024, level at 128; 4 was
+                * 4-7% slower than 2) */
 #endif
 #ifndef DL_PIECE_SLOTS
 #define DL_PIECE_SLOTS 16 /* slots an attention piece aims at (H100: 8-32 within 2%;
